@@ -1,0 +1,75 @@
+//! The one binary codec of stored records: bincode 2.0.1 through serde,
+//! standard configuration (little endian, variable-length integers).
+//!
+//! A stored value in the `events` tree is `[FORMAT_VERSION][hash: 32 bytes]
+//! [bincode(record)]`. Nothing else in the workspace calls bincode.
+
+use crate::bytes::Digest;
+use crate::error::LedgerError;
+use crate::record::Record;
+
+/// The version of the stored value layout and of the record schema's
+/// encoding. A ledger written by a newer rewind is refused, never guessed at.
+pub const FORMAT_VERSION: u8 = 1;
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encodes a record with bincode.
+pub fn encode_record(record: &Record) -> Vec<u8> {
+    bincode::serde::encode_to_vec(record, config()).expect("records contain only encodable types")
+}
+
+/// Decodes a record; `seq` is only for the error message.
+pub fn decode_record(bytes: &[u8], seq: u64) -> Result<Record, LedgerError> {
+    let (record, used) = bincode::serde::decode_from_slice(bytes, config()).map_err(|source| {
+        LedgerError::Corrupt {
+            seq,
+            reason: format!("record does not decode: {source}"),
+        }
+    })?;
+    if used != bytes.len() {
+        return Err(LedgerError::Corrupt {
+            seq,
+            reason: format!("{} trailing bytes after the record", bytes.len() - used),
+        });
+    }
+    Ok(record)
+}
+
+/// Encodes a stored value: version, hash, record.
+pub fn encode_stored(hash: &Digest, record: &Record) -> Vec<u8> {
+    let body = encode_record(record);
+    let mut out = Vec::with_capacity(33 + body.len());
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&hash.0);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes a stored value into its hash and record.
+pub fn decode_stored(bytes: &[u8], seq: u64) -> Result<(Digest, Record), LedgerError> {
+    let Some((&version, rest)) = bytes.split_first() else {
+        return Err(LedgerError::Corrupt {
+            seq,
+            reason: "empty stored value".into(),
+        });
+    };
+    if version > FORMAT_VERSION {
+        return Err(LedgerError::NewerRecord {
+            seq,
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    if version == 0 || rest.len() < 32 {
+        return Err(LedgerError::Corrupt {
+            seq,
+            reason: format!("bad header (version {version}, {} bytes)", bytes.len()),
+        });
+    }
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(&rest[..32]);
+    Ok((Digest(hash), decode_record(&rest[32..], seq)?))
+}

@@ -1,0 +1,25 @@
+//! The rewind ledger: the event schema, the record envelope, the binary
+//! codec, the hash chain over canonical JSON, the sled store with its
+//! write-ahead journal, the blob store, and verification.
+//!
+//! This crate never prints, never reads the environment and never touches a
+//! migration target. Everything above it is a fold over what it stores.
+
+pub mod blob;
+pub mod bytes;
+pub mod canonical;
+pub mod codec;
+pub mod error;
+pub mod event;
+pub mod journal;
+pub mod record;
+pub mod store;
+pub mod verify;
+
+pub use blob::BlobStore;
+pub use bytes::{Bytes, Digest};
+pub use error::{LedgerError, Result};
+pub use event::*;
+pub use record::{Entry, Record, Timestamp};
+pub use store::{Draft, Ledger, Origin, Selector};
+pub use verify::{ChainReport, Problem, ProblemKind};

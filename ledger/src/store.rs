@@ -1,0 +1,680 @@
+//! The ledger on disk: a directory holding the marker, the lock, the sled
+//! store, the journal and the blob store.
+//!
+//! ```text
+//! .rewind/            mode 0700
+//!   LEDGER            marker: format and ledger id
+//!   lock              flock held by the one writer; holds its pid
+//!   journal.jsonl     write-ahead journal, one export line per entry
+//!   store/            sled: `events` (seq → entry), `index`, `meta`
+//!   blobs/ab/cdef…    content-addressed blobs
+//! ```
+//!
+//! One [`Ledger`] value is the one appender: it assigns seqs, chains, writes
+//! the journal (fsync), then the store (flush + fsync). Indexes live in the
+//! `index` tree and are rebuildable from `events` (`reindex`).
+
+use std::collections::BTreeMap;
+use std::fs::{File, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::RangeInclusive;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use crate::blob::{BlobStore, sync_dir};
+use crate::bytes::Digest;
+use crate::canonical::{genesis, line, link, record_json};
+use crate::codec::{FORMAT_VERSION, decode_stored, encode_stored};
+use crate::error::{LedgerError, Result};
+use crate::event::{Event, Subject};
+use crate::journal::{Journal, JournalReader, parse_line};
+use crate::record::{Entry, Record, Timestamp};
+
+const MARKER: &str = "LEDGER";
+const MARKER_MAGIC: &str = "rewind-ledger";
+const JOURNAL: &str = "journal.jsonl";
+const STORE: &str = "store";
+const LOCK: &str = "lock";
+const INDEXED_THROUGH: &[u8] = b"\xffindexed_through";
+
+/// Who is appending, recorded in every envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub actor: String,
+    pub host: String,
+}
+
+/// An event waiting for its seq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    pub run: Option<String>,
+    pub event: Event,
+}
+
+impl Draft {
+    pub fn new(run: Option<&str>, event: Event) -> Draft {
+        Draft {
+            run: run.map(str::to_owned),
+            event,
+        }
+    }
+}
+
+/// What the marker file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    pub format: u32,
+    pub ledger_id: String,
+}
+
+/// Which entries a query may need; the caller filters them further.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    pub run: Option<String>,
+    pub target: Option<String>,
+    /// A path; events on it and on anything below it match.
+    pub path: Option<String>,
+    /// A table, and optionally one row key as `render_key` writes it.
+    pub table: Option<String>,
+    pub key: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+/// The lock file, held while the ledger is open for writing.
+#[derive(Debug)]
+pub(crate) struct Lock {
+    _file: File,
+}
+
+pub(crate) fn acquire_lock(dir: &Path) -> Result<Lock> {
+    let path = dir.join(LOCK);
+    let mut file = fs_err::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)?
+        .into_parts()
+        .0;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(LedgerError::Locked {
+                dir: dir.to_path_buf(),
+                holder: text.trim().parse().ok(),
+            });
+        }
+        Err(TryLockError::Error(source)) => return Err(source.into()),
+    }
+    file.set_len(0)?;
+    file.seek(SeekFrom::Start(0))?;
+    write!(file, "{}", std::process::id())?;
+    Ok(Lock { _file: file })
+}
+
+/// Reads and checks the marker of a ledger directory.
+pub fn read_marker(dir: &Path) -> Result<Marker> {
+    let path = dir.join(MARKER);
+    if !path.is_file() {
+        return Err(LedgerError::NotALedger {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let text = fs_err::read_to_string(&path)?;
+    let bad = |reason: &str| LedgerError::BadMarker {
+        path: path.clone(),
+        reason: reason.to_owned(),
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(MARKER_MAGIC) {
+        return Err(LedgerError::NotALedger {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let mut fields = BTreeMap::new();
+    for line in lines {
+        let (key, value) = line
+            .split_once(" = ")
+            .ok_or_else(|| bad("a line is not `key = value`"))?;
+        fields.insert(key.trim(), value.trim());
+    }
+    let format: u32 = fields
+        .get("format")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad("no format"))?;
+    if format > u32::from(FORMAT_VERSION) {
+        return Err(LedgerError::NewerFormat {
+            dir: dir.to_path_buf(),
+            found: format,
+            supported: FORMAT_VERSION.into(),
+        });
+    }
+    let ledger_id = fields.get("id").ok_or_else(|| bad("no id"))?.to_string();
+    Ok(Marker { format, ledger_id })
+}
+
+/// The writable ledger: the one appender.
+pub struct Ledger {
+    dir: PathBuf,
+    ledger_id: String,
+    db: sled::Db,
+    events: sled::Tree,
+    index: sled::Tree,
+    journal: Journal,
+    blobs: BlobStore,
+    head: (u64, Digest),
+    last_time: Option<Timestamp>,
+    origin: Origin,
+    clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
+    caught_up: u64,
+    _lock: Lock,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("dir", &self.dir)
+            .field("head", &self.head)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ledger {
+    /// Creates a new ledger in `dir` (created with mode 0700 if absent; an
+    /// existing directory must be empty).
+    pub fn init(dir: &Path, ledger_id: &str, origin: Origin) -> Result<Ledger> {
+        if dir.join(MARKER).exists() {
+            return Err(LedgerError::AlreadyInitialized {
+                dir: dir.to_path_buf(),
+            });
+        }
+        if dir.exists() {
+            if fs_err::read_dir(dir)?.next().is_some() {
+                return Err(LedgerError::DirNotEmpty {
+                    dir: dir.to_path_buf(),
+                });
+            }
+        } else {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| {
+                    std::io::Error::new(
+                        source.kind(),
+                        format!("creating {}: {source}", dir.display()),
+                    )
+                })?;
+        }
+        let lock = acquire_lock(dir)?;
+        let marker = format!("{MARKER_MAGIC}\nformat = {FORMAT_VERSION}\nid = {ledger_id}\n");
+        let temp = dir.join(format!("{MARKER}.tmp"));
+        fs_err::write(&temp, marker)?;
+        fs_err::File::open(&temp)?.sync_all()?;
+        fs_err::File::create(dir.join(JOURNAL))?.sync_all()?;
+        fs_err::rename(&temp, dir.join(MARKER))?;
+        sync_dir(dir)?;
+        Self::open_locked(dir, lock, origin)
+    }
+
+    /// Opens an existing ledger for writing. Refuses if another process holds it.
+    pub fn open(dir: &Path, origin: Origin) -> Result<Ledger> {
+        read_marker(dir)?;
+        let lock = acquire_lock(dir)?;
+        Self::open_locked(dir, lock, origin)
+    }
+
+    pub(crate) fn open_locked(dir: &Path, lock: Lock, origin: Origin) -> Result<Ledger> {
+        let marker = read_marker(dir)?;
+        let db = sled::Config::new()
+            .path(dir.join(STORE))
+            .flush_every_ms(None)
+            .open()?;
+        let events = db.open_tree("events")?;
+        let index = db.open_tree("index")?;
+        let journal = Journal::open(&dir.join(JOURNAL))?;
+        let mut ledger = Ledger {
+            dir: dir.to_path_buf(),
+            head: (0, genesis(&marker.ledger_id)),
+            ledger_id: marker.ledger_id,
+            db,
+            events,
+            index,
+            journal,
+            blobs: BlobStore::new(dir.join("blobs")),
+            last_time: None,
+            origin,
+            clock: Box::new(Timestamp::now),
+            caught_up: 0,
+            _lock: lock,
+        };
+        if let Some((key, value)) = ledger.events.last()? {
+            let seq = decode_key(&key)?;
+            let (hash, record) = decode_stored(&value, seq)?;
+            ledger.head = (seq, hash);
+            ledger.last_time = Some(record.recorded_at);
+        }
+        ledger.catch_up_from_journal()?;
+        ledger.catch_up_index()?;
+        Ok(ledger)
+    }
+
+    /// Replays journal entries the store lacks: a crash after the journal's
+    /// fsync and before the store's write leaves exactly that.
+    fn catch_up_from_journal(&mut self) -> Result<()> {
+        let path = self.dir.join(JOURNAL);
+        let mut reader = JournalReader::open(&path)?;
+        let mut missing = Vec::new();
+        while let Some(raw) = reader.next_line()? {
+            if raw.number <= self.head.0 {
+                continue;
+            }
+            let entry = parse_line(&raw, &path)?;
+            let expected_prev = missing
+                .last()
+                .map(|e: &Entry| e.hash)
+                .unwrap_or(self.head.1);
+            if entry.seq() != raw.number || entry.prev != expected_prev {
+                return Err(LedgerError::Diverged {
+                    reason: format!(
+                        "journal line {} (seq {}) does not follow the store's head at seq {}",
+                        raw.number,
+                        entry.seq(),
+                        self.head.0
+                    ),
+                });
+            }
+            missing.push(entry);
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.caught_up = missing.len() as u64;
+        let mut batch = sled::Batch::default();
+        for entry in &missing {
+            batch.insert(
+                &entry.seq().to_be_bytes(),
+                encode_stored(&entry.hash, &entry.record),
+            );
+        }
+        self.events.apply_batch(batch)?;
+        self.make_store_durable()?;
+        let last = missing.last().expect("not empty");
+        self.head = (last.seq(), last.hash);
+        self.last_time = Some(last.record.recorded_at);
+        Ok(())
+    }
+
+    /// How many entries the store took over from the journal when it was opened.
+    pub fn caught_up(&self) -> u64 {
+        self.caught_up
+    }
+
+    fn catch_up_index(&mut self) -> Result<()> {
+        let indexed = match self.index.get(INDEXED_THROUGH)? {
+            Some(bytes) => decode_key(&bytes)?,
+            None => 0,
+        };
+        if indexed >= self.head.0 {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for item in self.events.range((indexed + 1).to_be_bytes()..) {
+            let (key, value) = item?;
+            let seq = decode_key(&key)?;
+            let (_, record) = decode_stored(&value, seq)?;
+            index_record(&mut batch, &record);
+        }
+        batch.insert(INDEXED_THROUGH, &self.head.0.to_be_bytes());
+        self.index.apply_batch(batch)?;
+        self.make_store_durable()
+    }
+
+    /// Drops and rebuilds every index from the events tree.
+    pub fn reindex(&mut self) -> Result<u64> {
+        self.index.clear()?;
+        self.catch_up_index()?;
+        Ok(self.head.0)
+    }
+
+    /// Replaces the clock (tests pin it).
+    pub fn set_clock(&mut self, clock: impl Fn() -> Timestamp + Send + Sync + 'static) {
+        self.clock = Box::new(clock);
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn ledger_id(&self) -> &str {
+        &self.ledger_id
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// The newest seq and its hash; `(0, genesis)` when empty.
+    pub fn head(&self) -> (u64, Digest) {
+        self.head
+    }
+
+    /// Appends events as one durable batch: seqs, chain, journal (fsync),
+    /// store (flush, fsync). Returns the stored entries.
+    pub fn append_batch(&mut self, drafts: Vec<Draft>) -> Result<Vec<Entry>> {
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Time never runs backwards inside a ledger, so that `--since` can
+        // binary-search by seq.
+        let now = (self.clock)();
+        let now = match self.last_time {
+            Some(last) if last > now => last,
+            _ => now,
+        };
+        let (mut seq, mut prev) = self.head;
+        let mut lines = Vec::with_capacity(drafts.len() * 400);
+        let mut events = sled::Batch::default();
+        let mut index = sled::Batch::default();
+        let mut entries = Vec::with_capacity(drafts.len());
+        for draft in drafts {
+            seq += 1;
+            let record = Record {
+                actor: self.origin.actor.clone(),
+                event: draft.event,
+                host: self.origin.host.clone(),
+                ledger_id: self.ledger_id.clone(),
+                recorded_at: now,
+                run: draft.run,
+                seq,
+            };
+            let json = record_json(&record);
+            let hash = link(&prev, &json);
+            lines.extend_from_slice(&line(seq, &prev, &hash, &json));
+            lines.push(b'\n');
+            events.insert(&seq.to_be_bytes(), encode_stored(&hash, &record));
+            index_record(&mut index, &record);
+            entries.push(Entry { hash, prev, record });
+            prev = hash;
+        }
+        index.insert(INDEXED_THROUGH, &seq.to_be_bytes());
+        self.journal.append(&lines)?;
+        self.events.apply_batch(events)?;
+        self.index.apply_batch(index)?;
+        self.make_store_durable()?;
+        self.head = (seq, prev);
+        self.last_time = Some(now);
+        Ok(entries)
+    }
+
+    /// Appends one event.
+    pub fn append(&mut self, run: Option<&str>, event: Event) -> Result<Entry> {
+        Ok(self.append_batch(vec![Draft::new(run, event)])?.remove(0))
+    }
+
+    /// sled's `flush` writes its buffers but does not fsync on Linux; the
+    /// data file is fsynced here so that a batch survives power loss too.
+    fn make_store_durable(&self) -> Result<()> {
+        self.db.flush()?;
+        fs_err::File::open(self.dir.join(STORE).join("db"))?.sync_data()?;
+        Ok(())
+    }
+
+    /// One entry by seq.
+    pub fn get(&self, seq: u64) -> Result<Entry> {
+        let Some(value) = self.events.get(seq.to_be_bytes())? else {
+            return Err(LedgerError::UnknownSeq {
+                seq,
+                head: self.head.0,
+            });
+        };
+        decode_entry(seq, &value, self)
+    }
+
+    /// Entries in a seq range, in order.
+    pub fn range(&self, seqs: RangeInclusive<u64>) -> impl Iterator<Item = Result<Entry>> + '_ {
+        let start = *seqs.start();
+        let end = *seqs.end();
+        let mut prev: Option<Digest> = None;
+        self.events
+            .range(start.to_be_bytes()..=end.to_be_bytes())
+            .map(move |item| {
+                let (key, value) = item?;
+                let seq = decode_key(&key)?;
+                let (hash, record) = decode_stored(&value, seq)?;
+                let prev_hash = match prev {
+                    Some(hash) => hash,
+                    None => self.prev_of(seq)?,
+                };
+                prev = Some(hash);
+                Ok(Entry {
+                    hash,
+                    prev: prev_hash,
+                    record,
+                })
+            })
+    }
+
+    fn prev_of(&self, seq: u64) -> Result<Digest> {
+        if seq <= 1 {
+            return Ok(genesis(&self.ledger_id));
+        }
+        match self.events.get((seq - 1).to_be_bytes())? {
+            Some(value) => Ok(decode_stored(&value, seq - 1)?.0),
+            None => Err(LedgerError::Corrupt {
+                seq,
+                reason: format!("seq {} is missing", seq - 1),
+            }),
+        }
+    }
+
+    /// The seqs a selector narrows to through the indexes, in order, or
+    /// `None` when no index applies (the caller scans a range instead).
+    pub fn candidates(&self, selector: &Selector) -> Result<Option<Vec<u64>>> {
+        let mut sets: Vec<Vec<u64>> = Vec::new();
+        if let Some(run) = &selector.run {
+            sets.push(self.scan_index(&prefixed(b'r', &[run.as_bytes()]))?);
+        }
+        if let Some(target) = &selector.target {
+            let mut seqs = Vec::new();
+            for run in self.runs_of_target(target)? {
+                seqs.extend(self.scan_index(&prefixed(b'r', &[run.as_bytes()]))?);
+            }
+            seqs.sort_unstable();
+            sets.push(seqs);
+        }
+        if let Some(path) = &selector.path {
+            let path = path.trim_end_matches('/');
+            let mut seqs = self.scan_index(&prefixed(b'p', &[path.as_bytes()]))?;
+            let mut below = Vec::from([b'p']);
+            below.extend_from_slice(path.as_bytes());
+            below.push(b'/');
+            for item in self.index.scan_prefix(&below) {
+                let (key, _) = item?;
+                seqs.push(decode_key(&key[key.len() - 8..])?);
+            }
+            seqs.sort_unstable();
+            seqs.dedup();
+            sets.push(seqs);
+        }
+        if let Some(table) = &selector.table {
+            let prefix = match &selector.key {
+                Some(key) => prefixed(b'w', &[table.as_bytes(), key.as_bytes()]),
+                None => prefixed(b'w', &[table.as_bytes()]),
+            };
+            let mut seqs = Vec::new();
+            for item in self.index.scan_prefix(&prefix) {
+                let (key, _) = item?;
+                seqs.push(decode_key(&key[key.len() - 8..])?);
+            }
+            seqs.sort_unstable();
+            seqs.dedup();
+            sets.push(seqs);
+        }
+        let Some(mut result) = sets.pop() else {
+            return Ok(None);
+        };
+        for other in sets {
+            result.retain(|seq| other.binary_search(seq).is_ok());
+        }
+        Ok(Some(result))
+    }
+
+    fn scan_index(&self, prefix: &[u8]) -> Result<Vec<u64>> {
+        let mut seqs = Vec::new();
+        for item in self.index.scan_prefix(prefix) {
+            let (key, _) = item?;
+            if key.len() == prefix.len() + 8 {
+                seqs.push(decode_key(&key[prefix.len()..])?);
+            }
+        }
+        Ok(seqs)
+    }
+
+    /// Runs started for a target, oldest first.
+    pub fn runs_of_target(&self, target: &str) -> Result<Vec<String>> {
+        let prefix = prefixed(b't', &[target.as_bytes()]);
+        let mut runs = Vec::new();
+        for item in self.index.scan_prefix(&prefix) {
+            let (key, _) = item?;
+            runs.push(String::from_utf8_lossy(&key[prefix.len() + 8..]).into_owned());
+        }
+        Ok(runs)
+    }
+
+    /// Seqs of the events of a run-level kind (`RunStarted`, `RunFinished`,
+    /// `RollbackStarted`, `RollbackFinished`, `Compensated`, `DriftFound`,
+    /// `Note`, `Checkpoint`), or `None` for a kind that is not indexed.
+    pub fn seqs_of_kind(&self, kind: &str) -> Result<Option<Vec<u64>>> {
+        if !INDEXED_KINDS.contains(&kind) {
+            return Ok(None);
+        }
+        self.scan_index(&prefixed(b'k', &[kind.as_bytes()]))
+            .map(Some)
+    }
+
+    /// The first seq recorded at or after `instant` (head + 1 if none).
+    pub fn first_seq_at_or_after(&self, instant: Timestamp) -> Result<u64> {
+        let (mut low, mut high) = (1, self.head.0 + 1);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if self.get(mid)?.record.recorded_at < instant {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        Ok(low)
+    }
+
+    /// The seq range a time window covers.
+    pub fn seq_window(
+        &self,
+        since: Option<Timestamp>,
+        until: Option<Timestamp>,
+    ) -> Result<RangeInclusive<u64>> {
+        let start = match since {
+            Some(since) => self.first_seq_at_or_after(since)?,
+            None => 1,
+        };
+        let end = match until {
+            Some(until) => {
+                let after = self.first_seq_at_or_after(until)?;
+                // `until` is inclusive: take entries recorded exactly then too.
+                let mut end = after.saturating_sub(1);
+                while end < self.head.0 && self.get(end + 1)?.record.recorded_at == until {
+                    end += 1;
+                }
+                end
+            }
+            None => self.head.0,
+        };
+        Ok(start..=end)
+    }
+
+    pub(crate) fn events_tree(&self) -> &sled::Tree {
+        &self.events
+    }
+
+    pub(crate) fn journal_path(&self) -> PathBuf {
+        self.dir.join(JOURNAL)
+    }
+}
+
+/// Kinds indexed by kind: rare, run-level events that listings start from.
+pub const INDEXED_KINDS: &[&str] = &[
+    "RunStarted",
+    "RunFinished",
+    "RollbackStarted",
+    "RollbackFinished",
+    "Compensated",
+    "DriftFound",
+    "Note",
+    "Checkpoint",
+];
+
+fn prefixed(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = vec![tag];
+    for part in parts {
+        key.extend_from_slice(part);
+        key.push(0);
+    }
+    key
+}
+
+fn index_record(batch: &mut sled::Batch, record: &Record) {
+    let seq = record.seq.to_be_bytes();
+    let with_seq = |mut key: Vec<u8>| {
+        key.extend_from_slice(&seq);
+        key
+    };
+    if let Some(run) = &record.run {
+        batch.insert(with_seq(prefixed(b'r', &[run.as_bytes()])), &[]);
+        if let Event::RunStarted(started) = &record.event
+            && let Some(target) = &started.target
+        {
+            let mut key = with_seq(prefixed(b't', &[target.as_bytes()]));
+            key.extend_from_slice(run.as_bytes());
+            batch.insert(key, &[]);
+        }
+    }
+    let kind = record.event.kind();
+    if INDEXED_KINDS.contains(&kind) {
+        batch.insert(with_seq(prefixed(b'k', &[kind.as_bytes()])), &[]);
+    }
+    for subject in record.event.subjects() {
+        let key = match subject {
+            Subject::Path(path) => prefixed(b'p', &[path.trim_end_matches('/').as_bytes()]),
+            Subject::Row(table, key) => prefixed(b'w', &[table.as_bytes(), key.as_bytes()]),
+        };
+        batch.insert(with_seq(key), &[]);
+    }
+}
+
+fn decode_key(bytes: &[u8]) -> Result<u64> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| LedgerError::Corrupt {
+        seq: 0,
+        reason: format!("a key of {} bytes is not a seq", bytes.len()),
+    })?;
+    Ok(u64::from_be_bytes(array))
+}
+
+fn decode_entry(seq: u64, value: &[u8], ledger: &Ledger) -> Result<Entry> {
+    let (hash, record) = decode_stored(value, seq)?;
+    Ok(Entry {
+        hash,
+        prev: ledger.prev_of(seq)?,
+        record,
+    })
+}
+
+pub(crate) fn decode_seq(bytes: &[u8]) -> Result<u64> {
+    decode_key(bytes)
+}

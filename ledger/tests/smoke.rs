@@ -1,0 +1,58 @@
+//! A first round trip through the store: append, reopen, read, verify.
+
+use rewind_ledger::{Draft, Event, Ledger, Note, Origin};
+
+fn origin() -> Origin {
+    Origin {
+        actor: "tester@host".into(),
+        host: "host".into(),
+    }
+}
+
+#[test]
+fn append_reopen_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    let mut ledger = Ledger::init(&path, "ledger-1", origin()).unwrap();
+    let note = |text: &str| {
+        Draft::new(
+            Some("run-1"),
+            Event::Note(Note {
+                about_run: None,
+                about_seq: None,
+                text: text.into(),
+            }),
+        )
+    };
+    ledger
+        .append_batch(vec![note("a"), note("b\n\"c\""), note("ü")])
+        .unwrap();
+    let head = ledger.head();
+    drop(ledger);
+    let ledger = Ledger::open(&path, origin()).unwrap();
+    assert_eq!(ledger.head(), head);
+    assert_eq!(ledger.get(2).unwrap().record.seq, 2);
+    let report = ledger.verify_chain().unwrap();
+    assert_eq!(report.problem, None, "{report:?}");
+    assert_eq!(report.verified, 3);
+    assert_eq!(
+        ledger
+            .candidates(&rewind_ledger::Selector {
+                run: Some("run-1".into()),
+                ..Default::default()
+            })
+            .unwrap(),
+        Some(vec![1, 2, 3])
+    );
+    let second = Ledger::open(&path, origin()).unwrap_err();
+    assert!(
+        matches!(
+            second,
+            rewind_ledger::LedgerError::Locked {
+                holder: Some(_),
+                ..
+            }
+        ),
+        "{second}"
+    );
+}
