@@ -73,6 +73,9 @@ pub enum Command {
     #[command(subcommand)]
     Audit(AuditCommand),
 
+    /// Sign the head of the chain with a key kept elsewhere, and print it
+    Checkpoint(CheckpointArgs),
+
     /// Rebuild the history indexes from the events
     Reindex,
 
@@ -178,6 +181,17 @@ pub struct ExportArgs {
     /// End at the last event recorded at or before this time
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// The signing key: a file holding a 32-byte ed25519 seed in hex
+    #[arg(long, value_name = "FILE")]
+    pub key: std::path::PathBuf,
+
+    /// Create the key file first (it must not exist); keep it off this host afterwards
+    #[arg(long)]
+    pub generate_key: bool,
 }
 
 #[derive(Debug, Args)]

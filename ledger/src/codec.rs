@@ -48,6 +48,11 @@ pub fn encode_stored(hash: &Digest, record: &Record) -> Vec<u8> {
     out
 }
 
+/// Fills in the hash of a value made by `encode_stored` with a blank hash.
+pub fn set_stored_hash(stored: &mut [u8], hash: &Digest) {
+    stored[1..33].copy_from_slice(&hash.0);
+}
+
 /// Decodes a stored value into its hash and record.
 pub fn decode_stored(bytes: &[u8], seq: u64) -> Result<(Digest, Record), LedgerError> {
     let Some((&version, rest)) = bytes.split_first() else {

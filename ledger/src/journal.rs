@@ -102,6 +102,19 @@ impl JournalReader {
         })
     }
 
+    /// Reads the next complete line into `bytes` (without its newline) and
+    /// returns its number, or `None` at the end; reuses the buffer.
+    pub fn next_into(&mut self, bytes: &mut Vec<u8>) -> Result<Option<u64>> {
+        bytes.clear();
+        let read = self.reader.read_until(b'\n', bytes)?;
+        if read == 0 || !bytes.ends_with(b"\n") {
+            return Ok(None);
+        }
+        bytes.pop();
+        self.number += 1;
+        Ok(Some(self.number))
+    }
+
     /// The next complete line, or `None` at the end.
     pub fn next_line(&mut self) -> Result<Option<RawLine>> {
         let mut bytes = Vec::with_capacity(512);
@@ -117,8 +130,79 @@ impl JournalReader {
         }))
     }
 
+    /// Opens at a byte offset where a line starts, numbering that line
+    /// `number` (see [`offset_after_seq`]).
+    pub fn open_at(path: &Path, offset: u64, number: u64) -> Result<JournalReader> {
+        let mut file = fs_err::File::open(path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        Ok(JournalReader {
+            path: path.to_path_buf(),
+            reader: BufReader::with_capacity(1 << 16, file),
+            number: number.saturating_sub(1),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// The byte offset where the first complete line with a seq greater than
+/// `after` starts (the end of the complete lines if there is none), found by
+/// reading line starts backwards from the end: opening a ledger after a
+/// crash needs only the tail of the journal, not all of it. `None` when a
+/// line on the way does not start with `{"seq":N,` — the caller then reads
+/// from the start, which reports the damage properly.
+pub fn offset_after_seq(path: &Path, after: u64) -> Result<Option<u64>> {
+    use std::os::unix::fs::FileExt;
+    let mut file = fs_err::File::open(path)?;
+    let len = file.metadata()?.len();
+    let complete = complete_length(&mut file, len)?;
+    if after == 0 || complete == 0 {
+        return Ok(Some(0));
+    }
+    let seq_at = |offset: u64| -> Result<Option<u64>> {
+        let mut start = [0u8; 32];
+        let read = file.file().read_at(&mut start, offset)?;
+        let Some(rest) = start[..read].strip_prefix(b"{\"seq\":") else {
+            return Ok(None);
+        };
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || rest.get(digits) != Some(&b',') {
+            return Ok(None);
+        }
+        Ok(std::str::from_utf8(&rest[..digits])
+            .ok()
+            .and_then(|text| text.parse().ok()))
+    };
+    let mut answer = complete;
+    // The newline that ends a line is at `end - 1`; the line starts after the
+    // newline before it, or at 0.
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut end = complete - 1;
+    loop {
+        let from = end.saturating_sub(chunk.len() as u64);
+        let part = &mut chunk[..(end - from) as usize];
+        file.file().read_exact_at(part, from)?;
+        let mut cursor = part.len();
+        while let Some(newline) = part[..cursor].iter().rposition(|&b| b == b'\n') {
+            let start = from + newline as u64 + 1;
+            match seq_at(start)? {
+                None => return Ok(None),
+                Some(seq) if seq > after => answer = start,
+                Some(_) => return Ok(Some(answer)),
+            }
+            cursor = newline;
+        }
+        if from == 0 {
+            // The first line of the file.
+            return match seq_at(0)? {
+                None => Ok(None),
+                Some(seq) if seq > after => Ok(Some(0)),
+                Some(_) => Ok(Some(answer)),
+            };
+        }
+        end = from;
     }
 }
 

@@ -8,10 +8,12 @@
 pub mod blob;
 pub mod bytes;
 pub mod canonical;
+pub mod checkpoint;
 pub mod codec;
 pub mod error;
 pub mod event;
 pub mod journal;
+pub mod page;
 pub mod record;
 pub mod store;
 pub mod verify;

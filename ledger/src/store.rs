@@ -20,14 +20,17 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::RangeInclusive;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::blob::{BlobStore, sync_dir};
 use crate::bytes::Digest;
-use crate::canonical::{genesis, line, link, record_json};
-use crate::codec::{FORMAT_VERSION, decode_stored, encode_stored};
+use crate::canonical::{genesis, link, record_json, write_line};
+use crate::codec::{FORMAT_VERSION, decode_stored, encode_stored, set_stored_hash};
 use crate::error::{LedgerError, Result};
 use crate::event::{Event, Subject};
-use crate::journal::{Journal, JournalReader, parse_line};
+use crate::journal::{Journal, JournalReader, offset_after_seq, parse_line};
+use crate::page;
 use crate::record::{Entry, Record, Timestamp};
 
 const MARKER: &str = "LEDGER";
@@ -36,6 +39,7 @@ const JOURNAL: &str = "journal.jsonl";
 const STORE: &str = "store";
 const LOCK: &str = "lock";
 const INDEXED_THROUGH: &[u8] = b"\xffindexed_through";
+const SUBJECTS_INDEXED_THROUGH: &[u8] = b"\xffsubjects_indexed_through";
 
 /// Who is appending, recorded in every envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +174,21 @@ pub struct Ledger {
     origin: Origin,
     clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
     caught_up: u64,
+    /// The seq and hash of the entry `get` read last: history reads runs
+    /// of consecutive seqs, and the next entry's `prev` is this hash, so
+    /// it need not be read again.
+    last_page: Mutex<Option<page::Page>>,
+    /// The store write of the newest batch, still running (see `append_batch`).
+    pending: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
     _lock: Lock,
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        // The journal holds the batch either way; this only spares the next
+        // open a catch-up.
+        let _ = self.settle();
+    }
 }
 
 impl std::fmt::Debug for Ledger {
@@ -229,10 +247,7 @@ impl Ledger {
 
     pub(crate) fn open_locked(dir: &Path, lock: Lock, origin: Origin) -> Result<Ledger> {
         let marker = read_marker(dir)?;
-        let db = sled::Config::new()
-            .path(dir.join(STORE))
-            .flush_every_ms(None)
-            .open()?;
+        let db = open_store(dir)?;
         let events = db.open_tree("events")?;
         let index = db.open_tree("index")?;
         let journal = Journal::open(&dir.join(JOURNAL))?;
@@ -249,11 +264,15 @@ impl Ledger {
             origin,
             clock: Box::new(Timestamp::now),
             caught_up: 0,
+            last_page: Mutex::new(None),
+            pending: Mutex::new(None),
             _lock: lock,
         };
-        if let Some((key, value)) = ledger.events.last()? {
-            let seq = decode_key(&key)?;
-            let (hash, record) = decode_stored(&value, seq)?;
+        if let Some(page) = page::last_page(&ledger.events)?
+            && let Some(seq) = page.last_seq()
+        {
+            let (hash, record) =
+                decode_stored(page.get(seq).expect("the page holds its last seq"), seq)?;
             ledger.head = (seq, hash);
             ledger.last_time = Some(record.recorded_at);
         }
@@ -266,7 +285,12 @@ impl Ledger {
     /// fsync and before the store's write leaves exactly that.
     fn catch_up_from_journal(&mut self) -> Result<()> {
         let path = self.dir.join(JOURNAL);
-        let mut reader = JournalReader::open(&path)?;
+        // Only the lines after the store's head matter: find them from the
+        // end, so that opening a large ledger does not read all its journal.
+        let mut reader = match offset_after_seq(&path, self.head.0)? {
+            Some(offset) => JournalReader::open_at(&path, offset, self.head.0 + 1)?,
+            None => JournalReader::open(&path)?,
+        };
         let mut missing = Vec::new();
         while let Some(raw) = reader.next_line()? {
             if raw.number <= self.head.0 {
@@ -293,13 +317,12 @@ impl Ledger {
             return Ok(());
         }
         self.caught_up = missing.len() as u64;
+        let stored: Vec<(u64, Vec<u8>)> = missing
+            .iter()
+            .map(|entry| (entry.seq(), encode_stored(&entry.hash, &entry.record)))
+            .collect();
         let mut batch = sled::Batch::default();
-        for entry in &missing {
-            batch.insert(
-                &entry.seq().to_be_bytes(),
-                encode_stored(&entry.hash, &entry.record),
-            );
-        }
+        page::write_pages(&mut batch, &stored);
         self.events.apply_batch(batch)?;
         self.make_store_durable()?;
         let last = missing.last().expect("not empty");
@@ -322,12 +345,13 @@ impl Ledger {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
-        for item in self.events.range((indexed + 1).to_be_bytes()..) {
-            let (key, value) = item?;
-            let seq = decode_key(&key)?;
-            let (_, record) = decode_stored(&value, seq)?;
-            index_record(&mut batch, &record);
+        let mut runs = RunRanges::default();
+        for item in page::entries_from(&self.events, indexed + 1) {
+            let (seq, value, place) = item?;
+            let (_, record) = decode_stored(&value[place], seq)?;
+            index_record(&mut batch, &mut runs, &record);
         }
+        runs.write(&mut batch);
         batch.insert(INDEXED_THROUGH, &self.head.0.to_be_bytes());
         self.index.apply_batch(batch)?;
         self.make_store_durable()
@@ -335,9 +359,53 @@ impl Ledger {
 
     /// Drops and rebuilds every index from the events tree.
     pub fn reindex(&mut self) -> Result<u64> {
+        self.settle()?;
         self.index.clear()?;
         self.catch_up_index()?;
+        self.catch_up_subjects()?;
         Ok(self.head.0)
+    }
+
+    /// Brings the path and row index up to the head; returns how many
+    /// events it indexed.
+    ///
+    /// That index is written behind the appends, not with them: an event
+    /// can touch many paths or rows, one index key each, which would more
+    /// than double sled's work per event on the durable path. Queries by
+    /// path or row call this first, so they always see every event; the
+    /// first such query after a long run pays for the indexing once.
+    pub fn catch_up_subjects(&self) -> Result<u64> {
+        self.settle()?;
+        let indexed = match self.index.get(SUBJECTS_INDEXED_THROUGH)? {
+            Some(bytes) => decode_key(&bytes)?,
+            None => 0,
+        };
+        let head = self.head.0;
+        if indexed >= head {
+            return Ok(0);
+        }
+        let mut batch = sled::Batch::default();
+        let mut pending = 0;
+        for item in page::entries_from(&self.events, indexed + 1) {
+            let (seq, value, place) = item?;
+            if seq > head {
+                break;
+            }
+            let (_, record) = decode_stored(&value[place], seq)?;
+            index_subjects(&mut batch, &record);
+            pending += 1;
+            if pending == 10_000 {
+                batch.insert(SUBJECTS_INDEXED_THROUGH, &seq.to_be_bytes());
+                self.index.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+        }
+        batch.insert(SUBJECTS_INDEXED_THROUGH, &head.to_be_bytes());
+        self.index.apply_batch(batch)?;
+        // No fsync: the index is derived, and its marker travels in the same
+        // sled batch as its keys, so a crash loses both together.
+        self.db.flush()?;
+        Ok(head - indexed)
     }
 
     /// Replaces the clock (tests pin it).
@@ -380,38 +448,88 @@ impl Ledger {
             _ => now,
         };
         let (mut seq, mut prev) = self.head;
-        let mut lines = Vec::with_capacity(drafts.len() * 400);
-        let mut events = sled::Batch::default();
+        let records: Vec<Record> = drafts
+            .into_iter()
+            .map(|draft| {
+                seq += 1;
+                Record {
+                    actor: self.origin.actor.clone(),
+                    event: draft.event,
+                    host: self.origin.host.clone(),
+                    ledger_id: self.ledger_id.clone(),
+                    recorded_at: now,
+                    run: draft.run,
+                    seq,
+                }
+            })
+            .collect();
+        let encoded = encode_all(&records);
+        let mut lines = Vec::with_capacity(records.len() * 700);
+        let mut stored_entries = Vec::with_capacity(records.len());
         let mut index = sled::Batch::default();
-        let mut entries = Vec::with_capacity(drafts.len());
-        for draft in drafts {
-            seq += 1;
-            let record = Record {
-                actor: self.origin.actor.clone(),
-                event: draft.event,
-                host: self.origin.host.clone(),
-                ledger_id: self.ledger_id.clone(),
-                recorded_at: now,
-                run: draft.run,
-                seq,
-            };
-            let json = record_json(&record);
+        let mut runs = RunRanges::default();
+        let mut entries = Vec::with_capacity(records.len());
+        for (record, (json, mut stored)) in records.into_iter().zip(encoded) {
             let hash = link(&prev, &json);
-            lines.extend_from_slice(&line(seq, &prev, &hash, &json));
+            set_stored_hash(&mut stored, &hash);
+            write_line(&mut lines, record.seq, &prev, &hash, &json);
             lines.push(b'\n');
-            events.insert(&seq.to_be_bytes(), encode_stored(&hash, &record));
-            index_record(&mut index, &record);
+            stored_entries.push((record.seq, stored));
+            index_record(&mut index, &mut runs, &record);
             entries.push(Entry { hash, prev, record });
             prev = hash;
         }
+        runs.write(&mut index);
         index.insert(INDEXED_THROUGH, &seq.to_be_bytes());
+        let mut events = sled::Batch::default();
+        page::write_pages(&mut events, &stored_entries);
+        // Store writes stay in order: the previous batch's must be done.
+        self.settle()?;
+        // The journal's fsync is what makes the batch durable: from here on
+        // it is acknowledged. The store is written behind it, on its own
+        // thread, while the caller prepares its next batch; any read, the
+        // next append and dropping the ledger wait for it (`settle`). A crash
+        // before it finishes leaves the store behind the journal, which the
+        // next open catches up. The store is flushed to the OS but not
+        // fsynced: after a power loss it recovers a consistent prefix of
+        // itself (sled's log) and catches up from the journal likewise.
         self.journal.append(&lines)?;
-        self.events.apply_batch(events)?;
-        self.index.apply_batch(index)?;
-        self.make_store_durable()?;
+        let (events_tree, index_tree, db) =
+            (self.events.clone(), self.index.clone(), self.db.clone());
+        let writer = std::thread::Builder::new()
+            .name("rewind-store-writer".into())
+            .spawn(move || -> Result<()> {
+                events_tree.apply_batch(events)?;
+                index_tree.apply_batch(index)?;
+                db.flush()?;
+                Ok(())
+            })?;
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
         self.head = (seq, prev);
         self.last_time = Some(now);
         Ok(entries)
+    }
+
+    /// Waits until the store holds every appended batch (appends return once
+    /// the journal has them; the store is written behind).
+    pub fn wait_for_store(&self) -> Result<()> {
+        self.settle()
+    }
+
+    /// Waits for the store write of the newest batch, if it is running, and
+    /// reports its failure.
+    fn settle(&self) -> Result<()> {
+        let writer = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match writer {
+            Some(writer) => writer.join().unwrap_or_else(|_| {
+                Err(std::io::Error::other("the store writer thread panicked").into())
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Appends one event.
@@ -429,13 +547,34 @@ impl Ledger {
 
     /// One entry by seq.
     pub fn get(&self, seq: u64) -> Result<Entry> {
-        let Some(value) = self.events.get(seq.to_be_bytes())? else {
+        let Some(value) = self.stored(seq)? else {
             return Err(LedgerError::UnknownSeq {
                 seq,
                 head: self.head.0,
             });
         };
-        decode_entry(seq, &value, self)
+        let (hash, record) = decode_stored(&value, seq)?;
+        let prev = self.prev_of(seq)?;
+        Ok(Entry { hash, prev, record })
+    }
+
+    /// The stored bytes of one entry. The page last read is kept, so that
+    /// reading neighbours (history, `prev` lookups) costs one sled read a page.
+    fn stored(&self, seq: u64) -> Result<Option<Vec<u8>>> {
+        self.settle()?;
+        let mut cached = self.last_page.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(page) = cached.as_ref()
+            && let (Some(first), Some(last)) = (page.first_seq(), page.last_seq())
+            && (first..=last).contains(&seq)
+        {
+            return Ok(page.get(seq).map(<[u8]>::to_vec));
+        }
+        let Some(page) = page::page_for(&self.events, seq)? else {
+            return Ok(None);
+        };
+        let found = page.get(seq).map(<[u8]>::to_vec);
+        *cached = Some(page);
+        Ok(found)
     }
 
     /// Entries in a seq range, in order.
@@ -443,31 +582,35 @@ impl Ledger {
         let start = *seqs.start();
         let end = *seqs.end();
         let mut prev: Option<Digest> = None;
-        self.events
-            .range(start.to_be_bytes()..=end.to_be_bytes())
-            .map(move |item| {
-                let (key, value) = item?;
-                let seq = decode_key(&key)?;
-                let (hash, record) = decode_stored(&value, seq)?;
-                let prev_hash = match prev {
-                    Some(hash) => hash,
-                    None => self.prev_of(seq)?,
-                };
-                prev = Some(hash);
-                Ok(Entry {
-                    hash,
-                    prev: prev_hash,
-                    record,
-                })
-            })
+        let settled = self.settle().err().map(Err);
+        settled.into_iter().chain(
+            page::entries_from(&self.events, start)
+                .take_while(move |item| !matches!(item, Ok((seq, _, _)) if *seq > end))
+                .map(move |item| {
+                    let (seq, value, place) = item?;
+                    let (hash, record) = decode_stored(&value[place], seq)?;
+                    let prev_hash = match prev {
+                        Some(hash) => hash,
+                        None => self.prev_of(seq)?,
+                    };
+                    prev = Some(hash);
+                    Ok(Entry {
+                        hash,
+                        prev: prev_hash,
+                        record,
+                    })
+                }),
+        )
     }
 
     fn prev_of(&self, seq: u64) -> Result<Digest> {
         if seq <= 1 {
             return Ok(genesis(&self.ledger_id));
         }
-        match self.events.get((seq - 1).to_be_bytes())? {
-            Some(value) => Ok(decode_stored(&value, seq - 1)?.0),
+        match self.stored(seq - 1)? {
+            // Only the hash is needed: it sits before the record, so the
+            // record is not decoded (this halves the cost of `get`).
+            Some(value) => stored_hash(&value, seq - 1),
             None => Err(LedgerError::Corrupt {
                 seq,
                 reason: format!("seq {} is missing", seq - 1),
@@ -478,6 +621,10 @@ impl Ledger {
     /// The seqs a selector narrows to through the indexes, in order, or
     /// `None` when no index applies (the caller scans a range instead).
     pub fn candidates(&self, selector: &Selector) -> Result<Option<Vec<u64>>> {
+        self.settle()?;
+        if selector.path.is_some() || selector.table.is_some() {
+            self.catch_up_subjects()?;
+        }
         let mut sets: Vec<Vec<u64>> = Vec::new();
         if let Some(run) = &selector.run {
             sets.push(self.scan_index(&prefixed(b'r', &[run.as_bytes()]))?);
@@ -530,9 +677,9 @@ impl Ledger {
     fn scan_index(&self, prefix: &[u8]) -> Result<Vec<u64>> {
         let mut seqs = Vec::new();
         for item in self.index.scan_prefix(prefix) {
-            let (key, _) = item?;
+            let (key, value) = item?;
             if key.len() == prefix.len() + 8 {
-                seqs.push(decode_key(&key[prefix.len()..])?);
+                index_value_seqs(decode_key(&key[prefix.len()..])?, &value, &mut seqs)?;
             }
         }
         Ok(seqs)
@@ -540,6 +687,7 @@ impl Ledger {
 
     /// Runs started for a target, oldest first.
     pub fn runs_of_target(&self, target: &str) -> Result<Vec<String>> {
+        self.settle()?;
         let prefix = prefixed(b't', &[target.as_bytes()]);
         let mut runs = Vec::new();
         for item in self.index.scan_prefix(&prefix) {
@@ -553,6 +701,7 @@ impl Ledger {
     /// `RollbackStarted`, `RollbackFinished`, `Compensated`, `DriftFound`,
     /// `Note`, `Checkpoint`), or `None` for a kind that is not indexed.
     pub fn seqs_of_kind(&self, kind: &str) -> Result<Option<Vec<u64>>> {
+        self.settle()?;
         if !INDEXED_KINDS.contains(&kind) {
             return Ok(None);
         }
@@ -599,13 +748,63 @@ impl Ledger {
         Ok(start..=end)
     }
 
-    pub(crate) fn events_tree(&self) -> &sled::Tree {
-        &self.events
+    pub(crate) fn events_tree(&self) -> Result<&sled::Tree> {
+        self.settle()?;
+        Ok(&self.events)
     }
 
     pub(crate) fn journal_path(&self) -> PathBuf {
         self.dir.join(JOURNAL)
     }
+}
+
+/// Opens the sled store. Our own lock is held, so sled's file lock can only
+/// be held by a `Ledger` of this process that was just dropped (sled's
+/// background threads release it a moment after the drop) or by another
+/// program that opened the store directly: wait briefly, then say so instead
+/// of passing on sled's bare "could not acquire lock" io error.
+fn open_store(dir: &Path) -> Result<sled::Db> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let opened = sled::Config::new()
+            .path(dir.join(STORE))
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Err(sled::Error::Io(error)) if error.to_string().contains("could not acquire lock") => {
+                if Instant::now() >= deadline {
+                    return Err(LedgerError::Locked {
+                        dir: dir.to_path_buf(),
+                        holder: None,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            opened => return Ok(opened?),
+        }
+    }
+}
+
+/// The canonical JSON and the stored value (hash left blank) of each
+/// record. Both are independent of the chain, so a large batch is encoded on
+/// two threads; only the hashing that follows is sequential.
+fn encode_all(records: &[Record]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let encode = |record: &Record| {
+        (
+            record_json(record),
+            encode_stored(&Digest::default(), record),
+        )
+    };
+    if records.len() < 256 {
+        return records.iter().map(encode).collect();
+    }
+    let (first, second) = records.split_at(records.len() / 2);
+    std::thread::scope(|scope| {
+        let second = scope.spawn(|| second.iter().map(encode).collect::<Vec<_>>());
+        let mut out: Vec<_> = first.iter().map(encode).collect();
+        out.extend(second.join().expect("encoding records does not panic"));
+        out
+    })
 }
 
 /// Kinds indexed by kind: rare, run-level events that listings start from.
@@ -629,14 +828,71 @@ fn prefixed(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
     key
 }
 
-fn index_record(batch: &mut sled::Batch, record: &Record) {
+/// The run index of a batch being written: for each run, its seqs as
+/// ranges. It is written as one key per run per batch,
+/// `r<run>\0<first seq>` → `(start, count)` pairs of big-endian u64s, so the
+/// run index costs one sled insert per batch rather than one per event.
+/// (Other index keys have an empty value and stand for the seq they end in.)
+#[derive(Default)]
+struct RunRanges(BTreeMap<String, Vec<(u64, u64)>>);
+
+impl RunRanges {
+    fn add(&mut self, run: &str, seq: u64) {
+        let ranges = match self.0.get_mut(run) {
+            Some(ranges) => ranges,
+            None => self.0.entry(run.to_owned()).or_default(),
+        };
+        match ranges.last_mut() {
+            Some((start, count)) if *start + *count == seq => *count += 1,
+            _ => ranges.push((seq, 1)),
+        }
+    }
+
+    fn write(self, batch: &mut sled::Batch) {
+        for (run, ranges) in self.0 {
+            let mut key = prefixed(b'r', &[run.as_bytes()]);
+            key.extend_from_slice(&ranges[0].0.to_be_bytes());
+            let mut value = Vec::with_capacity(ranges.len() * 16);
+            for (start, count) in ranges {
+                value.extend_from_slice(&start.to_be_bytes());
+                value.extend_from_slice(&count.to_be_bytes());
+            }
+            batch.insert(key, value);
+        }
+    }
+}
+
+/// The seqs an index entry stands for (see [`RunRanges`]).
+fn index_value_seqs(key_seq: u64, value: &[u8], seqs: &mut Vec<u64>) -> Result<()> {
+    if value.is_empty() {
+        seqs.push(key_seq);
+        return Ok(());
+    }
+    if !value.len().is_multiple_of(16) {
+        return Err(LedgerError::Corrupt {
+            seq: key_seq,
+            reason: format!(
+                "an index value of {} bytes (run `rewind reindex`)",
+                value.len()
+            ),
+        });
+    }
+    for pair in value.chunks_exact(16) {
+        let start = decode_key(&pair[..8])?;
+        let count = decode_key(&pair[8..])?;
+        seqs.extend(start..start.saturating_add(count));
+    }
+    Ok(())
+}
+
+fn index_record(batch: &mut sled::Batch, runs: &mut RunRanges, record: &Record) {
     let seq = record.seq.to_be_bytes();
     let with_seq = |mut key: Vec<u8>| {
         key.extend_from_slice(&seq);
         key
     };
     if let Some(run) = &record.run {
-        batch.insert(with_seq(prefixed(b'r', &[run.as_bytes()])), &[]);
+        runs.add(run, record.seq);
         if let Event::RunStarted(started) = &record.event
             && let Some(target) = &started.target
         {
@@ -649,12 +905,18 @@ fn index_record(batch: &mut sled::Batch, record: &Record) {
     if INDEXED_KINDS.contains(&kind) {
         batch.insert(with_seq(prefixed(b'k', &[kind.as_bytes()])), &[]);
     }
+}
+
+/// Index keys of the paths and rows an event touched (written behind the
+/// appends, see [`Ledger::catch_up_subjects`]).
+fn index_subjects(batch: &mut sled::Batch, record: &Record) {
     for subject in record.event.subjects() {
-        let key = match subject {
+        let mut key = match subject {
             Subject::Path(path) => prefixed(b'p', &[path.trim_end_matches('/').as_bytes()]),
             Subject::Row(table, key) => prefixed(b'w', &[table.as_bytes(), key.as_bytes()]),
         };
-        batch.insert(with_seq(key), &[]);
+        key.extend_from_slice(&record.seq.to_be_bytes());
+        batch.insert(key, &[]);
     }
 }
 
@@ -666,15 +928,16 @@ fn decode_key(bytes: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(array))
 }
 
-fn decode_entry(seq: u64, value: &[u8], ledger: &Ledger) -> Result<Entry> {
-    let (hash, record) = decode_stored(value, seq)?;
-    Ok(Entry {
-        hash,
-        prev: ledger.prev_of(seq)?,
-        record,
-    })
-}
-
-pub(crate) fn decode_seq(bytes: &[u8]) -> Result<u64> {
-    decode_key(bytes)
+/// The hash of a stored value, checked like `decode_stored` checks it,
+/// without decoding the record.
+fn stored_hash(value: &[u8], seq: u64) -> Result<Digest> {
+    match value {
+        [version, hash @ ..] if *version == FORMAT_VERSION && hash.len() >= 32 => {
+            let mut out = [0u8; 32];
+            out.copy_from_slice(&hash[..32]);
+            Ok(Digest(out))
+        }
+        // Anything else is refused with decode_stored's own error.
+        _ => decode_stored(value, seq).map(|(hash, _)| hash),
+    }
 }

@@ -2,14 +2,17 @@
 //! journal against it; and the rebuild of a store from its journal.
 
 use std::fmt;
+use std::ops::Range;
 use std::path::Path;
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use crate::bytes::Digest;
-use crate::canonical::{genesis, line, link, record_json};
+use crate::canonical::{genesis, link, write_line, write_record_json};
 use crate::codec::{decode_stored, encode_stored};
 use crate::error::{LedgerError, Result};
-use crate::journal::{JournalReader, parse_line};
-use crate::store::{Ledger, decode_seq};
+use crate::event::{Checkpoint, Event};
+use crate::journal::{JournalReader, RawLine, parse_line};
+use crate::store::Ledger;
 
 /// What is wrong at a seq.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -63,6 +66,37 @@ impl Ledger {
     /// Recomputes every hash of the store from genesis, and checks that the
     /// journal holds the same lines; stops at the first problem.
     pub fn verify_chain(&self) -> Result<ChainReport> {
+        // Decoding and canonicalizing the entries is most of the work and
+        // needs no chain. So: one thread reads the store in chunks and deals
+        // them out in turn to decoders, and this thread takes the decoded
+        // chunks back in the same turn, links the hashes and compares the
+        // journal. Returning early drops the receivers, which stops the rest.
+        let decoders = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4));
+        std::thread::scope(|scope| {
+            let ledger_id = self.ledger_id();
+            let mut to_decoders = Vec::with_capacity(decoders);
+            let mut from_decoders = Vec::with_capacity(decoders);
+            for _ in 0..decoders {
+                let (raw_sender, raw_receiver) = sync_channel::<RawChunk>(2);
+                let (sender, receiver) = sync_channel::<Chunk>(2);
+                scope.spawn(move || {
+                    for raw in raw_receiver {
+                        if sender.send(decode_chunk(raw, ledger_id)).is_err() {
+                            return;
+                        }
+                    }
+                });
+                to_decoders.push(raw_sender);
+                from_decoders.push(receiver);
+            }
+            let tree = self.events_tree()?;
+            scope.spawn(move || read_chunks(tree, &to_decoders));
+            let in_turn = (0..).map_while(|turn| from_decoders[turn % decoders].recv().ok());
+            self.check_chunks(in_turn)
+        })
+    }
+
+    fn check_chunks(&self, chunks: impl Iterator<Item = Chunk>) -> Result<ChainReport> {
         let journal_path = self.journal_path();
         let mut journal = JournalReader::open(&journal_path)?;
         let mut prev = genesis(self.ledger_id());
@@ -74,101 +108,116 @@ impl Ledger {
             head_hash: prev,
             problem: found,
         };
-        for item in self.events_tree().iter() {
-            let (key, value) = item?;
-            let seq = decode_seq(&key)?;
-            let verified = expected - 1;
-            if seq > expected {
-                let detail = if seq == expected + 1 {
-                    format!("seq {expected} is not in the store (the next entry is {seq})")
-                } else {
-                    format!("seqs {expected} to {} are not in the store", seq - 1)
-                };
-                return Ok(report(
-                    verified,
-                    prev,
-                    Some(problem(expected, ProblemKind::Missing, detail)),
-                ));
-            }
-            let (stored_hash, record) = match decode_stored(&value, seq) {
-                Ok(decoded) => decoded,
-                Err(LedgerError::Corrupt { reason, .. }) => {
+        let mut journal_line = Vec::with_capacity(1024);
+        let mut expected_line = Vec::with_capacity(1024);
+        for chunk in chunks {
+            for item in chunk.entries {
+                let Decoded { seq, decoded } = item?;
+                let verified = expected - 1;
+                if seq > expected {
+                    let detail = if seq == expected + 1 {
+                        format!("seq {expected} is not in the store (the next entry is {seq})")
+                    } else {
+                        format!("seqs {expected} to {} are not in the store", seq - 1)
+                    };
                     return Ok(report(
                         verified,
                         prev,
-                        Some(problem(seq, ProblemKind::Corrupt, reason)),
+                        Some(problem(expected, ProblemKind::Missing, detail)),
                     ));
                 }
-                Err(error) => return Err(error),
-            };
-            if record.seq != seq {
-                let detail = format!(
-                    "the entry stored at seq {seq} is seq {} of the chain",
-                    record.seq
-                );
-                return Ok(report(
-                    verified,
-                    prev,
-                    Some(problem(seq, ProblemKind::Reordered, detail)),
-                ));
-            }
-            if record.ledger_id != self.ledger_id() {
-                let detail = format!("the entry belongs to ledger {}", record.ledger_id);
-                return Ok(report(
-                    verified,
-                    prev,
-                    Some(problem(seq, ProblemKind::Altered, detail)),
-                ));
-            }
-            let json = record_json(&record);
-            let hash = link(&prev, &json);
-            if hash != stored_hash {
-                let detail = format!(
-                    "content hashes to {} but the stored hash is {}",
-                    hash.short(),
-                    stored_hash.short()
-                );
-                return Ok(report(
-                    verified,
-                    prev,
-                    Some(problem(seq, ProblemKind::Altered, detail)),
-                ));
-            }
-            match journal.next_line()? {
-                None => {
+                let checked = match decoded {
+                    Ok(checked) => checked,
+                    Err(LedgerError::Corrupt { reason, .. }) => {
+                        return Ok(report(
+                            verified,
+                            prev,
+                            Some(problem(seq, ProblemKind::Corrupt, reason)),
+                        ));
+                    }
+                    Err(error) => return Err(error),
+                };
+                if checked.record_seq != seq {
+                    let detail = format!(
+                        "the entry stored at seq {seq} is seq {} of the chain",
+                        checked.record_seq
+                    );
+                    return Ok(report(
+                        verified,
+                        prev,
+                        Some(problem(seq, ProblemKind::Reordered, detail)),
+                    ));
+                }
+                if let Some(other) = checked.foreign_ledger {
+                    let detail = format!("the entry belongs to ledger {other}");
+                    return Ok(report(
+                        verified,
+                        prev,
+                        Some(problem(seq, ProblemKind::Altered, detail)),
+                    ));
+                }
+                let json = &chunk.json[checked.json];
+                let hash = link(&prev, json);
+                if hash != checked.stored_hash {
+                    let detail = format!(
+                        "content hashes to {} but the stored hash is {}",
+                        hash.short(),
+                        checked.stored_hash.short()
+                    );
+                    return Ok(report(
+                        verified,
+                        prev,
+                        Some(problem(seq, ProblemKind::Altered, detail)),
+                    ));
+                }
+                if let Some(checkpoint) = &checked.checkpoint
+                    && let Some(detail) =
+                        crate::checkpoint::problem(self.ledger_id(), seq, &prev, checkpoint)
+                {
+                    return Ok(report(
+                        verified,
+                        prev,
+                        Some(problem(seq, ProblemKind::Altered, detail)),
+                    ));
+                }
+                let Some(number) = journal.next_into(&mut journal_line)? else {
                     let detail = format!("seq {seq} is in the store but not in the journal");
                     return Ok(report(
                         verified,
                         prev,
                         Some(problem(seq, ProblemKind::Extra, detail)),
                     ));
+                };
+                expected_line.clear();
+                write_line(&mut expected_line, seq, &prev, &hash, json);
+                if journal_line != expected_line {
+                    let raw = RawLine {
+                        number,
+                        bytes: std::mem::take(&mut journal_line),
+                    };
+                    let detail = match parse_line(&raw, &journal_path) {
+                        Ok(entry) if entry.seq() > seq => {
+                            format!("seq {seq} is missing from the journal")
+                        }
+                        Ok(entry) if entry.seq() < seq => {
+                            format!(
+                                "journal line {} holds seq {} where seq {seq} belongs",
+                                raw.number,
+                                entry.seq()
+                            )
+                        }
+                        Ok(_) => format!("journal line {} differs from the store", raw.number),
+                        Err(error) => error.to_string(),
+                    };
+                    return Ok(report(
+                        verified,
+                        prev,
+                        Some(problem(seq, ProblemKind::Altered, detail)),
+                    ));
                 }
-                Some(raw) => {
-                    if raw.bytes != line(seq, &prev, &hash, &json) {
-                        let detail = match parse_line(&raw, &journal_path) {
-                            Ok(entry) if entry.seq() > seq => {
-                                format!("seq {seq} is missing from the journal")
-                            }
-                            Ok(entry) if entry.seq() < seq => {
-                                format!(
-                                    "journal line {} holds seq {} where seq {seq} belongs",
-                                    raw.number,
-                                    entry.seq()
-                                )
-                            }
-                            Ok(_) => format!("journal line {} differs from the store", raw.number),
-                            Err(error) => error.to_string(),
-                        };
-                        return Ok(report(
-                            verified,
-                            prev,
-                            Some(problem(seq, ProblemKind::Altered, detail)),
-                        ));
-                    }
-                }
+                prev = hash;
+                expected = seq + 1;
             }
-            prev = hash;
-            expected = seq + 1;
         }
         let verified = expected - 1;
         if let Some(raw) = journal.next_line()? {
@@ -184,6 +233,102 @@ impl Ledger {
         }
         Ok(report(verified, prev, None))
     }
+}
+
+/// A run of stored values as read, in one buffer.
+struct RawChunk {
+    /// Each entry's seq and its value's place in `values`, or what went
+    /// wrong reading it (the last entry then).
+    entries: Vec<Result<(u64, Range<usize>)>>,
+    values: Vec<u8>,
+}
+
+/// A run of stored entries as decoded, with their canonical JSON in one
+/// buffer. Only what the chain check needs crosses threads: records are
+/// dropped where they were decoded, which keeps the allocator from
+/// shuttling memory between threads (that cost more than the decoding).
+struct Chunk {
+    entries: Vec<Result<Decoded>>,
+    json: Vec<u8>,
+}
+
+/// One stored entry.
+struct Decoded {
+    seq: u64,
+    decoded: Result<Checked>,
+}
+
+/// What the chain check needs of a decoded entry.
+struct Checked {
+    stored_hash: Digest,
+    /// The seq the record itself names.
+    record_seq: u64,
+    /// The record's ledger id, when it is not this ledger's.
+    foreign_ledger: Option<String>,
+    checkpoint: Option<Checkpoint>,
+    /// The record's canonical JSON, in [`Chunk::json`].
+    json: Range<usize>,
+}
+
+/// How many entries travel together.
+const CHUNK: usize = 512;
+
+/// Reads the events tree in order and deals chunks of it out to the
+/// decoders in turn, until the end, an error, or a decoder hangs up.
+fn read_chunks(tree: &sled::Tree, decoders: &[SyncSender<RawChunk>]) {
+    let new_chunk = || RawChunk {
+        entries: Vec::with_capacity(CHUNK),
+        values: Vec::with_capacity(CHUNK * 320),
+    };
+    let mut chunk = new_chunk();
+    let mut turn = 0;
+    for item in crate::page::entries_from(tree, 1) {
+        let entry = item.map(|(seq, value, place)| {
+            let start = chunk.values.len();
+            chunk.values.extend_from_slice(&value[place]);
+            (seq, start..chunk.values.len())
+        });
+        let failed = entry.is_err();
+        chunk.entries.push(entry);
+        if chunk.entries.len() == CHUNK || failed {
+            let full = std::mem::replace(&mut chunk, new_chunk());
+            if decoders[turn % decoders.len()].send(full).is_err() || failed {
+                return;
+            }
+            turn += 1;
+        }
+    }
+    if !chunk.entries.is_empty() {
+        let _ = decoders[turn % decoders.len()].send(chunk);
+    }
+}
+
+/// Decodes a chunk and writes each record's canonical JSON.
+fn decode_chunk(raw: RawChunk, ledger_id: &str) -> Chunk {
+    let mut json = Vec::with_capacity(raw.entries.len() * 640);
+    let entries = raw
+        .entries
+        .into_iter()
+        .map(|entry| {
+            let (seq, place) = entry?;
+            let decoded = decode_stored(&raw.values[place], seq).map(|(stored_hash, record)| {
+                let start = json.len();
+                write_record_json(&mut json, &record);
+                Checked {
+                    stored_hash,
+                    record_seq: record.seq,
+                    foreign_ledger: (record.ledger_id != ledger_id).then_some(record.ledger_id),
+                    checkpoint: match record.event {
+                        Event::Checkpoint(checkpoint) => Some(checkpoint),
+                        _ => None,
+                    },
+                    json: start..json.len(),
+                }
+            });
+            Ok(Decoded { seq, decoded })
+        })
+        .collect();
+    Chunk { entries, json }
 }
 
 /// Checks a journal's whole chain on its own; returns its entries' count and head.

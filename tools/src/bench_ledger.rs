@@ -1,1 +1,686 @@
-fn main() {}
+//! Benchmark of the ledger, printed as one table whose ratios come from
+//! this one run: durable batched append against raw sled inserts of the same
+//! bytes, opening, full verification, and history by run and by row key.
+//!
+//! ```text
+//! cargo run --release -p rewind-tools --bin bench-ledger -- [--events N] [--batch N] [--run-size N] [--dir DIR]
+//! ```
+//!
+//! Defaults: 1,000,000 events, 1,000 per batch, 10,000 events per run, in a
+//! temporary directory (give `--dir` to put it on another filesystem).
+
+// A command-line tool: its output is the point.
+#![allow(clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rewind_ledger::canonical::{link, record_json};
+use rewind_ledger::codec::encode_stored;
+use rewind_ledger::{
+    Bytes, Column, Digest, Draft, Event, FileWritten, Ledger, ModeChanged, Origin, Record,
+    RowImage, RowsChanged, Selector, SqlValue, Timestamp,
+};
+
+struct Options {
+    events: u64,
+    batch: u64,
+    run_size: u64,
+    dir: Option<PathBuf>,
+    breakdown: bool,
+}
+
+fn parse_options() -> Options {
+    let mut options = Options {
+        events: 1_000_000,
+        batch: 1_000,
+        run_size: 10_000,
+        dir: None,
+        breakdown: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| panic!("{flag} needs a value"))
+        };
+        match flag.as_str() {
+            "--events" => options.events = value().replace('_', "").parse().expect("--events N"),
+            "--batch" => options.batch = value().parse().expect("--batch N"),
+            "--run-size" => options.run_size = value().parse().expect("--run-size N"),
+            "--dir" => options.dir = Some(PathBuf::from(value())),
+            "--breakdown" => options.breakdown = true,
+            other => panic!(
+                "unknown argument {other}; usage: bench-ledger [--events N] [--batch N] [--run-size N] [--dir DIR]"
+            ),
+        }
+    }
+    options
+}
+
+/// Rows are keyed 0..ROWS; each key is changed by a few events over the ledger.
+const ROWS: u64 = 50_000;
+
+/// The i-th event (from 0): 60% files written, 20% modes changed, 20% rows
+/// changed, with payloads of roughly 300 bytes of canonical JSON.
+fn event(index: u64) -> Event {
+    let vhost = index % 500;
+    let path =
+        format!("/srv/www/vhost-{vhost:03}.example.com/web/app/public/assets/img/{index:07}.png");
+    let step = (index % 12) as u32;
+    match index % 10 {
+        0..=5 => Event::FileWritten(FileWritten {
+            mode: 0o644,
+            new: Digest::of(&index.to_le_bytes()),
+            old: Some(Digest::of(&(index + 1).to_le_bytes())),
+            old_mode: Some(0o600),
+            path,
+            step,
+        }),
+        6 | 7 => Event::ModeChanged(ModeChanged {
+            new: 0o750,
+            old: 0o755,
+            path,
+            step,
+        }),
+        _ => {
+            let row = (index / 10 * 7919) % ROWS;
+            Event::RowsChanged(RowsChanged {
+                chunk: (index / 1000) as u32,
+                columns: vec![
+                    Column {
+                        name: "id".into(),
+                        sql_type: "bigint".into(),
+                    },
+                    Column {
+                        name: "owner".into(),
+                        sql_type: "text".into(),
+                    },
+                    Column {
+                        name: "licence".into(),
+                        sql_type: "bytea".into(),
+                    },
+                ],
+                database: "postgres://app@db/app".into(),
+                key_columns: vec!["id".into()],
+                rows: vec![RowImage {
+                    after: Some(vec![
+                        SqlValue::Integer(row as i64),
+                        SqlValue::Text(format!("organization-{row}")),
+                        SqlValue::Blob(Bytes(index.to_le_bytes().to_vec())),
+                    ]),
+                    before: Some(vec![
+                        SqlValue::Integer(row as i64),
+                        SqlValue::Text(format!("team-{row}")),
+                        SqlValue::Null,
+                    ]),
+                    key: vec![SqlValue::Integer(row as i64)],
+                }],
+                step,
+                table: "organizations".into(),
+            })
+        }
+    }
+}
+
+fn run_of(index: u64, run_size: u64) -> String {
+    format!("run-{:05}", index / run_size)
+}
+
+fn origin() -> Origin {
+    Origin {
+        actor: "ops@bench-01".into(),
+        host: "bench-01".into(),
+    }
+}
+
+fn per_second(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+/// CPU time of this process so far, all threads (user + system), from
+/// `/proc/self/stat` (clock ticks of 10 ms). On a shared machine the wall
+/// time of a stage depends on the others' load; its CPU time much less.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |index: usize| fields.get(index).and_then(|v| v.parse::<u64>().ok());
+    // utime and stime are fields 14 and 15 of stat(5): 12 and 13 after ')'.
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => Duration::from_millis((user + system) * 10),
+        _ => Duration::ZERO,
+    }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+fn millis(elapsed: Duration) -> String {
+    format!("{:.1} ms", elapsed.as_secs_f64() * 1000.0)
+}
+
+fn thousands(value: f64) -> String {
+    format!("{:.0}k/s", value / 1000.0)
+}
+
+fn size_of_dir(dir: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(items) = std::fs::read_dir(dir) {
+        for item in items.flatten() {
+            let Ok(metadata) = item.metadata() else {
+                continue;
+            };
+            total += if metadata.is_dir() {
+                size_of_dir(&item.path())
+            } else {
+                metadata.len()
+            };
+        }
+    }
+    total
+}
+
+struct Table {
+    rows: Vec<[String; 4]>,
+}
+
+impl Table {
+    fn row(&mut self, measure: &str, result: String, target: &str, verdict: String) {
+        println!("  {measure}: {result}");
+        self.rows
+            .push([measure.to_owned(), result, target.to_owned(), verdict]);
+    }
+
+    fn print(&self) {
+        println!();
+        println!("| measure | result | target | |");
+        println!("| --- | ---: | --- | --- |");
+        for [measure, result, target, verdict] in &self.rows {
+            println!("| {measure} | {result} | {target} | {verdict} |");
+        }
+    }
+}
+
+fn verdict(ok: bool) -> String {
+    if ok { "met".into() } else { "MISSED".into() }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let options = parse_options();
+    let temp = match &options.dir {
+        Some(dir) => tempfile::tempdir_in(dir),
+        None => tempfile::tempdir(),
+    }
+    .expect("creating a temporary directory");
+    let ledger_dir = temp.path().join("ledger");
+    let raw_dir = temp.path().join("raw-sled");
+    let n = options.events;
+    let batch = options.batch;
+    let clock_base: Timestamp = "2026-01-01T00:00:00.000000Z".parse().unwrap();
+    println!(
+        "bench-ledger: {n} events, {batch} per batch, {} per run, in {}; {} cores, load average {}",
+        options.run_size,
+        temp.path().display(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        load_average()
+    );
+    let mut table = Table { rows: Vec::new() };
+
+    // 1. Durable batched append through the one appender, and 2. the same
+    // stored bytes into bare sled trees: one flush per batch, and once more
+    // with an fsync of sled's data file per batch (durability on Linux, where
+    // sled's flush does not fsync). The three alternate batch by batch, so
+    // that the load of a shared machine falls on all of them alike.
+    let mut ledger = Ledger::init(&ledger_dir, "bench-ledger", origin()).unwrap();
+    ledger.set_clock(move || clock_base);
+    let raw = RawSled::open(&raw_dir.join("flush"));
+    let raw_synced = RawSled::open(&raw_dir.join("fsync"));
+    let (mut append_time, mut raw_time, mut raw_synced_time) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut append_cpu, mut raw_cpu) = (Duration::ZERO, Duration::ZERO);
+    let mut stored_bytes = 0;
+    // The ledger writes its store behind each acknowledged batch (overlapped
+    // with the caller's next batch), so the three alternate in blocks of
+    // BLOCK batches, and each ledger block ends by waiting for its store:
+    // every byte the ledger writes is inside its own timed region.
+    const BLOCK: u64 = 10;
+    let mut next = 0;
+    while next < n {
+        let block_end = (next + batch * BLOCK).min(n);
+        let mut stored_block: Vec<Vec<(u64, Vec<u8>)>> = Vec::new();
+        let (started, cpu) = (Instant::now(), cpu_time());
+        let mut cursor = next;
+        while cursor < block_end {
+            let end = (cursor + batch).min(block_end);
+            let drafts: Vec<Draft> = (cursor..end)
+                .map(|index| Draft {
+                    run: Some(run_of(index, options.run_size)),
+                    event: event(index),
+                })
+                .collect();
+            let entries = ledger.append_batch(drafts).unwrap();
+            stored_block.push(
+                entries
+                    .iter()
+                    .map(|entry| (entry.seq(), encode_stored(&entry.hash, &entry.record)))
+                    .collect(),
+            );
+            cursor = end;
+        }
+        ledger.wait_for_store().unwrap();
+        append_time += started.elapsed();
+        append_cpu += cpu_time() - cpu;
+        // Building the raw baseline's bytes is not the ledger's work.
+        for stored in &stored_block {
+            stored_bytes += stored.iter().map(|(_, value)| value.len()).sum::<usize>();
+        }
+        let cpu = cpu_time();
+        for stored in &stored_block {
+            raw_time += raw.insert_batch(stored, false);
+        }
+        raw_cpu += cpu_time() - cpu;
+        for stored in &stored_block {
+            raw_synced_time += raw_synced.insert_batch(stored, true);
+        }
+        next = block_end;
+    }
+    drop((raw, raw_synced));
+    let append_rate = per_second(n, append_time);
+    let journal_bytes = std::fs::metadata(ledger_dir.join("journal.jsonl"))
+        .unwrap()
+        .len();
+    println!(
+        "  journal {:.0} bytes per event, stored value {:.0} bytes per event, store {:.0} MB",
+        journal_bytes as f64 / n as f64,
+        stored_bytes as f64 / n as f64,
+        size_of_dir(&ledger_dir.join("store")) as f64 / 1e6
+    );
+    let raw_rate = per_second(n, raw_time);
+    let raw_synced_rate = per_second(n, raw_synced_time);
+    let ratio = append_rate / raw_rate;
+    let cpu_per_event =
+        |cpu: Duration| format!("{:.1} µs CPU/event", cpu.as_secs_f64() * 1e6 / n as f64);
+    table.row(
+        &format!("durable append, {batch} per batch"),
+        format!("{} ({})", thousands(append_rate), cpu_per_event(append_cpu)),
+        "≥ 100k/s",
+        verdict(append_rate >= 100_000.0),
+    );
+    table.row(
+        "raw sled insert + flush per batch",
+        format!("{} ({})", thousands(raw_rate), cpu_per_event(raw_cpu)),
+        "",
+        String::new(),
+    );
+    table.row(
+        "raw sled insert + flush + fsync per batch",
+        thousands(raw_synced_rate),
+        "",
+        String::new(),
+    );
+    table.row(
+        "append ÷ raw sled (flush)",
+        format!("{ratio:.2}×"),
+        "≥ 0.75×",
+        verdict(ratio >= 0.75),
+    );
+    table.row(
+        "append ÷ raw sled (flush + fsync)",
+        format!("{:.2}×", append_rate / raw_synced_rate),
+        "",
+        String::new(),
+    );
+
+    // 3. What one event costs on the CPU alone: JSON, hash, bincode.
+    let started = Instant::now();
+    let mut prev = Digest::default();
+    for index in 0..n.min(200_000) {
+        let record = Record {
+            actor: "ops@bench-01".into(),
+            event: event(index),
+            host: "bench-01".into(),
+            ledger_id: "bench-ledger".into(),
+            recorded_at: clock_base,
+            run: Some(run_of(index, options.run_size)),
+            seq: index + 1,
+        };
+        let json = record_json(&record);
+        prev = link(&prev, &json);
+        std::hint::black_box(encode_stored(&prev, &record));
+    }
+    let cpu_rate = per_second(n.min(200_000), started.elapsed());
+    table.row(
+        "build + canonical JSON + sha256 + bincode (CPU only)",
+        thousands(cpu_rate),
+        "",
+        String::new(),
+    );
+
+    // Where the append time goes: the appender's steps replayed one by one
+    // against a separate store and journal.
+    if options.breakdown {
+        breakdown(
+            &temp.path().join("breakdown"),
+            n.min(200_000),
+            &options,
+            clock_base,
+        );
+    }
+
+    // 4. Reopen, verify the whole chain, history.
+    // The first open after a long append session replays sled's log since
+    // its last snapshot; later opens are quicker. Both are shown.
+    drop(ledger);
+    let started = Instant::now();
+    let ledger = Ledger::open(&ledger_dir, origin()).unwrap();
+    table.row(
+        &format!("first open after appending {n} events"),
+        millis(started.elapsed()),
+        "",
+        String::new(),
+    );
+    drop(ledger);
+    if options.breakdown {
+        verify_breakdown(&ledger_dir, n);
+    }
+    let started = Instant::now();
+    let ledger = Ledger::open(&ledger_dir, origin()).unwrap();
+    table.row("open again", millis(started.elapsed()), "", String::new());
+
+    let (started, cpu) = (Instant::now(), cpu_time());
+    let report = ledger.verify_chain().unwrap();
+    let verify_time = started.elapsed();
+    let verify_cpu = cpu_time() - cpu;
+    assert_eq!(report.problem, None, "the benchmark ledger does not verify");
+    assert_eq!(report.verified, n);
+    table.row(
+        &format!("verify_chain, {n} events"),
+        format!(
+            "{:.2} s ({}; {:.2} s CPU)",
+            verify_time.as_secs_f64(),
+            thousands(per_second(n, verify_time)),
+            verify_cpu.as_secs_f64()
+        ),
+        "≤ 4 s for 1M",
+        verdict(verify_time.as_secs_f64() * 1_000_000.0 / n as f64 <= 4.0),
+    );
+
+    let middle_run = run_of(n / 2, options.run_size);
+    let run_selector = Selector {
+        run: Some(middle_run.clone()),
+        ..Selector::default()
+    };
+    let (run_time, run_count) = history(&ledger, &run_selector);
+    table.row(
+        &format!("history by run ({run_count} events of {middle_run})"),
+        millis(run_time),
+        "≤ 50 ms",
+        verdict(run_time <= Duration::from_millis(50)),
+    );
+
+    // The path and row index is written behind the appends; the first query
+    // by path or row after a long run brings it up to date once.
+    let started = Instant::now();
+    let indexed = ledger.catch_up_subjects().expect("index paths and rows");
+    let index_time = started.elapsed();
+    table.row(
+        &format!("index paths and rows of {indexed} events (once, on the first such query)"),
+        format!("{:.2} s", index_time.as_secs_f64()),
+        "",
+        String::new(),
+    );
+
+    let key_selector = Selector {
+        table: Some("organizations".into()),
+        key: Some(((n / 2 / 10 * 7919) % ROWS).to_string()),
+        ..Selector::default()
+    };
+    let (key_time, key_count) = history(&ledger, &key_selector);
+    table.row(
+        &format!("history by row key ({key_count} events)"),
+        millis(key_time),
+        "≤ 50 ms",
+        verdict(key_time <= Duration::from_millis(50)),
+    );
+
+    println!("  load average at the end: {}", load_average());
+    table.print();
+}
+
+/// A bare sled tree, as the baseline.
+struct RawSled {
+    db: sled::Db,
+    tree: sled::Tree,
+    data_file: std::fs::File,
+}
+
+impl RawSled {
+    fn open(dir: &Path) -> RawSled {
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .open()
+            .unwrap();
+        let tree = db.open_tree("events").unwrap();
+        let data_file = std::fs::File::open(dir.join("db")).unwrap();
+        RawSled {
+            db,
+            tree,
+            data_file,
+        }
+    }
+
+    /// Inserts one batch of values, flushes (and fsyncs the data file if
+    /// asked); returns the time taken.
+    fn insert_batch(&self, stored: &[(u64, Vec<u8>)], fsync: bool) -> Duration {
+        let started = Instant::now();
+        for (seq, value) in stored {
+            self.tree
+                .insert(seq.to_be_bytes(), value.as_slice())
+                .unwrap();
+        }
+        self.db.flush().unwrap();
+        if fsync {
+            self.data_file.sync_data().unwrap();
+        }
+        started.elapsed()
+    }
+}
+
+/// Times a history query: the index narrows, then each entry is read.
+/// Returns the median of five runs and the number of entries.
+fn history(ledger: &Ledger, selector: &Selector) -> (Duration, usize) {
+    let mut samples = Vec::new();
+    let mut count = 0;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let seqs = ledger
+            .candidates(selector)
+            .unwrap()
+            .expect("an index applies");
+        let entries: Vec<_> = seqs.iter().map(|&seq| ledger.get(seq).unwrap()).collect();
+        samples.push(started.elapsed());
+        count = entries.len();
+        std::hint::black_box(entries);
+    }
+    (median(samples), count)
+}
+
+/// Replays the steps of `Ledger::append_batch` separately and prints the
+/// time of each, per event.
+fn breakdown(dir: &Path, n: u64, options: &Options, clock_base: Timestamp) {
+    use rewind_ledger::canonical::line;
+    std::fs::create_dir_all(dir).unwrap();
+    let db = sled::Config::new()
+        .path(dir.join("store"))
+        .flush_every_ms(None)
+        .open()
+        .unwrap();
+    let events = db.open_tree("events").unwrap();
+    let index = db.open_tree("index").unwrap();
+    let mut journal = rewind_ledger::journal::Journal::open(&dir.join("journal.jsonl")).unwrap();
+    let data_file = std::fs::File::open(dir.join("store/db")).unwrap();
+    let mut times = [Duration::ZERO; 7];
+    let names = [
+        "build records",
+        "canonical JSON + sha256 + line + bincode + index keys",
+        "journal write + fdatasync",
+        "events tree apply_batch",
+        "index tree apply_batch",
+        "sled flush",
+        "fdatasync of sled's data file",
+    ];
+    let mut prev = Digest::default();
+    let mut next = 0;
+    while next < n {
+        let end = (next + options.batch).min(n);
+        let mut clock = Instant::now();
+        let mut lap = |slot: usize, times: &mut [Duration; 7]| {
+            let now = Instant::now();
+            times[slot] += now - clock;
+            clock = now;
+        };
+        let records: Vec<Record> = (next..end)
+            .map(|index| Record {
+                actor: "ops@bench-01".into(),
+                event: event(index),
+                host: "bench-01".into(),
+                ledger_id: "bench-ledger".into(),
+                recorded_at: clock_base,
+                run: Some(run_of(index, options.run_size)),
+                seq: index + 1,
+            })
+            .collect();
+        lap(0, &mut times);
+        let mut lines = Vec::new();
+        let mut event_batch = sled::Batch::default();
+        let mut index_batch = sled::Batch::default();
+        for record in &records {
+            let json = record_json(record);
+            let hash = link(&prev, &json);
+            lines.extend_from_slice(&line(record.seq, &prev, &hash, &json));
+            lines.push(b'\n');
+            event_batch.insert(&record.seq.to_be_bytes(), encode_stored(&hash, record));
+            // As the store indexes: one key per path or row, the run as
+            // ranges under one key per batch.
+            for subject in record.event.subjects() {
+                let mut key = match subject {
+                    rewind_ledger::Subject::Path(path) => [b"p", path.as_bytes()].concat(),
+                    rewind_ledger::Subject::Row(table, row) => {
+                        [b"w", table.as_bytes(), b"\0", row.as_bytes()].concat()
+                    }
+                };
+                key.push(0);
+                key.extend_from_slice(&record.seq.to_be_bytes());
+                index_batch.insert(key, &[]);
+            }
+            prev = hash;
+        }
+        let mut run_key = b"r".to_vec();
+        run_key.extend_from_slice(records[0].run.as_deref().unwrap_or("").as_bytes());
+        run_key.push(0);
+        run_key.extend_from_slice(&records[0].seq.to_be_bytes());
+        index_batch.insert(run_key, &[0u8; 16]);
+        lap(1, &mut times);
+        journal.append(&lines).unwrap();
+        lap(2, &mut times);
+        events.apply_batch(event_batch).unwrap();
+        lap(3, &mut times);
+        index.apply_batch(index_batch).unwrap();
+        lap(4, &mut times);
+        db.flush().unwrap();
+        lap(5, &mut times);
+        data_file.sync_data().unwrap();
+        lap(6, &mut times);
+        next = end;
+    }
+    let total: Duration = times.iter().sum();
+    println!(
+        "  breakdown of append over {n} events ({:.0}k/s):",
+        per_second(n, total) / 1000.0
+    );
+    for (name, time) in names.iter().zip(times) {
+        println!(
+            "    {name}: {:.2} µs/event ({:.0}%)",
+            time.as_secs_f64() * 1e6 / n as f64,
+            100.0 * time.as_secs_f64() / total.as_secs_f64()
+        );
+    }
+}
+
+/// The steps of `verify_chain` one by one over the ledger's store and
+/// journal, each timed over all entries.
+fn verify_breakdown(dir: &Path, n: u64) {
+    use rewind_ledger::codec::decode_stored;
+    use rewind_ledger::journal::JournalReader;
+    let started = Instant::now();
+    let db = sled::Config::new()
+        .path(dir.join("store"))
+        .flush_every_ms(None)
+        .open()
+        .unwrap();
+    println!("  breakdown of verify over {n} events:");
+    println!("    sled open: {}", millis(started.elapsed()));
+    let events = db.open_tree("events").unwrap();
+    let mut times = [Duration::ZERO; 4];
+    let mut clock = Instant::now();
+    let mut prev = Digest::default();
+    let mut lap = |slot: usize, times: &mut [Duration; 4]| {
+        let now = Instant::now();
+        times[slot] += now - clock;
+        clock = now;
+    };
+    for item in events.iter() {
+        let (key, value) = item.unwrap();
+        lap(0, &mut times);
+        let (_, record) =
+            decode_stored(&value, u64::from_be_bytes(key.as_ref().try_into().unwrap())).unwrap();
+        lap(1, &mut times);
+        let json = record_json(&record);
+        lap(2, &mut times);
+        prev = link(&prev, &json);
+        lap(3, &mut times);
+    }
+    std::hint::black_box(prev);
+    let names = [
+        "sled iteration",
+        "bincode decode",
+        "canonical JSON",
+        "sha256",
+    ];
+    for (name, time) in names.iter().zip(times) {
+        println!(
+            "    {name}: {:.2} µs/event",
+            time.as_secs_f64() * 1e6 / n as f64
+        );
+    }
+    let started = Instant::now();
+    let mut reader = JournalReader::open(&dir.join("journal.jsonl")).unwrap();
+    let mut lines = 0u64;
+    while let Some(line) = reader.next_line().unwrap() {
+        lines += line.bytes.len() as u64;
+    }
+    std::hint::black_box(lines);
+    println!(
+        "    journal read: {:.2} µs/event",
+        started.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
+}

@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 mod audit;
+mod checkpoint;
 mod history;
 mod init;
 mod maintenance;
@@ -22,6 +23,7 @@ pub fn run(command: Command, ctx: &mut Ctx) -> CliResult {
         Command::Show(args) => show::run(ctx, args),
         Command::Verify => verify::run(ctx),
         Command::Audit(AuditCommand::Export(args)) => audit::export(ctx, args),
+        Command::Checkpoint(args) => checkpoint::run(ctx, args),
         Command::Reindex => maintenance::reindex(ctx),
         Command::Repair => maintenance::repair(ctx),
         Command::Completions(args) => {

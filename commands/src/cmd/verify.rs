@@ -25,8 +25,28 @@ pub fn run(ctx: &mut Ctx) -> CliResult {
         }
     };
     let report = ledger.verify_chain()?;
+    let newest_checkpoint = match ledger
+        .seqs_of_kind("Checkpoint")?
+        .unwrap_or_default()
+        .last()
+    {
+        Some(&seq) if seq <= report.verified => match ledger.get(seq)?.record.event {
+            rewind_ledger::Event::Checkpoint(checkpoint) => Some(checkpoint),
+            _ => None,
+        },
+        _ => None,
+    };
     if ctx.printer.json {
-        ctx.printer.json(&report)?;
+        let mut value = serde_json::to_value(&report).map_err(anyhow::Error::from)?;
+        value["checkpoint"] = match &newest_checkpoint {
+            Some(checkpoint) => json!({
+                "seq": checkpoint.seq,
+                "head": checkpoint.head,
+                "public_key": hex::encode(checkpoint.public_key.as_slice()),
+            }),
+            None => serde_json::Value::Null,
+        };
+        ctx.printer.json(&value)?;
     }
     match &report.problem {
         None => {
@@ -35,6 +55,17 @@ pub fn run(ctx: &mut Ctx) -> CliResult {
                     "ok: {} events verified, store and journal agree, head seq {} {}\n",
                     report.verified, report.head_seq, report.head_hash
                 ))?;
+                match &newest_checkpoint {
+                    Some(checkpoint) => ctx.printer.data(&format!(
+                        "newest signed checkpoint: seq {} head {} (key {})\n",
+                        checkpoint.seq,
+                        checkpoint.head,
+                        hex::encode(checkpoint.public_key.as_slice())
+                    ))?,
+                    None => ctx.printer.note(
+                        "no signed checkpoint yet: `rewind checkpoint --key FILE` lets an auditor detect a cut-off chain",
+                    ),
+                }
             }
             Ok(())
         }
