@@ -12,6 +12,7 @@
 
 pub mod apply;
 pub mod error;
+pub mod fixtures;
 pub mod paths;
 pub mod plan;
 pub mod recorder;

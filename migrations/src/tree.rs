@@ -177,6 +177,7 @@ impl Node {
 pub fn walk(root: &Path, mut visit: impl FnMut(&Path, Node) -> io::Result<()>) -> io::Result<()> {
     for entry in walkdir::WalkDir::new(root)
         .follow_links(false)
+        .follow_root_links(false)
         .sort_by_file_name()
     {
         let entry = entry.map_err(|error| {

@@ -93,6 +93,7 @@ pub fn write_archive(
     let mut entries = 0u64;
     let walker = walkdir::WalkDir::new(source)
         .follow_links(false)
+        .follow_root_links(false)
         .sort_by_file_name()
         .into_iter()
         .filter_entry(|entry| {

@@ -132,6 +132,7 @@ impl Chmod {
         let mut changed = 0u64;
         let walker = walkdir::WalkDir::new(root)
             .follow_links(false)
+            .follow_root_links(false)
             .sort_by_file_name()
             .max_depth(if self.recursive { usize::MAX } else { 0 });
         for entry in walker {

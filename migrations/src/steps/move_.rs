@@ -315,6 +315,7 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<(), MigrateError> {
     let mut directories = Vec::new();
     for entry in walkdir::WalkDir::new(from)
         .follow_links(false)
+        .follow_root_links(false)
         .sort_by_file_name()
     {
         let entry = entry.map_err(|e| std::io::Error::other(e.to_string()))?;

@@ -1,0 +1,236 @@
+//! The inverse plan: for a rollback target (a run, one step of a run, or
+//! everything after a seq), the effect events that were applied and not
+//! yet compensated, newest first.
+//!
+//! Rolling back one step that is not the newest is dependency-aware: later
+//! events touching the same paths (or rows) are its dependents; without
+//! `cascade` the plan refuses and names them, with it they are undone too,
+//! newest first. A `Compensated{undoes}` anywhere in the entries removes
+//! that seq from every plan, so an interrupted rollback run again never
+//! undoes an item twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use rewind_ledger::{Entry, Event, RollbackTarget, Subject};
+
+/// Whether an event is an effect with an inverse (what a rollback undoes).
+pub fn has_inverse(event: &Event) -> bool {
+    match event {
+        Event::PathMoved(_)
+        | Event::ModeChanged(_)
+        | Event::OwnerChanged(_)
+        | Event::FileWritten(_)
+        | Event::PathRemoved(_)
+        | Event::DirCreated(_)
+        | Event::RowsChanged(_)
+        | Event::SequenceMoved(_) => true,
+        Event::SchemaChanged(e) => !e.irreversible,
+        Event::CommandRun(e) => e.undo.is_some(),
+        Event::RunStarted(_)
+        | Event::RunFinished(_)
+        | Event::StepStarted(_)
+        | Event::StepFinished(_)
+        | Event::StepFailed(_)
+        | Event::BackupTaken(_)
+        | Event::CheckRecorded(_)
+        | Event::RollbackStarted(_)
+        | Event::Compensated(_)
+        | Event::RollbackFinished(_)
+        | Event::DriftFound(_)
+        | Event::Note(_)
+        | Event::Checkpoint(_) => false,
+    }
+}
+
+/// One inverse to apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub seq: u64,
+    pub run: Option<String>,
+    pub step: Option<u32>,
+    pub event: Event,
+    /// Included only because it depends on the targeted step (`--cascade`).
+    pub dependent: bool,
+}
+
+/// What a rollback will undo, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InversePlan {
+    pub target: RollbackTarget,
+    pub items: Vec<Item>,
+    /// Effects of the target already compensated by an earlier rollback.
+    pub already_compensated: usize,
+}
+
+/// Why there is no plan.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanRefusal {
+    #[error("there is no run {run} in the ledger")]
+    UnknownRun { run: String },
+
+    #[error("run {run} has no step {step}")]
+    UnknownStep { run: String, step: u32 },
+
+    #[error("{target} {}", if *already_compensated > 0 { format!("is already rolled back ({already_compensated} effects compensated)") } else { "recorded no effect that can be undone".to_string() })]
+    NothingToUndo {
+        target: RollbackTarget,
+        already_compensated: usize,
+    },
+
+    #[error("{target} has later dependents: {}", dependents.iter().map(describe).collect::<Vec<_>>().join("; "))]
+    Dependents {
+        target: RollbackTarget,
+        dependents: Vec<Item>,
+    },
+}
+
+impl PlanRefusal {
+    /// The next thing an operator should do.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PlanRefusal::UnknownRun { .. } | PlanRefusal::UnknownStep { .. } => {
+                Some("`rewind status` lists runs and their steps".into())
+            }
+            PlanRefusal::NothingToUndo { .. } => {
+                Some("`rewind status RUN` shows what the run did".into())
+            }
+            PlanRefusal::Dependents { target, .. } => Some(format!(
+                "pass `--cascade` to undo the dependents too (newest first), or roll them back first; {target} is untouched"
+            )),
+        }
+    }
+}
+
+/// `seq 42 (run r1 step 3) PathMoved /srv/a/web/log`.
+pub fn describe(item: &Item) -> String {
+    let at = match (&item.run, item.step) {
+        (Some(run), Some(step)) => format!(" ({run}:{step})"),
+        (Some(run), None) => format!(" ({run})"),
+        _ => String::new(),
+    };
+    let subject = match item.event.subjects().into_iter().next() {
+        Some(Subject::Path(path)) => format!(" {path}"),
+        Some(Subject::Row(table, key)) => format!(" {table}({key})"),
+        None => String::new(),
+    };
+    format!("seq {}{at} {}{subject}", item.seq, item.event.kind())
+}
+
+fn overlaps(a: &Subject, b: &Subject) -> bool {
+    match (a, b) {
+        (Subject::Path(a), Subject::Path(b)) => {
+            Path::new(a).starts_with(b) || Path::new(b).starts_with(a)
+        }
+        (Subject::Row(..), Subject::Row(..)) => a == b,
+        (Subject::Path(_), Subject::Row(..)) | (Subject::Row(..), Subject::Path(_)) => false,
+    }
+}
+
+/// Builds the inverse plan from `entries` (in seq order; for a run or a
+/// step, from the run's first event to the head, so that compensations and
+/// later dependents are seen).
+pub fn plan(
+    entries: &[Entry],
+    target: &RollbackTarget,
+    cascade: bool,
+) -> Result<InversePlan, PlanRefusal> {
+    let compensated: BTreeSet<u64> = entries
+        .iter()
+        .filter_map(|entry| match &entry.record.event {
+            Event::Compensated(c) => Some(c.undoes),
+            _ => None,
+        })
+        .collect();
+    let item = |entry: &Entry, dependent: bool| Item {
+        seq: entry.seq(),
+        run: entry.record.run.clone(),
+        step: entry.record.event.step(),
+        event: entry.record.event.clone(),
+        dependent,
+    };
+    let in_target = |entry: &Entry| match target {
+        RollbackTarget::Run(run) => entry.record.run.as_deref() == Some(run),
+        RollbackTarget::Step(run, step) => {
+            entry.record.run.as_deref() == Some(run) && entry.record.event.step() == Some(*step)
+        }
+        RollbackTarget::After(seq) => entry.seq() > *seq,
+    };
+    match target {
+        RollbackTarget::Run(run) | RollbackTarget::Step(run, _) => {
+            let started = entries.iter().any(|e| {
+                e.record.run.as_deref() == Some(run)
+                    && matches!(e.record.event, Event::RunStarted(_))
+            });
+            if !started {
+                return Err(PlanRefusal::UnknownRun { run: run.clone() });
+            }
+            if let RollbackTarget::Step(run, step) = target
+                && !entries.iter().any(|e| {
+                    e.record.run.as_deref() == Some(run)
+                        && matches!(&e.record.event, Event::StepStarted(s) if s.step == *step)
+                })
+            {
+                return Err(PlanRefusal::UnknownStep {
+                    run: run.clone(),
+                    step: *step,
+                });
+            }
+        }
+        RollbackTarget::After(_) => {}
+    }
+    let mut already_compensated = 0;
+    let mut chosen: BTreeMap<u64, Item> = BTreeMap::new();
+    for entry in entries
+        .iter()
+        .filter(|e| in_target(e) && has_inverse(&e.record.event))
+    {
+        if compensated.contains(&entry.seq()) {
+            already_compensated += 1;
+        } else {
+            chosen.insert(entry.seq(), item(entry, false));
+        }
+    }
+    if chosen.is_empty() {
+        return Err(PlanRefusal::NothingToUndo {
+            target: target.clone(),
+            already_compensated,
+        });
+    }
+    if let RollbackTarget::Step(..) = target {
+        // Later effects touching what the chosen items touched, transitively.
+        let mut subjects: Vec<Subject> = chosen.values().flat_map(|i| i.event.subjects()).collect();
+        let first = *chosen.keys().next().expect("not empty");
+        let mut dependents: BTreeMap<u64, Item> = BTreeMap::new();
+        for entry in entries.iter().filter(|e| e.seq() > first) {
+            if chosen.contains_key(&entry.seq())
+                || compensated.contains(&entry.seq())
+                || !has_inverse(&entry.record.event)
+            {
+                continue;
+            }
+            let touches = entry.record.event.subjects();
+            if touches
+                .iter()
+                .any(|t| subjects.iter().any(|s| overlaps(s, t)))
+            {
+                subjects.extend(touches);
+                dependents.insert(entry.seq(), item(entry, true));
+            }
+        }
+        if !dependents.is_empty() {
+            if !cascade {
+                return Err(PlanRefusal::Dependents {
+                    target: target.clone(),
+                    dependents: dependents.into_values().rev().collect(),
+                });
+            }
+            chosen.extend(dependents);
+        }
+    }
+    Ok(InversePlan {
+        target: target.clone(),
+        items: chosen.into_values().rev().collect(),
+        already_compensated,
+    })
+}
