@@ -1,1 +1,4 @@
+//! End-to-end tests of the `rewind` command line, one binary (ripgrep's
+//! layout): each module a part of the product.
 
+mod ledger_cli;

@@ -15,6 +15,7 @@ pub mod journal;
 pub mod record;
 pub mod store;
 pub mod verify;
+pub mod view;
 
 pub use blob::BlobStore;
 pub use bytes::{Bytes, Digest};
@@ -23,3 +24,4 @@ pub use event::*;
 pub use record::{Entry, Record, Timestamp};
 pub use store::{Draft, Ledger, Origin, Selector};
 pub use verify::{ChainReport, Problem, ProblemKind};
+pub use view::View;

@@ -1,6 +1,10 @@
-//! Pure folds over rewind events: status, history, audit rendering and
-//! inverse plans. Nothing here prints, reads the environment or touches a
-//! target; every function takes the entries it needs and returns data.
+//! Pure folds over rewind events: history queries, one-line descriptions,
+//! run/step/target status and inverse plans (audit rendering to come).
+//!
+//! Nothing here prints, reads the environment or touches a target; every
+//! function takes the entries it needs and returns data.
 
+pub mod describe;
+pub mod history;
 pub mod inverse;
 pub mod status;

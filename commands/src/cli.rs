@@ -1,0 +1,187 @@
+//! The command line, defined once with clap; `--help`, completions and the
+//! man page are generated from it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// rewind: an event-sourced migration ledger
+///
+/// Every action a migration takes is appended as an immutable, hash-chained
+/// event; status, history, audit trails and rollbacks are read from that log.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rewind",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Use the ledger in this directory
+    #[arg(
+        long,
+        global = true,
+        env = "REWIND_LEDGER",
+        hide_env_values = true,
+        default_value = ".rewind",
+        value_name = "DIR"
+    )]
+    pub ledger: PathBuf,
+
+    /// Record actions under this name [default: user@host]
+    #[arg(
+        long,
+        global = true,
+        env = "REWIND_ACTOR",
+        hide_env_values = true,
+        value_name = "NAME"
+    )]
+    pub actor: Option<String>,
+
+    /// Print machine-readable JSON instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new, empty ledger
+    Init,
+
+    /// Attach a reviewer's note to a seq or a run
+    Note(NoteArgs),
+
+    /// List events, filtered by run, target, path, row, kind or time
+    History(HistoryArgs),
+
+    /// Show one event in full
+    Show(ShowArgs),
+
+    /// Recompute the hash chain and compare the store with its journal
+    Verify,
+
+    /// Export the audit trail
+    #[command(subcommand)]
+    Audit(AuditCommand),
+
+    /// Rebuild the history indexes from the events
+    Reindex,
+
+    /// Rebuild a damaged store from the journal (after checking the journal's chain)
+    Repair,
+
+    /// Print a shell completion script
+    Completions(CompletionsArgs),
+
+    /// Print the man page (roff)
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct NoteArgs {
+    /// The text of the note
+    pub text: String,
+
+    /// Attach the note to this run
+    #[arg(long, value_name = "RUN")]
+    pub run: Option<String>,
+
+    /// Attach the note to this seq
+    #[arg(long, value_name = "SEQ")]
+    pub seq: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only events of this run
+    #[arg(long, value_name = "RUN")]
+    pub run: Option<String>,
+
+    /// Only events of runs on this target
+    #[arg(long, value_name = "TARGET")]
+    pub target: Option<String>,
+
+    /// Only events that touched this path or anything below it
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+
+    /// Only events that changed rows of this table
+    #[arg(long, value_name = "TABLE")]
+    pub table: Option<String>,
+
+    /// With --table: only the row with this key (values joined by commas), shown before and after
+    #[arg(long, value_name = "KEY", requires = "table")]
+    pub key: Option<String>,
+
+    /// Only events of this kind (e.g. PathMoved, RowsChanged, Note)
+    #[arg(long, value_name = "KIND")]
+    pub kind: Option<String>,
+
+    /// Only events recorded at or after this time (RFC 3339, or YYYY-MM-DD)
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+
+    /// Only events recorded at or before this time (RFC 3339, or YYYY-MM-DD for the end of that day)
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+
+    /// Show only the newest N matching events
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The seq of the event
+    pub seq: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Write the events of a period or a run, with their hashes, for an auditor
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object per line: seq, prev, hash, record (verifiable with tools/verify_chain.py)
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The output format
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub format: ExportFormat,
+
+    /// Write to this file instead of standard output
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Export the contiguous range from the first to the last event of this run
+    #[arg(long, value_name = "RUN")]
+    pub run: Option<String>,
+
+    /// Start at the first event recorded at or after this time
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+
+    /// End at the last event recorded at or before this time
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    pub shell: clap_complete::Shell,
+}

@@ -1,0 +1,141 @@
+//! `rewind history`: events filtered by run, target, path, row, kind, time.
+
+use rewind_ledger::{EVENT_KINDS, Entry, Selector};
+use rewind_projections::describe::summary;
+use rewind_projections::history::{self, ColumnChange, Query};
+use serde::Serialize;
+
+use crate::cli::HistoryArgs;
+use crate::context::{Ctx, parse_time};
+use crate::error::{CliError, CliResult};
+use crate::printer::table;
+
+#[derive(Serialize)]
+struct Item<'a> {
+    seq: u64,
+    recorded_at: String,
+    actor: &'a str,
+    host: &'a str,
+    run: Option<&'a str>,
+    kind: &'static str,
+    summary: String,
+    hash: String,
+    event: &'a rewind_ledger::Event,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    changes: Vec<ColumnChange>,
+}
+
+pub fn run(ctx: &mut Ctx, args: HistoryArgs) -> CliResult {
+    if let Some(kind) = &args.kind
+        && !EVENT_KINDS.contains(&kind.as_str())
+    {
+        let suggestion = EVENT_KINDS.iter().find(|k| k.eq_ignore_ascii_case(kind));
+        let error = CliError::usage(format!("there is no event kind {kind:?}"));
+        return Err(match suggestion {
+            Some(known) => error.hint(format!("did you mean --kind {known}?")),
+            None => error.hint(format!("kinds are: {}", EVENT_KINDS.join(", "))),
+        });
+    }
+    let since = args
+        .since
+        .as_deref()
+        .map(|text| parse_time("--since", text, false))
+        .transpose()?;
+    let until = args
+        .until
+        .as_deref()
+        .map(|text| parse_time("--until", text, true))
+        .transpose()?;
+    let query = Query {
+        selector: Selector {
+            run: args.run,
+            target: args.target,
+            path: args.path,
+            table: args.table,
+            key: args.key,
+            since,
+            until,
+        },
+        kind: args.kind,
+        limit: args.limit,
+    };
+    let view = ctx.open_read()?;
+    let target_runs = match &query.selector.target {
+        Some(target) => view.runs_of_target(target)?,
+        None => Vec::new(),
+    };
+    let candidates = view.select(&query.selector, query.kind.as_deref())?;
+    let entries = history::filter(&query, candidates, &target_runs);
+    let changes = |entry: &Entry| match (&query.selector.table, &query.selector.key) {
+        (Some(table), Some(key)) => history::row_changes(&entry.record.event, table, key),
+        _ => Vec::new(),
+    };
+    if ctx.printer.json {
+        let items: Vec<Item> = entries
+            .iter()
+            .map(|entry| Item {
+                seq: entry.seq(),
+                recorded_at: entry.record.recorded_at.to_string(),
+                actor: &entry.record.actor,
+                host: &entry.record.host,
+                run: entry.record.run.as_deref(),
+                kind: entry.record.event.kind(),
+                summary: summary(&entry.record.event),
+                hash: entry.hash.to_hex(),
+                event: &entry.record.event,
+                changes: changes(entry),
+            })
+            .collect();
+        ctx.printer.json(&items)?;
+        return Ok(());
+    }
+    if entries.is_empty() {
+        ctx.printer.note("no events match");
+        return Ok(());
+    }
+    let mut text = String::new();
+    let mut rows = Vec::new();
+    let flush = |rows: &mut Vec<Vec<String>>, text: &mut String| {
+        if !rows.is_empty() {
+            text.push_str(&table(
+                &["SEQ", "RECORDED AT", "ACTOR", "RUN", "EVENT"],
+                rows,
+            ));
+            rows.clear();
+        }
+    };
+    let with_changes = query.selector.key.is_some();
+    for entry in &entries {
+        let record = &entry.record;
+        rows.push(vec![
+            record.seq.to_string(),
+            record
+                .recorded_at
+                .as_datetime()
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string(),
+            record.actor.clone(),
+            record.run.clone().unwrap_or_else(|| "-".into()),
+            summary(&record.event),
+        ]);
+        let changes = changes(entry);
+        if with_changes && !changes.is_empty() {
+            // Before/after values side by side, under the event they belong to.
+            flush(&mut rows, &mut text);
+            let change_rows: Vec<Vec<String>> = changes
+                .into_iter()
+                .map(|change| {
+                    vec![
+                        format!("    {}", change.column),
+                        change.before.unwrap_or_else(|| "(no row)".into()),
+                        change.after.unwrap_or_else(|| "(no row)".into()),
+                    ]
+                })
+                .collect();
+            text.push_str(&table(&["    COLUMN", "BEFORE", "AFTER"], &change_rows));
+        }
+    }
+    flush(&mut rows, &mut text);
+    ctx.printer.data(&text)?;
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! One module per subcommand; `run` dispatches.
+
+mod audit;
+mod history;
+mod init;
+mod maintenance;
+mod note;
+mod show;
+mod verify;
+
+use clap::CommandFactory;
+
+use crate::cli::{AuditCommand, Cli, Command};
+use crate::context::Ctx;
+use crate::error::CliResult;
+
+pub fn run(command: Command, ctx: &mut Ctx) -> CliResult {
+    match command {
+        Command::Init => init::run(ctx),
+        Command::Note(args) => note::run(ctx, args),
+        Command::History(args) => history::run(ctx, args),
+        Command::Show(args) => show::run(ctx, args),
+        Command::Verify => verify::run(ctx),
+        Command::Audit(AuditCommand::Export(args)) => audit::export(ctx, args),
+        Command::Reindex => maintenance::reindex(ctx),
+        Command::Repair => maintenance::repair(ctx),
+        Command::Completions(args) => {
+            let mut out = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "rewind", &mut out);
+            ctx.printer.data(&String::from_utf8_lossy(&out))?;
+            Ok(())
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            ctx.printer.data(&String::from_utf8_lossy(&out))?;
+            Ok(())
+        }
+    }
+}

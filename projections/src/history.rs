@@ -1,0 +1,138 @@
+//! History queries: which entries match the filters an incident reviewer
+//! gives, and what a row looked like before and after.
+
+use rewind_ledger::{Entry, Event, Selector, SqlValue, Subject, render_key};
+use serde::Serialize;
+
+/// A history query: the index-backed selector plus what only a scan can check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    pub selector: Selector,
+    /// An event kind name, as in `rewind_ledger::EVENT_KINDS`.
+    pub kind: Option<String>,
+    /// Keep only the newest N matches.
+    pub limit: Option<usize>,
+}
+
+/// Whether an entry matches every filter of the query. `target_runs` are the
+/// runs started for the query's target, if it names one.
+pub fn matches(query: &Query, entry: &Entry, target_runs: &[String]) -> bool {
+    let record = &entry.record;
+    let selector = &query.selector;
+    if let Some(run) = &selector.run
+        && record.run.as_deref() != Some(run.as_str())
+    {
+        return false;
+    }
+    if selector.target.is_some()
+        && !record
+            .run
+            .as_ref()
+            .is_some_and(|run| target_runs.contains(run))
+    {
+        return false;
+    }
+    if selector
+        .since
+        .is_some_and(|since| record.recorded_at < since)
+    {
+        return false;
+    }
+    if selector
+        .until
+        .is_some_and(|until| record.recorded_at > until)
+    {
+        return false;
+    }
+    if let Some(kind) = &query.kind
+        && record.event.kind() != kind
+    {
+        return false;
+    }
+    if selector.path.is_none() && selector.table.is_none() {
+        return true;
+    }
+    let subjects = record.event.subjects();
+    if let Some(path) = &selector.path {
+        let path = path.trim_end_matches('/');
+        let below = format!("{path}/");
+        let touches = subjects.iter().any(|subject| match subject {
+            Subject::Path(p) => {
+                let p = p.trim_end_matches('/');
+                p == path || p.starts_with(&below)
+            }
+            Subject::Row(..) => false,
+        });
+        if !touches {
+            return false;
+        }
+    }
+    if let Some(table) = &selector.table {
+        let touches = subjects.iter().any(|subject| match subject {
+            Subject::Row(t, k) => t == table && selector.key.as_ref().is_none_or(|key| key == k),
+            Subject::Path(_) => false,
+        });
+        if !touches {
+            return false;
+        }
+    }
+    true
+}
+
+/// Filters candidates exactly and applies the limit (keeping the newest).
+pub fn filter(query: &Query, candidates: Vec<Entry>, target_runs: &[String]) -> Vec<Entry> {
+    let mut kept: Vec<Entry> = candidates
+        .into_iter()
+        .filter(|entry| matches(query, entry, target_runs))
+        .collect();
+    if let Some(limit) = query.limit
+        && kept.len() > limit
+    {
+        kept.drain(..kept.len() - limit);
+    }
+    kept
+}
+
+/// One column of one row, before and after an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ColumnChange {
+    pub column: String,
+    /// `None` when the row did not exist before (inserted).
+    pub before: Option<String>,
+    /// `None` when the row does not exist after (deleted).
+    pub after: Option<String>,
+}
+
+/// The columns of the row with `key` in a `RowsChanged` event, side by side,
+/// changed columns only (all columns for an insert or delete).
+pub fn row_changes(event: &Event, table: &str, key: &str) -> Vec<ColumnChange> {
+    let Event::RowsChanged(rows) = event else {
+        return Vec::new();
+    };
+    if rows.table != table {
+        return Vec::new();
+    }
+    let Some(row) = rows.rows.iter().find(|row| render_key(&row.key) == key) else {
+        return Vec::new();
+    };
+    let value = |image: &Option<Vec<SqlValue>>, index: usize| {
+        image.as_ref().map(|values| {
+            values
+                .get(index)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        })
+    };
+    rows.columns
+        .iter()
+        .enumerate()
+        .map(|(index, column)| ColumnChange {
+            column: column.name.clone(),
+            before: value(&row.before, index),
+            after: value(&row.after, index),
+        })
+        .filter(|change| {
+            change.before != change.after || change.before.is_none() || change.after.is_none()
+        })
+        .collect()
+}
