@@ -35,10 +35,10 @@ pub fn build_vhost(root: &Path) -> std::io::Result<()> {
         b"root:x:0:0:root:/root:/bin/sh\nu1001:x:1001:1001:example.com:/srv/example.com:/bin/sh\n",
     )?;
     dir("var", 0o755)?;
-    dir("var/log", 0o750)?;
+    dir("var/log", 0o755)?;
     file(
         "var/log/access.log",
-        0o640,
+        0o644,
         b"203.0.113.7 - - [21/Nov/2026:09:14:02 +0000] \"GET / HTTP/1.1\" 200 612\n",
     )?;
     file("var/log/error.log", 0o640, b"")?;
@@ -46,7 +46,7 @@ pub fn build_vhost(root: &Path) -> std::io::Result<()> {
     dir("var/run", 0o755)?;
     file("var/run/php-fpm.pid", 0o644, b"4242\n")?;
     dir("var/tmp", 0o1777)?;
-    dir("web", 0o755)?;
+    dir("web", 0o750)?;
     file(
         "web/index.html",
         0o644,

@@ -234,3 +234,48 @@ pub fn plan(
         already_compensated,
     })
 }
+
+/// The inverse of an event, in words, for plans and dry runs.
+pub fn describe_inverse(event: &Event) -> String {
+    match event {
+        Event::PathMoved(e) => format!("move {} back to {}", e.to, e.from),
+        Event::ModeChanged(e) => format!("chmod {:04o} {} (now {:04o})", e.old, e.path, e.new),
+        Event::OwnerChanged(e) => format!(
+            "chown {}:{} {} (now {}:{})",
+            e.old_uid, e.old_gid, e.path, e.new_uid, e.new_gid
+        ),
+        Event::FileWritten(e) => match e.old {
+            Some(old) => format!(
+                "restore the old content of {} (sha256 {})",
+                e.path,
+                old.short()
+            ),
+            None => format!("remove {} (it did not exist)", e.path),
+        },
+        Event::PathRemoved(e) => format!("restore {} from its stash", e.path),
+        Event::DirCreated(e) => format!("remove the directory {} if empty", e.path),
+        Event::RowsChanged(e) => format!("restore {} row(s) of {}", e.rows.len(), e.table),
+        Event::SequenceMoved(e) => format!("set sequence {} back to {}", e.sequence, e.old),
+        Event::SchemaChanged(e) => match &e.down {
+            Some(down) => format!("run `{down}`"),
+            None => "irreversible".into(),
+        },
+        Event::CommandRun(e) => match &e.undo {
+            Some(undo) => format!("run `{}`", undo.join(" ")),
+            None => "none".into(),
+        },
+        Event::RunStarted(_)
+        | Event::RunFinished(_)
+        | Event::StepStarted(_)
+        | Event::StepFinished(_)
+        | Event::StepFailed(_)
+        | Event::BackupTaken(_)
+        | Event::CheckRecorded(_)
+        | Event::RollbackStarted(_)
+        | Event::Compensated(_)
+        | Event::RollbackFinished(_)
+        | Event::DriftFound(_)
+        | Event::Note(_)
+        | Event::Checkpoint(_) => "none".into(),
+    }
+}
