@@ -1,4 +1,6 @@
 //! End-to-end tests of the `rewind` command line, one binary (ripgrep's
 //! layout): each module a part of the product.
 
+mod fs_bad_input;
+mod fs_cli;
 mod ledger_cli;

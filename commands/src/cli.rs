@@ -79,12 +79,6 @@ pub enum Command {
     /// Rebuild a damaged store from the journal (after checking the journal's chain)
     Repair,
 
-    /// Print a shell completion script
-    Completions(CompletionsArgs),
-
-    /// Print the man page (roff)
-    Man,
-
     /// Show what a migration would do to each target, changing nothing
     Plan(PlanArgs),
 
@@ -103,6 +97,12 @@ pub enum Command {
 
     /// Tour rewind on a temporary vhost: plan, apply, status, history, rollback
     Demo(DemoArgs),
+
+    /// Print a shell completion script
+    Completions(CompletionsArgs),
+
+    /// Print the man page (roff)
+    Man,
 }
 
 #[derive(Debug, Args)]

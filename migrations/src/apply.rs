@@ -201,7 +201,12 @@ pub fn apply(
         });
         if let Some((message, hint)) = error {
             report.outcome = Outcome::Failed;
-            report.error = Some(format!("step {index} ({kind}): {message}"));
+            // Most errors already name their step; the rest get it here.
+            report.error = Some(if message.starts_with(&format!("step {index} ")) {
+                message
+            } else {
+                format!("step {index} ({kind}): {message}")
+            });
             report.hint = hint;
             break;
         }

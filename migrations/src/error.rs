@@ -107,9 +107,9 @@ impl SpecError {
             SpecError::Parse { .. } => {
                 Some("fix the spec; `rewind plan SPEC` checks it without changing anything".into())
             }
-            SpecError::UnknownKind { .. } => {
-                Some("see the step kinds in `migrations/src/steps/` or `rewind plan --help`".into())
-            }
+            SpecError::UnknownKind { .. } => Some(
+                "each kind and its keys are documented in `migrations/src/steps/KIND.rs`".into(),
+            ),
             SpecError::UnknownVar { name, .. } => Some(format!(
                 "declare it: `[vars] {name} = {{ required = true }}`"
             )),

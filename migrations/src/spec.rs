@@ -464,31 +464,35 @@ fn locate_parse_error(file: &str, text: &str, error: &toml::de::Error) -> SpecEr
         kind: None,
     };
     let message = error.message().trim().to_owned();
-    // Find the step the error is in, and whether its kind is unknown.
-    if let Ok(lenient) = toml::from_str::<LenientSpec>(text) {
-        for (index, step) in lenient.step.iter().enumerate() {
-            let kind = step
-                .get_ref()
-                .get("kind")
-                .and_then(|k| k.as_str())
-                .map(str::to_owned);
-            if step.span().contains(&offset) || step.span().start == offset {
-                at.step = u32::try_from(index + 1).ok();
-                at.kind = kind.clone();
-                if let Some(kind) = kind
-                    && !steps::REGISTRY.iter().any(|info| info.name == kind)
-                {
-                    return SpecError::UnknownKind {
-                        at,
-                        kind,
-                        known: steps::REGISTRY
-                            .iter()
-                            .map(|info| info.name)
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    };
-                }
-            }
+    // Find the step the error is in: the last one starting at or before it
+    // (a step's span may cover only its `[[step]]` header).
+    if let Ok(lenient) = toml::from_str::<LenientSpec>(text)
+        && let Some((index, step)) = lenient
+            .step
+            .iter()
+            .enumerate()
+            .filter(|(_, step)| step.span().start <= offset)
+            .max_by_key(|(_, step)| step.span().start)
+    {
+        let kind = step
+            .get_ref()
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .map(str::to_owned);
+        at.step = u32::try_from(index + 1).ok();
+        at.kind = kind.clone();
+        if let Some(kind) = kind
+            && !steps::REGISTRY.iter().any(|info| info.name == kind)
+        {
+            return SpecError::UnknownKind {
+                at,
+                kind,
+                known: steps::REGISTRY
+                    .iter()
+                    .map(|info| info.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
         }
     }
     SpecError::Parse { at, message }

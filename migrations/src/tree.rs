@@ -212,6 +212,60 @@ pub fn manifest(root: &Path) -> io::Result<Manifest> {
     Ok(Manifest { nodes })
 }
 
+/// Writes the manifest lines of a tree, streamed. Written into a blob, the
+/// blob's name is the tree's digest, so an event carrying a digest can
+/// find the manifest it summarises.
+pub fn write_manifest(root: &Path, out: &mut impl std::io::Write) -> io::Result<()> {
+    walk(root, |_, node| {
+        out.write_all(node.line().as_bytes())?;
+        out.write_all(b"\n")
+    })
+}
+
+/// Parses a manifest line back into a node.
+pub fn parse_line(line: &str) -> Option<Node> {
+    let mut fields = line.splitn(6, ' ');
+    let file_type = match fields.next()? {
+        "file" => FileType::File,
+        "dir" => FileType::Dir,
+        "symlink" => FileType::Symlink,
+        "other" => FileType::Other,
+        _ => return None,
+    };
+    let mode = u32::from_str_radix(fields.next()?, 8).ok()?;
+    let (uid, gid) = fields.next()?.split_once(':')?;
+    let size = fields.next()?.parse().ok()?;
+    let sha256 = match fields.next()? {
+        "-" => None,
+        hex => Some(Digest::from_hex(hex)?),
+    };
+    let rest = fields.next()?;
+    let mut strings = serde_json::Deserializer::from_str(rest).into_iter::<String>();
+    let path = strings.next()?.ok()?;
+    let consumed = strings.byte_offset();
+    let link = match rest[consumed..].strip_prefix(" -> ") {
+        Some(link) => Some(serde_json::from_str(link).ok()?),
+        None => None,
+    };
+    Some(Node {
+        path,
+        file_type,
+        mode,
+        uid: uid.parse().ok()?,
+        gid: gid.parse().ok()?,
+        size,
+        sha256,
+        link,
+    })
+}
+
+/// Parses manifest text.
+pub fn parse_manifest(text: &str) -> Option<Manifest> {
+    Some(Manifest {
+        nodes: text.lines().map(parse_line).collect::<Option<_>>()?,
+    })
+}
+
 /// The digest of a tree: sha256 of its manifest lines, streamed.
 pub fn digest(root: &Path) -> io::Result<Digest> {
     let mut hasher = Sha256::new();
@@ -368,6 +422,7 @@ mod tests {
         std::fs::set_permissions(root.join("a b"), std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::create_dir(root.join("new")).unwrap();
         let after = manifest(root).unwrap();
+        assert_eq!(parse_manifest(&after.text()).unwrap(), after);
         let whats: Vec<_> = before
             .diff(&after)
             .iter()

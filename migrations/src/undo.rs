@@ -9,7 +9,8 @@
 use std::fmt;
 
 use rewind_ledger::{
-    Compensated, DriftFound, Event, Outcome, RollbackFinished, RollbackStarted, RollbackTarget,
+    BlobStore, Compensated, DriftFound, Event, Outcome, RollbackFinished, RollbackStarted,
+    RollbackTarget,
 };
 
 use crate::error::MigrateError;
@@ -50,9 +51,13 @@ impl fmt::Display for Drift {
 }
 
 /// Checks the precondition of undoing `event` (stored at `seq`).
-pub fn check_drift(seq: u64, event: &Event) -> Result<Option<Drift>, MigrateError> {
+pub fn check_drift(
+    blobs: &BlobStore,
+    seq: u64,
+    event: &Event,
+) -> Result<Option<Drift>, MigrateError> {
     match event {
-        Event::PathMoved(e) => move_::drift(seq, e),
+        Event::PathMoved(e) => move_::drift(blobs, seq, e),
         Event::ModeChanged(e) => chmod::drift(seq, e),
         Event::OwnerChanged(e) => chown::drift(seq, e),
         Event::FileWritten(e) => write::drift(seq, e),
@@ -191,7 +196,7 @@ pub fn rollback(
         error: None,
     };
     for item in items {
-        match check_drift(item.seq, &item.event) {
+        match check_drift(recorder.blobs(), item.seq, &item.event) {
             Ok(Some(drift)) => {
                 progress(&RollbackProgress::Drifted(drift.clone()));
                 recorder.append_one(
@@ -249,28 +254,37 @@ pub fn rollback(
     Ok(report)
 }
 
-/// For `--dry-run`: the drift each item would meet, checked only where no
-/// newer item of the plan touches the same path (those are checked when
-/// the rollback reaches them, after the newer ones are undone).
-pub fn dry_run(items: &[UndoItem]) -> Result<Vec<(u64, Option<Drift>, bool)>, MigrateError> {
+/// For `--dry-run`: the drift each item would meet. An item is checked
+/// now only when no newer item of the plan will have changed what its
+/// check looks at first — a newer event on the same path or inside it, or
+/// a newer move, removal or creation above it (a newer chmod or chown of
+/// an ancestor does not matter); the others are checked when reached.
+pub fn dry_run(
+    blobs: &BlobStore,
+    items: &[UndoItem],
+) -> Result<Vec<(u64, Option<Drift>, bool)>, MigrateError> {
+    use rewind_ledger::Subject;
+    use std::path::Path;
     let mut out = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
         let subjects = item.event.subjects();
         let shadowed = items[..index].iter().any(|newer| {
-            newer.event.subjects().iter().any(|a| {
-                subjects.iter().any(|b| match (a, b) {
-                    (rewind_ledger::Subject::Path(a), rewind_ledger::Subject::Path(b)) => {
-                        std::path::Path::new(a).starts_with(b)
-                            || std::path::Path::new(b).starts_with(a)
+            let attribute_only =
+                matches!(newer.event, Event::ModeChanged(_) | Event::OwnerChanged(_));
+            newer.event.subjects().iter().any(|n| {
+                subjects.iter().any(|o| match (n, o) {
+                    (Subject::Path(n), Subject::Path(o)) => {
+                        Path::new(n).starts_with(o)
+                            || (!attribute_only && Path::new(o).starts_with(n))
                     }
-                    _ => a == b,
+                    _ => n == o,
                 })
             })
         });
         if shadowed {
             out.push((item.seq, None, false));
         } else {
-            out.push((item.seq, check_drift(item.seq, &item.event)?, true));
+            out.push((item.seq, check_drift(blobs, item.seq, &item.event)?, true));
         }
     }
     Ok(out)

@@ -146,7 +146,7 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
     let recorder = Recorder::new(ledger);
     let plan = plan(&recorder, &target, args.cascade)?.map_err(refusal_error)?;
     if args.dry_run {
-        let checks = undo::dry_run(&items(&plan))?;
+        let checks = undo::dry_run(recorder.blobs(), &items(&plan))?;
         let mut drifted = 0;
         let rows: Vec<DryItem> = plan
             .items

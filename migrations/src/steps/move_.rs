@@ -9,7 +9,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rewind_ledger::{DirCreated, Event, FileType, PathMoved};
+use rewind_ledger::{BlobStore, DirCreated, Event, FileType, PathMoved};
 use serde::Deserialize;
 
 use super::{KindInfo, Planned, StepContext, StepOutcome, refuse};
@@ -220,7 +220,11 @@ impl Move {
                 ));
             }
             let metadata = fs_err::symlink_metadata(&pair.from)?;
-            let digest = tree::digest(&pair.from)?;
+            // The manifest goes to the blob store under the tree digest, so
+            // that a drift check can name exactly what differs later.
+            let mut manifest = cx.blobs().writer()?;
+            tree::write_manifest(&pair.from, &mut manifest)?;
+            let digest = manifest.finish()?;
             let copied = relocate(&pair.from, &pair.to, false)?;
             copied_any |= copied;
             cx.record(Event::PathMoved(PathMoved {
@@ -366,7 +370,11 @@ pub fn copy_tree(from: &Path, to: &Path) -> Result<(), MigrateError> {
 }
 
 /// The precondition of undoing a move: `to` has the digest, `from` is absent.
-pub fn drift(seq: u64, event: &PathMoved) -> Result<Option<Drift>, MigrateError> {
+pub fn drift(
+    blobs: &BlobStore,
+    seq: u64,
+    event: &PathMoved,
+) -> Result<Option<Drift>, MigrateError> {
     let to = Path::new(&event.to);
     if fs_err::symlink_metadata(&event.from).is_ok() {
         return Ok(Some(Drift::new(
@@ -387,6 +395,24 @@ pub fn drift(seq: u64, event: &PathMoved) -> Result<Option<Drift>, MigrateError>
         )));
     }
     let actual = tree::digest(to)?;
+    if actual != event.digest
+        && let Ok(text) = blobs.get(&event.digest)
+        && let Some(expected) = tree::parse_manifest(&String::from_utf8_lossy(&text))
+        && let Some(first) = expected.diff(&tree::manifest(to)?).into_iter().next()
+    {
+        let path = if first.path.is_empty() {
+            event.to.clone()
+        } else {
+            to.join(&first.path).display().to_string()
+        };
+        return Ok(Some(Drift::new(
+            seq,
+            &path,
+            first.what,
+            &first.expected,
+            &first.actual,
+        )));
+    }
     if actual != event.digest {
         return Ok(Some(Drift::new(
             seq,
