@@ -193,11 +193,10 @@ pub fn drift(seq: u64, event: &FileWritten) -> Result<Option<Drift>, MigrateErro
             "a file",
             &crate::tree::file_type_of(&metadata).to_string(),
         ))),
-        Ok(_) => {
+        Ok(metadata) => {
             let actual = file_sha256(Path::new(&event.path))?;
-            if actual == event.new {
-                Ok(None)
-            } else {
+            let mode = metadata.permissions().mode() & 0o7777;
+            if actual != event.new {
                 Ok(Some(Drift::new(
                     seq,
                     &event.path,
@@ -205,6 +204,18 @@ pub fn drift(seq: u64, event: &FileWritten) -> Result<Option<Drift>, MigrateErro
                     &expected,
                     &format!("sha256 {}", actual.short()),
                 )))
+            } else if mode != event.mode {
+                // The inverse restores the old mode too; a mode set since
+                // would be lost silently.
+                Ok(Some(Drift::new(
+                    seq,
+                    &event.path,
+                    "mode",
+                    &format!("{:04o}", event.mode),
+                    &format!("{mode:04o}"),
+                )))
+            } else {
+                Ok(None)
             }
         }
     }
