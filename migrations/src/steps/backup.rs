@@ -103,36 +103,23 @@ impl Backup {
         let mut copy = None;
         if let Some(into) = &self.into {
             let into = PathBuf::from(into);
-            let mut missing: Vec<PathBuf> = into
-                .ancestors()
-                .take_while(|a| !a.exists())
-                .map(Path::to_path_buf)
-                .collect();
-            missing.reverse();
-            for dir in missing {
-                fs_err::create_dir(&dir)?;
-                std::fs::set_permissions(
-                    &dir,
-                    std::os::unix::fs::PermissionsExt::from_mode(0o700),
-                )?;
-                cx.record(Event::DirCreated(DirCreated {
-                    mode: 0o700,
-                    path: dir.display().to_string(),
-                    step: cx.step,
-                }))?;
-            }
             let name = format!("{}-step{}.tar.zst", cx.run, cx.step);
             let target = into.join(name);
-            if target.exists() {
+            if fs_err::symlink_metadata(&target).is_ok() {
                 return Err(refuse(
                     cx.step,
                     INFO.name,
                     format!("{} already exists", target.display()),
                 ));
             }
-            fs_err::copy(cx.blobs().path_of(&archived.archive), &target)?;
-            std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-            fs_err::File::open(&target)?.sync_all()?;
+            let created = copy_archive(cx, &archived.archive, &into, &target)?;
+            for dir in created {
+                cx.record(Event::DirCreated(DirCreated {
+                    mode: 0o700,
+                    path: dir.display().to_string(),
+                    step: cx.step,
+                }))?;
+            }
             cx.record(Event::FileWritten(FileWritten {
                 mode: 0o600,
                 new: archived.archive,
@@ -159,4 +146,48 @@ impl Backup {
             ),
         })
     }
+}
+
+/// Copies the archive to `target`, creating `into` (mode 0700) as needed.
+/// On failure — a full disk, most often — the partial copy and the
+/// directories made for it are removed, so the tree is left as it was.
+fn copy_archive(
+    cx: &StepContext<'_>,
+    archive: &rewind_ledger::Digest,
+    into: &Path,
+    target: &Path,
+) -> Result<Vec<PathBuf>, MigrateError> {
+    let mut created: Vec<PathBuf> = into
+        .ancestors()
+        .take_while(|a| fs_err::symlink_metadata(a).is_err())
+        .map(Path::to_path_buf)
+        .collect();
+    created.reverse();
+    let mut opened = false;
+    let mut attempt = || -> Result<(), MigrateError> {
+        for dir in &created {
+            fs_err::create_dir(dir)?;
+            fs_err::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        }
+        let mut source = cx.blobs().open(archive)?;
+        let mut file = fs_err::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(target)?;
+        opened = true;
+        std::io::copy(&mut source, &mut file)?;
+        file.sync_all()?;
+        fs_err::set_permissions(target, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        Ok(())
+    };
+    if let Err(error) = attempt() {
+        if opened {
+            let _ = std::fs::remove_file(target);
+        }
+        for dir in created.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+        return Err(error);
+    }
+    Ok(created)
 }
