@@ -157,6 +157,19 @@ impl Sim {
         });
     }
 
+    /// The nearest existing ancestor of `path` that is not a directory, if
+    /// any: creating `path` (and its missing parents) would fail there.
+    pub fn blocking_ancestor(&self, path: &Path) -> Option<(PathBuf, FileType)> {
+        path.ancestors()
+            .skip(1)
+            .filter(|ancestor| !ancestor.as_os_str().is_empty())
+            .find_map(|ancestor| {
+                self.state(ancestor)
+                    .map(|state| (ancestor.to_path_buf(), state))
+            })
+            .filter(|(_, state)| *state != FileType::Dir)
+    }
+
     /// The ancestors of `path` that do not exist yet, outermost first.
     pub fn missing_ancestors(&self, path: &Path) -> Vec<PathBuf> {
         let mut missing: Vec<PathBuf> = path

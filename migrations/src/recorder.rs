@@ -57,6 +57,11 @@ impl Recorder {
         Ok(self.lock().append_batch(drafts)?)
     }
 
+    /// Appends drafts of possibly different runs as one durable batch.
+    pub fn append_drafts(&self, drafts: Vec<Draft>) -> Result<Vec<Entry>, MigrateError> {
+        Ok(self.lock().append_batch(drafts)?)
+    }
+
     /// Appends one event.
     pub fn append_one(&self, run: Option<&str>, event: Event) -> Result<Entry, MigrateError> {
         Ok(self.append(run, vec![event])?.remove(0))

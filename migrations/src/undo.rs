@@ -9,12 +9,12 @@
 use std::fmt;
 
 use rewind_ledger::{
-    BlobStore, Compensated, DriftFound, Event, Outcome, RollbackFinished, RollbackStarted,
+    BlobStore, Compensated, Draft, DriftFound, Event, Outcome, RollbackFinished, RollbackStarted,
     RollbackTarget,
 };
 
 use crate::error::MigrateError;
-use crate::recorder::Recorder;
+use crate::recorder::{BATCH, Recorder};
 use crate::steps::{chmod, chown, exec, mkdir, move_, remove, write};
 
 /// The world no longer matches what an event left behind.
@@ -112,6 +112,57 @@ pub fn undo(recorder: &Recorder, seq: u64, event: &Event) -> Result<(), MigrateE
     }
 }
 
+/// Whether the world is already as it was before `event`: its inverse was
+/// applied by a rollback that stopped before recording it.
+pub fn already_undone(seq: u64, event: &Event) -> Result<bool, MigrateError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let metadata = |path: &str| std::fs::symlink_metadata(path).ok();
+    Ok(match event {
+        Event::PathMoved(e) => {
+            metadata(&e.to).is_none()
+                && metadata(&e.from).is_some()
+                && crate::tree::digest(std::path::Path::new(&e.from))? == e.digest
+        }
+        Event::ModeChanged(e) => {
+            metadata(&e.path).is_some_and(|m| m.permissions().mode() & 0o7777 == e.old)
+        }
+        Event::OwnerChanged(e) => {
+            metadata(&e.path).is_some_and(|m| (m.uid(), m.gid()) == (e.old_uid, e.old_gid))
+        }
+        Event::FileWritten(e) => match (&e.old, metadata(&e.path)) {
+            (None, None) => true,
+            (Some(old), Some(m)) if m.is_file() => {
+                crate::tree::file_sha256(std::path::Path::new(&e.path))? == *old
+                    && e.old_mode
+                        .is_none_or(|mode| m.permissions().mode() & 0o7777 == mode)
+            }
+            _ => false,
+        },
+        Event::PathRemoved(e) => {
+            metadata(&e.path).is_some()
+                && crate::tree::digest(std::path::Path::new(&e.path))? == e.digest
+        }
+        Event::DirCreated(e) => metadata(&e.path).is_none(),
+        Event::CommandRun(_) => false,
+        Event::RunStarted(_)
+        | Event::RunFinished(_)
+        | Event::StepStarted(_)
+        | Event::StepFinished(_)
+        | Event::StepFailed(_)
+        | Event::BackupTaken(_)
+        | Event::RowsChanged(_)
+        | Event::SequenceMoved(_)
+        | Event::SchemaChanged(_)
+        | Event::CheckRecorded(_)
+        | Event::RollbackStarted(_)
+        | Event::Compensated(_)
+        | Event::RollbackFinished(_)
+        | Event::DriftFound(_)
+        | Event::Note(_)
+        | Event::Checkpoint(_) => return Err(not_here(seq, event)),
+    })
+}
+
 fn not_here(seq: u64, event: &Event) -> MigrateError {
     MigrateError::CannotUndo {
         seq,
@@ -195,9 +246,23 @@ pub fn rollback(
         outcome: Outcome::Succeeded,
         error: None,
     };
+    // Compensations are appended in batches, one flush per batch. A crash
+    // between an inverse and its batch's flush leaves items undone but not
+    // recorded; the next run of the rollback finds them in their original
+    // state (`already_undone`) and records them without acting again.
+    let mut pending: Vec<Draft> = Vec::new();
+    let flush = |pending: &mut Vec<Draft>| -> Result<(), MigrateError> {
+        if !pending.is_empty() {
+            recorder.append_drafts(std::mem::take(pending))?;
+        }
+        Ok(())
+    };
     for item in items {
+        let mut act = true;
         match check_drift(recorder.blobs(), item.seq, &item.event) {
+            Ok(Some(_)) if already_undone(item.seq, &item.event)? => act = false,
             Ok(Some(drift)) => {
+                flush(&mut pending)?;
                 progress(&RollbackProgress::Drifted(drift.clone()));
                 recorder.append_one(
                     item.run.as_deref(),
@@ -224,22 +289,30 @@ pub fn rollback(
                 break;
             }
         }
-        if let Err(error) = undo(recorder, item.seq, &item.event) {
+        if act && let Err(error) = undo(recorder, item.seq, &item.event) {
             report.outcome = Outcome::Failed;
             report.error = Some(error.to_string());
             break;
         }
-        recorder.append_one(
+        pending.push(Draft::new(
             item.run.as_deref(),
             Event::Compensated(Compensated { undoes: item.seq }),
-        )?;
+        ));
+        if pending.len() >= BATCH {
+            flush(&mut pending)?;
+        }
         report.compensated += 1;
         progress(&RollbackProgress::Undone {
             seq: item.seq,
             kind: item.event.kind(),
-            subject: subject(&item.event),
+            subject: if act {
+                subject(&item.event)
+            } else {
+                format!("{} (found already undone)", subject(&item.event))
+            },
         });
     }
+    flush(&mut pending)?;
     if report.outcome == Outcome::Succeeded && !report.drifted.is_empty() {
         report.outcome = Outcome::Drifted;
     }

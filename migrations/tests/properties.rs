@@ -281,7 +281,9 @@ proptest! {
                 Event::ModeChanged(e) => std::fs::symlink_metadata(&e.path).is_ok(),
                 Event::FileWritten(e) => Path::new(&e.path).is_file(),
                 Event::DirCreated(e) => Path::new(&e.path).is_dir(),
-                Event::PathRemoved(e) => std::fs::symlink_metadata(&e.path).is_err(),
+                Event::PathRemoved(e) => {
+                    std::fs::symlink_metadata(&e.path).is_err() && Path::new(&e.path).parent().is_some_and(Path::is_dir)
+                }
                 Event::OwnerChanged(e) => std::fs::symlink_metadata(&e.path).is_ok(),
                 _ => false,
             })
@@ -307,7 +309,9 @@ proptest! {
                 }
             }
             Event::ModeChanged(e) => {
-                std::fs::set_permissions(&e.path, std::fs::Permissions::from_mode(e.new ^ 0o010)).unwrap();
+                // Neither the new mode nor the old one (that would be an undo).
+                let drifted = [0o001, 0o002, 0o004].map(|bit| e.new ^ bit).into_iter().find(|m| *m != e.old).unwrap();
+                std::fs::set_permissions(&e.path, std::fs::Permissions::from_mode(drifted)).unwrap();
             }
             Event::FileWritten(e) => {
                 let mut content = std::fs::read(&e.path).unwrap();

@@ -206,3 +206,21 @@ fn cross_filesystem_move_copies_verifies_and_removes() {
     let after = rewind_migrations::tree::manifest(&h.path("web2")).unwrap();
     assert_eq!(before.diff(&after), vec![]);
 }
+
+#[test]
+fn rollback_killed_between_an_inverse_and_its_record_finishes_without_drift() {
+    let mut h = Harness::new();
+    rewind_migrations::fixtures::build_vhost(&h.root).unwrap();
+    let before = h.manifest();
+    h.apply(RUNBOOK).unwrap();
+    // The process died after undoing the five newest items, before their
+    // Compensated events were flushed.
+    let items = h.plan_rollback(&run(1), false).unwrap();
+    for item in &items[..5] {
+        rewind_migrations::undo::undo(&h.recorder, item.seq, &item.event).unwrap();
+    }
+    let rolled = h.rollback(run(1), false, OnDrift::Stop).unwrap();
+    assert_eq!(rolled.outcome, Outcome::Succeeded, "{rolled:#?}");
+    assert_eq!(rolled.compensated as usize, items.len());
+    assert_eq!(before.diff(&h.manifest()), vec![]);
+}

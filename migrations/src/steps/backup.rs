@@ -83,6 +83,13 @@ impl Backup {
         }
         if let Some(into) = &self.into {
             let into = Path::new(into);
+            if let Some((blocker, state)) = sim.blocking_ancestor(&into.join("x")) {
+                return Err(refuse(
+                    step,
+                    INFO.name,
+                    format!("{} is a {state}, not a directory", blocker.display()),
+                ));
+            }
             for dir in sim.missing_ancestors(&into.join("x")) {
                 sim.created(&dir, FileType::Dir);
             }

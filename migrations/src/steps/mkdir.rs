@@ -76,6 +76,13 @@ impl Mkdir {
             }
             None => {}
         }
+        if let Some((blocker, state)) = sim.blocking_ancestor(path) {
+            return Err(refuse(
+                step,
+                INFO.name,
+                format!("{} is a {state}, not a directory", blocker.display()),
+            ));
+        }
         for dir in sim.missing_ancestors(path) {
             sim.created(&dir, FileType::Dir);
         }

@@ -87,6 +87,17 @@ impl Move {
 
     pub fn plan(&self, step: u32, sim: &mut Sim) -> Result<Planned, MigrateError> {
         let destination = self.destination();
+        if let Some((blocker, state)) = sim.blocking_ancestor(&destination) {
+            return Err(refuse(
+                step,
+                INFO.name,
+                format!(
+                    "{} is a {state}, not a directory, so {} cannot be created",
+                    blocker.display(),
+                    destination.display()
+                ),
+            ));
+        }
         let pairs = match self.children_of() {
             Some(dir) => {
                 let dir = Path::new(dir);
