@@ -2,6 +2,11 @@
 //! for each step its intent (`StepStarted`, durable before any effect),
 //! the effect events, and `StepFinished` or `StepFailed`; `RunFinished`.
 //!
+//! Durability costs one batch per step: the previous step's last effect
+//! events and its `StepFinished` travel with this step's `StepStarted`,
+//! which must be durable before this step's effect, and the last step's
+//! with `RunFinished`.
+//!
 //! A failing step stops the run and leaves what earlier steps did in
 //! place, recorded, for `rewind rollback RUN`; a verify step with
 //! `on_fail = "rollback"` asks the caller to roll the run back.
@@ -100,18 +105,15 @@ pub fn apply(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<RunReport, MigrateError> {
     let run = request.run.as_str();
-    recorder.append_one(
-        Some(run),
-        Event::RunStarted(RunStarted {
-            description: request.spec.header.description.clone(),
-            spec_id: request.spec.header.id.clone(),
-            spec_path: request.spec.file.clone(),
-            spec_sha256: request.spec.sha256,
-            spec_text: request.spec.text.clone(),
-            target: request.target.clone(),
-            vars: request.resolved.vars.clone(),
-        }),
-    )?;
+    let mut carry: Vec<Event> = vec![Event::RunStarted(RunStarted {
+        description: request.spec.header.description.clone(),
+        spec_id: request.spec.header.id.clone(),
+        spec_path: request.spec.file.clone(),
+        spec_sha256: request.spec.sha256,
+        spec_text: request.spec.text.clone(),
+        target: request.target.clone(),
+        vars: request.resolved.vars.clone(),
+    })];
     let mut report = RunReport {
         run: request.run.clone(),
         target: request.target.clone(),
@@ -128,15 +130,13 @@ pub fn apply(
             operation,
             params,
         } = planned;
-        recorder.append_one(
-            Some(run),
-            Event::StepStarted(StepStarted {
-                kind: (*kind).to_owned(),
-                operation: operation.clone(),
-                params: params.clone(),
-                step: *index,
-            }),
-        )?;
+        carry.push(Event::StepStarted(StepStarted {
+            kind: (*kind).to_owned(),
+            operation: operation.clone(),
+            params: params.clone(),
+            step: *index,
+        }));
+        recorder.append(Some(run), std::mem::take(&mut carry))?;
         progress(&Progress::StepStarted {
             step: *index,
             kind,
@@ -144,12 +144,8 @@ pub fn apply(
         });
         let mut cx = StepContext::new(recorder, run, *index);
         let result = step.spec.apply(&mut cx);
-        let flushed = cx.flush();
+        carry.extend(cx.take_pending());
         let effects = cx.recorded;
-        let result = match (result, flushed) {
-            (Ok(outcome), Ok(())) => Ok(outcome),
-            (Err(error), _) | (Ok(_), Err(error)) => Err(error),
-        };
         let (outcome, summary, error) = match result {
             Ok(StepOutcome::Done { summary }) => (Outcome::Succeeded, summary, None),
             Ok(StepOutcome::ChecksFailed { summary, rollback }) => {
@@ -164,27 +160,21 @@ pub fn apply(
         };
         match &error {
             None => {
-                recorder.append_one(
-                    Some(run),
-                    Event::StepFinished(StepFinished {
-                        step: *index,
-                        summary: summary.clone(),
-                    }),
-                )?;
+                carry.push(Event::StepFinished(StepFinished {
+                    step: *index,
+                    summary: summary.clone(),
+                }));
                 progress(&Progress::StepFinished {
                     step: *index,
                     summary: summary.clone(),
                 });
             }
             Some((message, _)) => {
-                recorder.append_one(
-                    Some(run),
-                    Event::StepFailed(StepFailed {
-                        error: message.clone(),
-                        interrupted: false,
-                        step: *index,
-                    }),
-                )?;
+                carry.push(Event::StepFailed(StepFailed {
+                    error: message.clone(),
+                    interrupted: false,
+                    step: *index,
+                }));
                 progress(&Progress::StepFailed {
                     step: *index,
                     error: message.clone(),
@@ -211,12 +201,10 @@ pub fn apply(
             break;
         }
     }
-    recorder.append_one(
-        Some(run),
-        Event::RunFinished(RunFinished {
-            error: report.error.clone(),
-            outcome: report.outcome,
-        }),
-    )?;
+    carry.push(Event::RunFinished(RunFinished {
+        error: report.error.clone(),
+        outcome: report.outcome,
+    }));
+    recorder.append(Some(run), carry)?;
     Ok(report)
 }

@@ -136,6 +136,11 @@ impl<'a> StepContext<'a> {
         Ok(())
     }
 
+    /// Hands back the queued events, for the caller to append with its own.
+    pub fn take_pending(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.pending)
+    }
+
     /// Makes every queued event durable.
     pub fn flush(&mut self) -> Result<(), MigrateError> {
         if !self.pending.is_empty() {
