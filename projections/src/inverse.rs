@@ -279,3 +279,195 @@ pub fn describe_inverse(event: &Event) -> String {
         | Event::Checkpoint(_) => "none".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rewind_ledger::{
+        Compensated, Digest, DirCreated, FileType, ModeChanged, PathMoved, Record, RunStarted,
+        StepStarted,
+    };
+
+    use super::*;
+
+    fn entry(seq: u64, run: Option<&str>, event: Event) -> Entry {
+        Entry {
+            hash: Digest::default(),
+            prev: Digest::default(),
+            record: Record {
+                actor: "a".into(),
+                event,
+                host: "h".into(),
+                ledger_id: "l".into(),
+                recorded_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+                run: run.map(str::to_owned),
+                seq,
+            },
+        }
+    }
+
+    fn started(step: u32) -> Event {
+        Event::StepStarted(StepStarted {
+            kind: "k".into(),
+            operation: String::new(),
+            params: Default::default(),
+            step,
+        })
+    }
+
+    /// r1: step 1 mkdir /v/a, step 2 moves /v/a/x → /v/b, step 3 chmods /v/c.
+    fn ledger() -> Vec<Entry> {
+        let run = Some("r1");
+        vec![
+            entry(
+                1,
+                run,
+                Event::RunStarted(RunStarted {
+                    description: String::new(),
+                    spec_id: "s".into(),
+                    spec_path: "s.toml".into(),
+                    spec_sha256: Digest::default(),
+                    spec_text: String::new(),
+                    target: None,
+                    vars: Default::default(),
+                }),
+            ),
+            entry(2, run, started(1)),
+            entry(
+                3,
+                run,
+                Event::DirCreated(DirCreated {
+                    mode: 0o755,
+                    path: "/v/a".into(),
+                    step: 1,
+                }),
+            ),
+            entry(4, run, started(2)),
+            entry(
+                5,
+                run,
+                Event::PathMoved(PathMoved {
+                    copied: false,
+                    digest: Digest::default(),
+                    file_type: FileType::File,
+                    from: "/v/a/x".into(),
+                    step: 2,
+                    to: "/v/b".into(),
+                }),
+            ),
+            entry(6, run, started(3)),
+            entry(
+                7,
+                run,
+                Event::ModeChanged(ModeChanged {
+                    new: 0o700,
+                    old: 0o755,
+                    path: "/v/c".into(),
+                    step: 3,
+                }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_run_is_undone_newest_first_and_compensated_items_are_left_out() {
+        let mut entries = ledger();
+        let plan = super::plan(&entries, &RollbackTarget::Run("r1".into()), false).unwrap();
+        assert_eq!(
+            plan.items.iter().map(|i| i.seq).collect::<Vec<_>>(),
+            vec![7, 5, 3]
+        );
+        entries.push(entry(
+            8,
+            Some("r1"),
+            Event::Compensated(Compensated { undoes: 7 }),
+        ));
+        let plan = super::plan(&entries, &RollbackTarget::Run("r1".into()), false).unwrap();
+        assert_eq!(
+            plan.items.iter().map(|i| i.seq).collect::<Vec<_>>(),
+            vec![5, 3]
+        );
+        assert_eq!(plan.already_compensated, 1);
+    }
+
+    #[test]
+    fn an_older_step_names_its_dependents_and_cascade_takes_them() {
+        let entries = ledger();
+        let target = RollbackTarget::Step("r1".into(), 1);
+        match super::plan(&entries, &target, false) {
+            Err(PlanRefusal::Dependents { dependents, .. }) => {
+                assert_eq!(
+                    dependents.iter().map(|i| i.seq).collect::<Vec<_>>(),
+                    vec![5]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let plan = super::plan(&entries, &target, true).unwrap();
+        assert_eq!(
+            plan.items
+                .iter()
+                .map(|i| (i.seq, i.dependent))
+                .collect::<Vec<_>>(),
+            vec![(5, true), (3, false)]
+        );
+        // Step 3 touches nothing the others touch.
+        let plan = super::plan(&entries, &RollbackTarget::Step("r1".into(), 3), false).unwrap();
+        assert_eq!(plan.items.len(), 1);
+    }
+
+    #[test]
+    fn unknown_runs_steps_and_finished_rollbacks_are_refused() {
+        let entries = ledger();
+        assert!(matches!(
+            super::plan(&entries, &RollbackTarget::Run("r9".into()), false),
+            Err(PlanRefusal::UnknownRun { .. })
+        ));
+        assert!(matches!(
+            super::plan(&entries, &RollbackTarget::Step("r1".into(), 9), false),
+            Err(PlanRefusal::UnknownStep { .. })
+        ));
+        assert_eq!(
+            super::plan(&entries, &RollbackTarget::After(4), false)
+                .unwrap()
+                .items
+                .len(),
+            2
+        );
+        assert!(matches!(
+            super::plan(&entries, &RollbackTarget::After(7), false),
+            Err(PlanRefusal::NothingToUndo { .. })
+        ));
+    }
+
+    #[test]
+    fn status_follows_the_lifecycle() {
+        let mut entries = ledger();
+        let runs = crate::status::runs(&entries);
+        assert_eq!(runs[0].lifecycle, crate::status::Lifecycle::Validated);
+        assert_eq!(runs[0].effects, 3);
+        for (seq, undoes) in [(8, 7), (9, 5)] {
+            entries.push(entry(
+                seq,
+                Some("r1"),
+                Event::Compensated(Compensated { undoes }),
+            ));
+        }
+        assert_eq!(
+            crate::status::runs(&entries)[0].lifecycle,
+            crate::status::Lifecycle::PartlyRolledBack
+        );
+        entries.push(entry(
+            10,
+            Some("r1"),
+            Event::Compensated(Compensated { undoes: 3 }),
+        ));
+        let runs = crate::status::runs(&entries);
+        assert_eq!(runs[0].lifecycle, crate::status::Lifecycle::RolledBack);
+        assert!(
+            runs[0]
+                .steps
+                .iter()
+                .all(|s| s.state == crate::status::StepState::RolledBack)
+        );
+    }
+}
