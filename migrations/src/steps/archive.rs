@@ -86,7 +86,11 @@ pub fn write_archive(
 ) -> Result<Archived, MigrateError> {
     let archive_writer = blobs.writer()?;
     let mut manifest_writer = io::BufWriter::with_capacity(256 * 1024, blobs.writer()?);
-    let encoder = zstd::Encoder::new(archive_writer, LEVEL)?;
+    let mut encoder = zstd::Encoder::new(archive_writer, LEVEL)?;
+    // Compression runs on worker threads (as `zstd -T0`) while this thread
+    // reads, hashes and archives.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    encoder.multithread(u32::try_from(workers).unwrap_or(1))?;
     let mut builder = tar::Builder::new(io::BufWriter::with_capacity(1024 * 1024, encoder));
     builder.follow_symlinks(false);
     let mut files = 0u64;
