@@ -202,6 +202,7 @@ fn main() {
     let plan = rewind_migrations::plan::plan(&resolved).unwrap();
     let mut step_times: Vec<(u32, Instant)> = Vec::new();
     let mut backup_step = std::time::Duration::ZERO;
+    let mut per_step: Vec<String> = Vec::new();
     let started = Instant::now();
     let report = apply(
         &recorder,
@@ -217,12 +218,14 @@ fn main() {
                 step_times.push((*step, Instant::now()))
             }
             rewind_migrations::apply::Progress::StepFinished { step, .. } => {
+                let took = step_times
+                    .last()
+                    .map(|(_, t)| t.elapsed())
+                    .unwrap_or_default();
                 if *step == 2 {
-                    backup_step = step_times
-                        .last()
-                        .map(|(_, t)| t.elapsed())
-                        .unwrap_or_default();
+                    backup_step = took;
                 }
+                per_step.push(format!("{step}:{:.2}", took.as_secs_f64()));
             }
             rewind_migrations::apply::Progress::StepFailed { .. } => {}
         },
@@ -241,6 +244,7 @@ fn main() {
         backup_step.as_secs_f64(),
         (applied - backup_step).as_secs_f64()
     );
+    println!("  seconds per step: {}", per_step.join(" "));
 
     let started = Instant::now();
     let entries: Vec<_> = {
