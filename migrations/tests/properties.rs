@@ -45,7 +45,7 @@ fn entry() -> impl Strategy<Value = Entry> {
         0..NAMES.len(),
         0..4u8,
         0o600..=0o777u32,
-        prop_oneof![4 => 0..300usize, 1 => 0..70_000usize],
+        prop_oneof![16 => 0..300usize, 3 => 0..70_000usize, 1 => 0..=1_048_576usize],
     )
         .prop_map(|(parent, name, kind, mode, size)| Entry {
             parent,
