@@ -123,7 +123,10 @@ impl SpecError {
                 Some("write one target per line, like `root=/srv/example.com`".into())
             }
             SpecError::BadValue { .. } => None,
-            SpecError::NoRoots { .. } | SpecError::RelativeRoot { .. } => None,
+            SpecError::NoRoots { .. } => None,
+            SpecError::RelativeRoot { .. } => Some(
+                "pass the root as an absolute path, e.g. `--target root=$PWD/example.com`".into(),
+            ),
             SpecError::EscapesRoot { .. } => Some(
                 "every path must stay under a declared root after `..` and symlinks are resolved"
                     .into(),
