@@ -65,6 +65,7 @@ impl TestEnv {
             ("USER", "tester"),
             ("REWIND_LEDGER_ID", LEDGER_ID),
             ("COLUMNS", "100"),
+            ("REWIND_RUN_IDS", "sequential"),
         ]);
         TestEnv { dir, ledger, env }
     }

@@ -2,5 +2,7 @@
 //! layout): each module a part of the product.
 
 mod crash;
+mod fs_bad_input;
+mod fs_cli;
 mod ledger_cli;
 mod tidy;

@@ -82,6 +82,25 @@ pub enum Command {
     /// Rebuild a damaged store from the journal (after checking the journal's chain)
     Repair,
 
+    /// Show what a migration would do to each target, changing nothing
+    Plan(PlanArgs),
+
+    /// Apply a migration to one or more targets, each as its own run
+    Apply(ApplyArgs),
+
+    /// Show runs, their steps and where each target stands
+    Status(StatusArgs),
+
+    /// Undo a run, one step of a run, or everything after a seq
+    Rollback(RollbackArgs),
+
+    /// List, verify or restore the archives taken by backup steps
+    #[command(subcommand)]
+    Backups(BackupsCommand),
+
+    /// Tour rewind on a temporary vhost: plan, apply, status, history, rollback
+    Demo(DemoArgs),
+
     /// Print a shell completion script
     Completions(CompletionsArgs),
 
@@ -198,4 +217,133 @@ pub struct CheckpointArgs {
 pub struct CompletionsArgs {
     /// The shell to complete for
     pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SpecArgs {
+    /// The migration spec (TOML)
+    pub spec: PathBuf,
+
+    /// Set a variable of the spec (repeatable)
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+
+    /// Run on this target: `name=value …`, or a bare value for the spec's one required variable (repeatable)
+    #[arg(long = "target", value_name = "TARGET")]
+    pub targets: Vec<String>,
+
+    /// Read targets from this file, one per line
+    #[arg(long, value_name = "FILE")]
+    pub targets_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+
+    /// Do not ask for confirmation on a terminal
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Run this many targets at once
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 1)]
+    pub jobs: usize,
+
+    /// Start no further target once one fails
+    #[arg(long)]
+    pub fail_fast: bool,
+
+    /// Apply even though the spec's text changed since an earlier run of the same id
+    #[arg(long)]
+    pub allow_changed_spec: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Show this run in detail
+    pub run: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnDriftArg {
+    /// Stop before the drifted item and exit with 3
+    Stop,
+    /// Record the drift, leave the item and go on
+    Skip,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The run to roll back, or RUN:STEP for one step
+    #[arg(required_unless_present = "after", conflicts_with = "after")]
+    pub target: Option<String>,
+
+    /// Roll back everything recorded after this seq
+    #[arg(long, value_name = "SEQ")]
+    pub after: Option<u64>,
+
+    /// Print the plan and the drift it would meet, changing nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// What to do when the world no longer matches an event
+    #[arg(long, value_enum, default_value = "stop")]
+    pub on_drift: OnDriftArg,
+
+    /// With RUN:STEP, also undo later events that depend on the step
+    #[arg(long)]
+    pub cascade: bool,
+
+    /// Do not ask for confirmation on a terminal
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupsCommand {
+    /// List the backups (rollback points) of every target
+    List(BackupsListArgs),
+
+    /// Re-read archives and check them against their manifests
+    Verify(BackupsSelectArgs),
+
+    /// Unpack the archive taken at a seq into a directory
+    Restore(BackupsRestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupsListArgs {
+    /// Only backups of runs on this target
+    #[arg(long, value_name = "TARGET")]
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupsSelectArgs {
+    /// The seq of a BackupTaken event [default: every backup]
+    pub seq: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupsRestoreArgs {
+    /// The seq of the BackupTaken event
+    pub seq: u64,
+
+    /// The directory to restore into (created; must be new or empty)
+    #[arg(long, value_name = "DIR")]
+    pub into: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the temporary vhost and ledger and print where they are
+    #[arg(long)]
+    pub keep: bool,
 }

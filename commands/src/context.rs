@@ -19,6 +19,9 @@ pub struct Ctx {
     pub printer: Printer,
     /// A pinned id for `init` (`REWIND_LEDGER_ID`), for tests.
     pub ledger_id: Option<String>,
+    /// Run ids `r<N>` numbered from the ledger's head instead of random
+    /// (`REWIND_RUN_IDS=sequential`), for tests and reproducible demos.
+    pub sequential_run_ids: bool,
 }
 
 /// The name of the current user from /etc/passwd, when USER is not set.
@@ -94,6 +97,7 @@ impl Ctx {
             now,
             printer,
             ledger_id: env.get("REWIND_LEDGER_ID").map(str::to_owned),
+            sequential_run_ids: env.get("REWIND_RUN_IDS") == Some("sequential"),
         })
     }
 

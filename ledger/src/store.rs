@@ -101,7 +101,20 @@ pub(crate) fn acquire_lock(dir: &Path) -> Result<Lock> {
         .open(&path)?
         .into_parts()
         .0;
-    match file.try_lock() {
+    // A child process forked by another thread of this process (a step's
+    // command, a test's helper) shares the lock's open file until it execs;
+    // give such a brief holder a moment before calling the ledger taken.
+    let mut attempt = 0;
+    let outcome = loop {
+        match file.try_lock() {
+            Err(TryLockError::WouldBlock) if attempt < 25 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other,
+        }
+    };
+    match outcome {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
             let mut text = String::new();

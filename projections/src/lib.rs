@@ -1,7 +1,10 @@
-//! Pure folds over rewind events: history queries and one-line descriptions
-//! (later: status, audit rendering, the inverse plan).
+//! Pure folds over rewind events: history queries, one-line descriptions,
+//! run/step/target status and inverse plans (audit rendering to come).
 //!
-//! Nothing here does I/O besides reading the entries it is given.
+//! Nothing here prints, reads the environment or touches a target; every
+//! function takes the entries it needs and returns data.
 
 pub mod describe;
 pub mod history;
+pub mod inverse;
+pub mod status;

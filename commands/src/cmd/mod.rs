@@ -1,17 +1,24 @@
 //! One module per subcommand; `run` dispatches.
 
+mod apply;
 mod audit;
+mod backups;
 mod checkpoint;
+mod demo;
 mod history;
 mod init;
 mod maintenance;
 mod note;
+mod plan;
+mod rollback;
 mod show;
+mod spec_input;
+mod status;
 mod verify;
 
 use clap::CommandFactory;
 
-use crate::cli::{AuditCommand, Cli, Command};
+use crate::cli::{AuditCommand, BackupsCommand, Cli, Command};
 use crate::context::Ctx;
 use crate::error::CliResult;
 
@@ -32,6 +39,14 @@ pub fn run(command: Command, ctx: &mut Ctx) -> CliResult {
             ctx.printer.data(&String::from_utf8_lossy(&out))?;
             Ok(())
         }
+        Command::Plan(args) => plan::run(ctx, args),
+        Command::Apply(args) => apply::run(ctx, args),
+        Command::Status(args) => status::run(ctx, args),
+        Command::Rollback(args) => rollback::run(ctx, args),
+        Command::Backups(BackupsCommand::List(args)) => backups::list(ctx, args),
+        Command::Backups(BackupsCommand::Verify(args)) => backups::verify(ctx, args),
+        Command::Backups(BackupsCommand::Restore(args)) => backups::restore(ctx, args),
+        Command::Demo(args) => demo::run(ctx, args),
         Command::Man => {
             let mut out = Vec::new();
             clap_mangen::Man::new(Cli::command()).render(&mut out)?;

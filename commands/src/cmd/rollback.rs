@@ -1,0 +1,304 @@
+//! `rewind rollback RUN | RUN:STEP | --after SEQ`: asks the inverse-plan
+//! projection what to undo (newest first, never what is already
+//! compensated), then has the migrations executors check drift and undo
+//! each item. Drift stops before the item with exit 3 unless
+//! `--on-drift skip`; `--dry-run` prints the plan and the drift it would
+//! meet and changes nothing.
+
+use rewind_ledger::RollbackTarget;
+use rewind_migrations::Recorder;
+use rewind_migrations::undo::{self, Drift, OnDrift, RollbackProgress, RollbackReport, UndoItem};
+use rewind_projections::inverse::{self, InversePlan, PlanRefusal, describe_inverse};
+use serde::Serialize;
+
+use super::apply::confirm;
+use super::spec_input::entries_for;
+use crate::cli::{OnDriftArg, RollbackArgs};
+use crate::context::Ctx;
+use crate::error::{CliError, CliResult, exit};
+use crate::printer::table;
+
+/// What a rollback came to.
+pub enum Rollback {
+    Done(RollbackReport),
+    Refused(PlanRefusal),
+}
+
+/// Plans from the ledger's entries.
+pub fn plan(
+    recorder: &Recorder,
+    target: &RollbackTarget,
+    cascade: bool,
+) -> CliResult<Result<InversePlan, PlanRefusal>> {
+    let entries = {
+        let ledger = recorder.lock();
+        entries_for(&ledger, target)?
+    };
+    Ok(inverse::plan(&entries, target, cascade))
+}
+
+fn items(plan: &InversePlan) -> Vec<UndoItem> {
+    plan.items
+        .iter()
+        .map(|item| UndoItem {
+            seq: item.seq,
+            run: item.run.clone(),
+            event: item.event.clone(),
+        })
+        .collect()
+}
+
+fn own_run(target: &RollbackTarget) -> Option<&str> {
+    match target {
+        RollbackTarget::Run(run) | RollbackTarget::Step(run, _) => Some(run),
+        RollbackTarget::After(_) => None,
+    }
+}
+
+/// Plans and carries out a rollback.
+pub fn roll_back(
+    recorder: &Recorder,
+    target: RollbackTarget,
+    cascade: bool,
+    on_drift: OnDrift,
+    progress: &mut dyn FnMut(&RollbackProgress),
+) -> CliResult<Rollback> {
+    let plan = match plan(recorder, &target, cascade)? {
+        Ok(plan) => plan,
+        Err(refusal) => return Ok(Rollback::Refused(refusal)),
+    };
+    let run = own_run(&target).map(str::to_owned);
+    let report = undo::rollback(
+        recorder,
+        run.as_deref(),
+        target,
+        cascade,
+        &items(&plan),
+        on_drift,
+        progress,
+    )?;
+    Ok(Rollback::Done(report))
+}
+
+fn parse_target(args: &RollbackArgs) -> CliResult<RollbackTarget> {
+    if let Some(seq) = args.after {
+        return Ok(RollbackTarget::After(seq));
+    }
+    let text = args.target.clone().unwrap_or_default();
+    match text.rsplit_once(':') {
+        Some((run, step)) => match step.parse() {
+            Ok(step) => Ok(RollbackTarget::Step(run.to_owned(), step)),
+            Err(_) => Err(CliError::usage(format!("`{text}` is not RUN or RUN:STEP"))
+                .hint("a step is its number, as `rewind status RUN` lists it: r1:3")),
+        },
+        None => Ok(RollbackTarget::Run(text)),
+    }
+}
+
+/// The drift report: what differs, where, and how.
+pub fn render_drift(drift: &[Drift]) -> String {
+    let rows: Vec<Vec<String>> = drift
+        .iter()
+        .map(|d| {
+            vec![
+                d.seq.to_string(),
+                d.path.clone(),
+                d.what.clone(),
+                d.expected.clone(),
+                d.actual.clone(),
+            ]
+        })
+        .collect();
+    table(&["SEQ", "PATH", "DIFFERS", "EXPECTED", "FOUND"], &rows)
+}
+
+#[derive(Serialize)]
+struct DryItem {
+    seq: u64,
+    run: Option<String>,
+    step: Option<u32>,
+    event: &'static str,
+    inverse: String,
+    dependent: bool,
+    /// `ok`, `drift: …`, or `checked when reached`.
+    precondition: String,
+}
+
+fn refusal_error(refusal: PlanRefusal) -> CliError {
+    let code = match refusal {
+        PlanRefusal::UnknownRun { .. } | PlanRefusal::UnknownStep { .. } => exit::USAGE,
+        PlanRefusal::NothingToUndo { .. } | PlanRefusal::Dependents { .. } => exit::FAILED,
+    };
+    let hint = refusal.hint();
+    let mut error = CliError::new(code, refusal);
+    error.hints.extend(hint);
+    error.hints.push("nothing was changed".into());
+    error
+}
+
+pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
+    let target = parse_target(&args)?;
+    let on_drift = match args.on_drift {
+        OnDriftArg::Stop => OnDrift::Stop,
+        OnDriftArg::Skip => OnDrift::Skip,
+    };
+    let ledger = ctx.open_write()?;
+    let recorder = Recorder::new(ledger);
+    let plan = plan(&recorder, &target, args.cascade)?.map_err(refusal_error)?;
+    if args.dry_run {
+        let checks = undo::dry_run(recorder.blobs(), &items(&plan))?;
+        let mut drifted = 0;
+        let rows: Vec<DryItem> = plan
+            .items
+            .iter()
+            .zip(checks)
+            .map(|(item, (_, drift, checked))| DryItem {
+                seq: item.seq,
+                run: item.run.clone(),
+                step: item.step,
+                event: item.event.kind(),
+                inverse: describe_inverse(&item.event),
+                dependent: item.dependent,
+                precondition: match (drift, checked) {
+                    (Some(drift), _) => {
+                        drifted += 1;
+                        format!(
+                            "drift: {} (expected {}, found {})",
+                            drift.what, drift.expected, drift.actual
+                        )
+                    }
+                    (None, true) => "ok".into(),
+                    (None, false) => "checked when reached".into(),
+                },
+            })
+            .collect();
+        if ctx.printer.json {
+            ctx.printer.json(&rows)?;
+        } else {
+            let table_rows: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.seq.to_string(),
+                        match (&r.run, r.step) {
+                            (Some(run), Some(step)) => format!("{run}:{step}"),
+                            (Some(run), None) => run.clone(),
+                            _ => "-".into(),
+                        },
+                        r.event.to_owned(),
+                        format!(
+                            "{}{}",
+                            r.inverse,
+                            if r.dependent { " (dependent)" } else { "" }
+                        ),
+                        r.precondition.clone(),
+                    ]
+                })
+                .collect();
+            let mut text = format!(
+                "rollback plan of {}: {} inverse(s), newest first{}\n",
+                plan.target,
+                plan.items.len(),
+                if plan.already_compensated > 0 {
+                    format!(" ({} already compensated)", plan.already_compensated)
+                } else {
+                    String::new()
+                }
+            );
+            text.push_str(&table(
+                &["SEQ", "STEP", "EVENT", "INVERSE", "PRECONDITION"],
+                &table_rows,
+            ));
+            ctx.printer.data(&text)?;
+            ctx.printer.note("dry run: nothing was changed");
+        }
+        if drifted > 0 {
+            return Err(CliError::new(
+                exit::DRIFT,
+                anyhow::anyhow!("the rollback would meet drift at {drifted} item(s)"),
+            )
+            .hint("`--on-drift skip` records drift and goes on; or put the paths back as the plan expects"));
+        }
+        return Ok(());
+    }
+    if !args.yes
+        && !confirm(
+            &mut ctx.printer,
+            &format!(
+                "roll back {} ({} inverse(s))?",
+                plan.target,
+                plan.items.len()
+            ),
+        )?
+    {
+        return Err(CliError::new(
+            exit::FAILED,
+            anyhow::anyhow!("not confirmed; nothing was changed"),
+        ));
+    }
+    let target_text = plan.target.to_string();
+    let printer = &mut ctx.printer;
+    let run = own_run(&target).map(str::to_owned);
+    let report = undo::rollback(
+        &recorder,
+        run.as_deref(),
+        target,
+        args.cascade,
+        &items(&plan),
+        on_drift,
+        &mut |progress| match progress {
+            RollbackProgress::Undone { seq, kind, subject } => {
+                printer.status(&format!("undid seq {seq} {kind} {subject}"))
+            }
+            RollbackProgress::Drifted(drift) => printer.warning(&format!("drift at {drift}")),
+        },
+    )?;
+    if ctx.printer.json {
+        ctx.printer.json(&serde_json::json!({
+            "target": target_text,
+            "compensated": report.compensated,
+            "outcome": report.outcome.to_string(),
+            "drift": report.drifted.iter().map(|d| serde_json::json!({
+                "seq": d.seq, "path": d.path, "differs": d.what, "expected": d.expected, "found": d.actual,
+            })).collect::<Vec<_>>(),
+            "error": report.error,
+        }))?;
+    } else {
+        let mut text = format!(
+            "rolled back {target_text}: {} inverse(s) applied, {} drifted, outcome {}\n",
+            report.compensated,
+            report.drifted.len(),
+            report.outcome
+        );
+        if !report.drifted.is_empty() {
+            text.push_str(&render_drift(&report.drifted));
+        }
+        ctx.printer.data(&text)?;
+    }
+    if let Some(error) = report.error {
+        return Err(CliError::new(
+            exit::FAILED,
+            anyhow::anyhow!("the rollback stopped: {error}"),
+        )
+        .hint(
+            "fix the cause, then run the same rollback again; undone items are not undone twice",
+        ));
+    }
+    if !report.drifted.is_empty() {
+        let stopped = on_drift == OnDrift::Stop;
+        return Err(CliError::new(
+            exit::DRIFT,
+            anyhow::anyhow!(
+                "drift: the world no longer matches {} item(s){}",
+                report.drifted.len(),
+                if stopped { "; stopped before touching it" } else { "; they were left as found" }
+            ),
+        )
+        .hint(if stopped {
+            "put the path back as expected and run the rollback again, or pass `--on-drift skip`"
+        } else {
+            "the skipped items are recorded as DriftFound; `rewind history --kind DriftFound` lists them"
+        }));
+    }
+    Ok(())
+}

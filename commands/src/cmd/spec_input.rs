@@ -1,0 +1,143 @@
+//! What `plan`, `apply` and `demo` share: reading a spec, its variables and
+//! targets into one resolved plan per target, run ids, turning migration
+//! errors into operator errors, and reading the entries a rollback needs.
+
+use std::collections::BTreeMap;
+
+use rewind_ledger::{Entry, Ledger, RollbackTarget, Selector};
+use rewind_migrations::plan::{Plan, plan};
+use rewind_migrations::spec::{Resolved, Spec, parse_assignments, parse_targets_file};
+use rewind_migrations::{MigrateError, SpecError};
+
+use crate::cli::SpecArgs;
+use crate::error::{CliError, CliResult, exit};
+
+impl From<SpecError> for CliError {
+    fn from(error: SpecError) -> CliError {
+        let hint = error.hint();
+        let mut cli = CliError::new(exit::USAGE, error);
+        cli.hints.extend(hint);
+        cli.hints.push("nothing was changed".into());
+        cli
+    }
+}
+
+impl From<MigrateError> for CliError {
+    fn from(error: MigrateError) -> CliError {
+        match error {
+            MigrateError::Spec(spec) => spec.into(),
+            MigrateError::Ledger(ledger) => ledger.into(),
+            other => {
+                let hint = other.hint();
+                let mut cli = CliError::new(exit::FAILED, other);
+                cli.hints.extend(hint);
+                cli
+            }
+        }
+    }
+}
+
+/// One target, resolved and planned.
+pub struct TargetPlan {
+    /// The target's name as recorded (`None` for a spec run without targets).
+    pub target: Option<String>,
+    pub resolved: Resolved,
+    pub plan: Plan,
+}
+
+/// Reads the spec, binds every target's variables, checks every path and
+/// plans every step — all before anything runs.
+pub fn load(args: &SpecArgs) -> CliResult<(Spec, Vec<TargetPlan>)> {
+    let spec = Spec::load(&args.spec)?;
+    let given = parse_assignments(args.vars.iter().map(String::as_str))?;
+    let mut targets: Vec<String> = args.targets.clone();
+    if let Some(file) = &args.targets_file {
+        let text = fs_err::read_to_string(file)?;
+        targets.extend(
+            parse_targets_file(&file.display().to_string(), &text)?
+                .into_iter()
+                .map(|(_, text)| text),
+        );
+    }
+    let mut planned = Vec::new();
+    if targets.is_empty() {
+        let resolved = spec.resolve(&given)?;
+        let plan = plan(&resolved).map_err(|e| refused(e, None))?;
+        planned.push(TargetPlan {
+            target: None,
+            resolved,
+            plan,
+        });
+    }
+    for target in targets {
+        let mut vars: BTreeMap<String, String> = given.clone();
+        vars.extend(spec.target_vars(&target)?);
+        let resolved = spec.resolve(&vars)?;
+        let plan = plan(&resolved).map_err(|e| refused(e, Some(&target)))?;
+        planned.push(TargetPlan {
+            target: Some(target.trim().to_owned()),
+            resolved,
+            plan,
+        });
+    }
+    Ok((spec, planned))
+}
+
+fn refused(error: MigrateError, target: Option<&str>) -> CliError {
+    let mut cli: CliError = error.into();
+    if let Some(target) = target {
+        cli.error = cli
+            .error
+            .context(format!("target {target} cannot be planned"));
+    }
+    cli.hints.push("nothing was changed".into());
+    cli
+}
+
+/// Fresh run ids, one per target.
+pub fn run_ids(sequential: bool, ledger: &Ledger, count: usize) -> Vec<String> {
+    let head = ledger.head().0;
+    (0..count)
+        .map(|index| {
+            if sequential {
+                format!("r{}", head + 1 + index as u64)
+            } else {
+                uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+            }
+        })
+        .collect()
+}
+
+/// The entries an inverse plan of `target` needs: from the run's first
+/// event (or the seq after `--after`) to the head.
+pub fn entries_for(ledger: &Ledger, target: &RollbackTarget) -> CliResult<Vec<Entry>> {
+    let head = ledger.head().0;
+    let start = match target {
+        RollbackTarget::Run(run) | RollbackTarget::Step(run, _) => {
+            let seqs = ledger
+                .candidates(&Selector {
+                    run: Some(run.clone()),
+                    ..Selector::default()
+                })?
+                .unwrap_or_default();
+            match seqs.first() {
+                Some(first) => *first,
+                None => return Ok(Vec::new()),
+            }
+        }
+        RollbackTarget::After(seq) => seq + 1,
+    };
+    if start > head {
+        return Ok(Vec::new());
+    }
+    Ok(ledger.range(start..=head).collect::<Result<_, _>>()?)
+}
+
+/// Every entry, for status.
+pub fn all_entries(ledger: &Ledger) -> CliResult<Vec<Entry>> {
+    let head = ledger.head().0;
+    if head == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(ledger.range(1..=head).collect::<Result<_, _>>()?)
+}

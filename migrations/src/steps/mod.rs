@@ -1,0 +1,321 @@
+//! The step kinds: one module per kind, one entry in [`REGISTRY`].
+//!
+//! Each module knows how to plan its step against a simulated world
+//! ([`crate::plan::Sim`]), apply it (the intent is already durable when
+//! `apply` runs; effect events go through [`StepContext::record`]), check
+//! drift against each of its events and undo them ([`crate::undo`]).
+//! Adding a kind: a module here, a variant of [`StepSpec`], an entry in
+//! [`REGISTRY`]; the exhaustive `match`es below point at the rest.
+
+use std::collections::BTreeMap;
+
+use rewind_ledger::Event;
+use serde::Deserialize;
+
+use crate::error::{Location, MigrateError, SpecError};
+use crate::plan::Sim;
+use crate::recorder::{BATCH, Recorder};
+
+pub mod archive;
+pub mod backup;
+pub mod chmod;
+pub mod chown;
+pub mod exec;
+pub mod mkdir;
+pub mod move_;
+pub mod remove;
+pub mod verify;
+pub mod write;
+
+/// One `[[step]]` of a spec, by kind.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum StepSpec {
+    Backup(backup::Backup),
+    Move(move_::Move),
+    Chmod(chmod::Chmod),
+    Chown(chown::Chown),
+    Mkdir(mkdir::Mkdir),
+    Write(write::Write),
+    Remove(remove::Remove),
+    Exec(exec::Exec),
+    Verify(verify::Verify),
+}
+
+/// What the registry knows about a kind.
+#[derive(Debug, Clone, Copy)]
+pub struct KindInfo {
+    pub name: &'static str,
+    /// One paragraph for operators: what the step does and its keys.
+    pub docs: &'static str,
+    /// How its events are undone, or `None` when it records nothing to undo.
+    pub inverse: Option<&'static str>,
+    /// A minimal spec step using it (the registry test parses and plans it).
+    pub fixture: &'static str,
+}
+
+/// Every step kind, in the order operators meet them.
+pub const REGISTRY: &[KindInfo] = &[
+    backup::INFO,
+    move_::INFO,
+    chmod::INFO,
+    chown::INFO,
+    mkdir::INFO,
+    write::INFO,
+    remove::INFO,
+    exec::INFO,
+    verify::INFO,
+];
+
+/// A step's plan: the concrete operation, in words and as parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub operation: String,
+    pub params: BTreeMap<String, String>,
+}
+
+impl Planned {
+    pub fn new(operation: impl Into<String>) -> Planned {
+        Planned {
+            operation: operation.into(),
+            params: BTreeMap::new(),
+        }
+    }
+
+    pub fn param(mut self, name: &str, value: impl Into<String>) -> Planned {
+        self.params.insert(name.to_owned(), value.into());
+        self
+    }
+}
+
+/// How a step ended when it did not fail outright.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    Done {
+        summary: String,
+    },
+    /// A verify step whose checks did not all pass.
+    ChecksFailed {
+        summary: String,
+        rollback: bool,
+    },
+}
+
+/// What a step's `apply` may use: the recorder (through `record`), the
+/// blob store, its run and index.
+pub struct StepContext<'a> {
+    pub recorder: &'a Recorder,
+    pub run: &'a str,
+    pub step: u32,
+    pending: Vec<Event>,
+    pub recorded: u64,
+}
+
+impl<'a> StepContext<'a> {
+    pub fn new(recorder: &'a Recorder, run: &'a str, step: u32) -> StepContext<'a> {
+        StepContext {
+            recorder,
+            run,
+            step,
+            pending: Vec::new(),
+            recorded: 0,
+        }
+    }
+
+    pub fn blobs(&self) -> &rewind_ledger::BlobStore {
+        self.recorder.blobs()
+    }
+
+    /// Queues an effect event; batches are handed to the appender.
+    pub fn record(&mut self, event: Event) -> Result<(), MigrateError> {
+        self.pending.push(event);
+        self.recorded += 1;
+        if self.pending.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Hands back the queued events, for the caller to append with its own.
+    pub fn take_pending(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Makes every queued event durable.
+    pub fn flush(&mut self) -> Result<(), MigrateError> {
+        if !self.pending.is_empty() {
+            let events = std::mem::take(&mut self.pending);
+            self.recorder.append(Some(self.run), events)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses an octal mode such as `"0755"` or `"750"`.
+pub fn parse_mode(at: &Location, field: &str, text: &str) -> Result<u32, SpecError> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o7777 && !digits.is_empty() => Ok(mode),
+        _ => Err(SpecError::BadValue {
+            at: at.clone(),
+            field: field.to_owned(),
+            value: text.to_owned(),
+            reason: "a mode is up to four octal digits, like \"0755\"".into(),
+        }),
+    }
+}
+
+/// Parses a mode already validated by `validate`.
+pub fn mode_of(text: &str) -> u32 {
+    u32::from_str_radix(text.strip_prefix("0o").unwrap_or(text), 8).unwrap_or(0)
+}
+
+impl StepSpec {
+    /// The kind's name as written in specs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StepSpec::Backup(_) => backup::INFO.name,
+            StepSpec::Move(_) => move_::INFO.name,
+            StepSpec::Chmod(_) => chmod::INFO.name,
+            StepSpec::Chown(_) => chown::INFO.name,
+            StepSpec::Mkdir(_) => mkdir::INFO.name,
+            StepSpec::Write(_) => write::INFO.name,
+            StepSpec::Remove(_) => remove::INFO.name,
+            StepSpec::Exec(_) => exec::INFO.name,
+            StepSpec::Verify(_) => verify::INFO.name,
+        }
+    }
+
+    /// Every text field, for checking `{var}` names.
+    pub fn strings(&self) -> Vec<String> {
+        match self {
+            StepSpec::Backup(s) => s.strings(),
+            StepSpec::Move(s) => s.strings(),
+            StepSpec::Chmod(s) => s.strings(),
+            StepSpec::Chown(s) => s.strings(),
+            StepSpec::Mkdir(s) => s.strings(),
+            StepSpec::Write(s) => s.strings(),
+            StepSpec::Remove(s) => s.strings(),
+            StepSpec::Exec(s) => s.strings(),
+            StepSpec::Verify(s) => s.strings(),
+        }
+    }
+
+    /// A copy with every text field passed through `sub`.
+    pub fn substitute(&self, sub: &dyn Fn(&str) -> String) -> Result<StepSpec, SpecError> {
+        Ok(match self {
+            StepSpec::Backup(s) => StepSpec::Backup(s.substitute(sub)),
+            StepSpec::Move(s) => StepSpec::Move(s.substitute(sub)),
+            StepSpec::Chmod(s) => StepSpec::Chmod(s.substitute(sub)),
+            StepSpec::Chown(s) => StepSpec::Chown(s.substitute(sub)),
+            StepSpec::Mkdir(s) => StepSpec::Mkdir(s.substitute(sub)),
+            StepSpec::Write(s) => StepSpec::Write(s.substitute(sub)),
+            StepSpec::Remove(s) => StepSpec::Remove(s.substitute(sub)),
+            StepSpec::Exec(s) => StepSpec::Exec(s.substitute(sub)),
+            StepSpec::Verify(s) => StepSpec::Verify(s.substitute(sub)),
+        })
+    }
+
+    /// Checks values that TOML types cannot (modes, sizes, one check kind).
+    pub fn validate(&self, at: &Location) -> Result<(), SpecError> {
+        match self {
+            StepSpec::Backup(s) => s.validate(at),
+            StepSpec::Move(s) => s.validate(at),
+            StepSpec::Chmod(s) => s.validate(at),
+            StepSpec::Chown(s) => s.validate(at),
+            StepSpec::Mkdir(s) => s.validate(at),
+            StepSpec::Write(s) => s.validate(at),
+            StepSpec::Remove(s) => s.validate(at),
+            StepSpec::Exec(s) => s.validate(at),
+            StepSpec::Verify(s) => s.validate(at),
+        }
+    }
+
+    /// The paths the step acts on, with their field names, for root checks.
+    pub fn paths(&self) -> Vec<(&'static str, String)> {
+        match self {
+            StepSpec::Backup(s) => s.paths(),
+            StepSpec::Move(s) => s.paths(),
+            StepSpec::Chmod(s) => s.paths(),
+            StepSpec::Chown(s) => s.paths(),
+            StepSpec::Mkdir(s) => s.paths(),
+            StepSpec::Write(s) => s.paths(),
+            StepSpec::Remove(s) => s.paths(),
+            StepSpec::Exec(s) => s.paths(),
+            StepSpec::Verify(s) => s.paths(),
+        }
+    }
+
+    /// Plans against the simulated world, refusing what cannot work.
+    pub fn plan(&self, step: u32, sim: &mut Sim) -> Result<Planned, MigrateError> {
+        match self {
+            StepSpec::Backup(s) => s.plan(step, sim),
+            StepSpec::Move(s) => s.plan(step, sim),
+            StepSpec::Chmod(s) => s.plan(step, sim),
+            StepSpec::Chown(s) => s.plan(step, sim),
+            StepSpec::Mkdir(s) => s.plan(step, sim),
+            StepSpec::Write(s) => s.plan(step, sim),
+            StepSpec::Remove(s) => s.plan(step, sim),
+            StepSpec::Exec(s) => s.plan(step, sim),
+            StepSpec::Verify(s) => s.plan(step, sim),
+        }
+    }
+
+    /// Does the step; its intent is already durable.
+    pub fn apply(&self, cx: &mut StepContext<'_>) -> Result<StepOutcome, MigrateError> {
+        match self {
+            StepSpec::Backup(s) => s.apply(cx),
+            StepSpec::Move(s) => s.apply(cx),
+            StepSpec::Chmod(s) => s.apply(cx),
+            StepSpec::Chown(s) => s.apply(cx),
+            StepSpec::Mkdir(s) => s.apply(cx),
+            StepSpec::Write(s) => s.apply(cx),
+            StepSpec::Remove(s) => s.apply(cx),
+            StepSpec::Exec(s) => s.apply(cx),
+            StepSpec::Verify(s) => s.apply(cx),
+        }
+    }
+}
+
+/// A refusal of step `step` of kind `kind`.
+pub fn refuse(step: u32, kind: &str, reason: impl Into<String>) -> MigrateError {
+    MigrateError::Refused {
+        step,
+        kind: kind.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Spec;
+
+    #[test]
+    fn every_kind_has_docs_an_inverse_statement_and_a_fixture_that_plans() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("web")).unwrap();
+        std::fs::write(root.join("web/index.html"), "<h1>hi</h1>\n").unwrap();
+        std::fs::create_dir_all(root.join("var/log")).unwrap();
+        for info in REGISTRY {
+            assert!(info.docs.len() > 40, "{} needs docs", info.name);
+            if let Some(inverse) = info.inverse {
+                assert!(!inverse.is_empty(), "{}", info.name);
+            }
+            let text = format!(
+                "[migration]\nid = \"fixture\"\n[vars]\nroot = {{ required = true }}\n[[step]]\nkind = \"{}\"\n{}\n",
+                info.name, info.fixture
+            );
+            let spec =
+                Spec::parse("fixture.toml", &text).unwrap_or_else(|e| panic!("{}: {e}", info.name));
+            assert_eq!(spec.steps[0].0.kind(), info.name);
+            let vars = BTreeMap::from([("root".to_string(), root.display().to_string())]);
+            let resolved = spec
+                .resolve(&vars)
+                .unwrap_or_else(|e| panic!("{}: {e}", info.name));
+            crate::plan::plan(&resolved).unwrap_or_else(|e| panic!("{}: {e}", info.name));
+        }
+        assert_eq!(REGISTRY.len(), 9);
+    }
+}

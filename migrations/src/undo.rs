@@ -1,0 +1,364 @@
+//! Undoing effect events: the drift check (the precondition column of
+//! DESIGN.md's table) and the inverse, dispatched to the step module that
+//! recorded the event, and the rollback loop that appends `Compensated`
+//! for each inverse applied.
+//!
+//! What to undo and in which order is decided by the inverse-plan
+//! projection; this module only knows how.
+
+use std::fmt;
+
+use rewind_ledger::{
+    BlobStore, Compensated, Draft, DriftFound, Event, Outcome, RollbackFinished, RollbackStarted,
+    RollbackTarget,
+};
+
+use crate::error::MigrateError;
+use crate::recorder::{BATCH, Recorder};
+use crate::steps::{chmod, chown, exec, mkdir, move_, remove, write};
+
+/// The world no longer matches what an event left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    pub seq: u64,
+    pub path: String,
+    /// `missing`, `in the way`, `content`, `mode`, `owner`, `type`, `not empty`.
+    pub what: String,
+    pub expected: String,
+    pub actual: String,
+}
+
+impl Drift {
+    pub fn new(seq: u64, path: &str, what: &str, expected: &str, actual: &str) -> Drift {
+        Drift {
+            seq,
+            path: path.to_owned(),
+            what: what.to_owned(),
+            expected: expected.to_owned(),
+            actual: actual.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Drift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seq {}: {}: {} (expected {}, found {})",
+            self.seq, self.path, self.what, self.expected, self.actual
+        )
+    }
+}
+
+/// Checks the precondition of undoing `event` (stored at `seq`).
+pub fn check_drift(
+    blobs: &BlobStore,
+    seq: u64,
+    event: &Event,
+) -> Result<Option<Drift>, MigrateError> {
+    match event {
+        Event::PathMoved(e) => move_::drift(blobs, seq, e),
+        Event::ModeChanged(e) => chmod::drift(seq, e),
+        Event::OwnerChanged(e) => chown::drift(seq, e),
+        Event::FileWritten(e) => write::drift(seq, e),
+        Event::PathRemoved(e) => remove::drift(seq, e),
+        Event::DirCreated(e) => mkdir::drift(seq, e),
+        Event::CommandRun(_) => Ok(None),
+        Event::RunStarted(_)
+        | Event::RunFinished(_)
+        | Event::StepStarted(_)
+        | Event::StepFinished(_)
+        | Event::StepFailed(_)
+        | Event::BackupTaken(_)
+        | Event::RowsChanged(_)
+        | Event::SequenceMoved(_)
+        | Event::SchemaChanged(_)
+        | Event::CheckRecorded(_)
+        | Event::RollbackStarted(_)
+        | Event::Compensated(_)
+        | Event::RollbackFinished(_)
+        | Event::DriftFound(_)
+        | Event::Note(_)
+        | Event::Checkpoint(_) => Err(not_here(seq, event)),
+    }
+}
+
+/// Applies the inverse of `event`; the caller checked drift first.
+pub fn undo(recorder: &Recorder, seq: u64, event: &Event) -> Result<(), MigrateError> {
+    match event {
+        Event::PathMoved(e) => move_::undo(e),
+        Event::ModeChanged(e) => chmod::undo(e),
+        Event::OwnerChanged(e) => chown::undo(e),
+        Event::FileWritten(e) => write::undo(recorder.blobs(), e),
+        Event::PathRemoved(e) => remove::undo(recorder.blobs(), e),
+        Event::DirCreated(e) => mkdir::undo(e),
+        Event::CommandRun(e) => exec::undo(seq, e),
+        Event::RunStarted(_)
+        | Event::RunFinished(_)
+        | Event::StepStarted(_)
+        | Event::StepFinished(_)
+        | Event::StepFailed(_)
+        | Event::BackupTaken(_)
+        | Event::RowsChanged(_)
+        | Event::SequenceMoved(_)
+        | Event::SchemaChanged(_)
+        | Event::CheckRecorded(_)
+        | Event::RollbackStarted(_)
+        | Event::Compensated(_)
+        | Event::RollbackFinished(_)
+        | Event::DriftFound(_)
+        | Event::Note(_)
+        | Event::Checkpoint(_) => Err(not_here(seq, event)),
+    }
+}
+
+/// Whether the world is already as it was before `event`: its inverse was
+/// applied by a rollback that stopped before recording it.
+pub fn already_undone(seq: u64, event: &Event) -> Result<bool, MigrateError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let metadata = |path: &str| std::fs::symlink_metadata(path).ok();
+    Ok(match event {
+        Event::PathMoved(e) => {
+            metadata(&e.to).is_none()
+                && metadata(&e.from).is_some()
+                && crate::tree::digest(std::path::Path::new(&e.from))? == e.digest
+        }
+        Event::ModeChanged(e) => {
+            metadata(&e.path).is_some_and(|m| m.permissions().mode() & 0o7777 == e.old)
+        }
+        Event::OwnerChanged(e) => {
+            metadata(&e.path).is_some_and(|m| (m.uid(), m.gid()) == (e.old_uid, e.old_gid))
+        }
+        Event::FileWritten(e) => match (&e.old, metadata(&e.path)) {
+            (None, None) => true,
+            (Some(old), Some(m)) if m.is_file() => {
+                crate::tree::file_sha256(std::path::Path::new(&e.path))? == *old
+                    && e.old_mode
+                        .is_none_or(|mode| m.permissions().mode() & 0o7777 == mode)
+            }
+            _ => false,
+        },
+        Event::PathRemoved(e) => {
+            metadata(&e.path).is_some()
+                && crate::tree::digest(std::path::Path::new(&e.path))? == e.digest
+        }
+        Event::DirCreated(e) => metadata(&e.path).is_none(),
+        Event::CommandRun(_) => false,
+        Event::RunStarted(_)
+        | Event::RunFinished(_)
+        | Event::StepStarted(_)
+        | Event::StepFinished(_)
+        | Event::StepFailed(_)
+        | Event::BackupTaken(_)
+        | Event::RowsChanged(_)
+        | Event::SequenceMoved(_)
+        | Event::SchemaChanged(_)
+        | Event::CheckRecorded(_)
+        | Event::RollbackStarted(_)
+        | Event::Compensated(_)
+        | Event::RollbackFinished(_)
+        | Event::DriftFound(_)
+        | Event::Note(_)
+        | Event::Checkpoint(_) => return Err(not_here(seq, event)),
+    })
+}
+
+fn not_here(seq: u64, event: &Event) -> MigrateError {
+    MigrateError::CannotUndo {
+        seq,
+        kind: event.kind().to_owned(),
+        reason: "the filesystem executor does not undo this kind of event".into(),
+    }
+}
+
+/// One item to undo, as the inverse plan lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndoItem {
+    pub seq: u64,
+    pub run: Option<String>,
+    pub event: Event,
+}
+
+/// What to do on drift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDrift {
+    /// Stop before touching the drifted item.
+    Stop,
+    /// Record `DriftFound`, leave the item, go on.
+    Skip,
+}
+
+/// Progress of a rollback, for the printer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollbackProgress {
+    Undone {
+        seq: u64,
+        kind: &'static str,
+        subject: String,
+    },
+    Drifted(Drift),
+}
+
+/// How a rollback went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollbackReport {
+    pub compensated: u64,
+    pub drifted: Vec<Drift>,
+    pub outcome: Outcome,
+    /// Set when an inverse failed outright (not drift).
+    pub error: Option<String>,
+}
+
+/// The subject of an event in words (its first path).
+pub fn subject(event: &Event) -> String {
+    match event.subjects().into_iter().next() {
+        Some(rewind_ledger::Subject::Path(path)) => path,
+        Some(rewind_ledger::Subject::Row(table, key)) => format!("{table}({key})"),
+        None => match event {
+            Event::CommandRun(e) => e.argv.join(" "),
+            _ => String::new(),
+        },
+    }
+}
+
+/// Undoes `items` in the order given (newest first), recording the
+/// rollback. `run` is the run the rollback's own events belong to.
+pub fn rollback(
+    recorder: &Recorder,
+    run: Option<&str>,
+    target: RollbackTarget,
+    cascade: bool,
+    items: &[UndoItem],
+    on_drift: OnDrift,
+    progress: &mut dyn FnMut(&RollbackProgress),
+) -> Result<RollbackReport, MigrateError> {
+    recorder.append_one(
+        run,
+        Event::RollbackStarted(RollbackStarted {
+            cascade,
+            skip_drift: on_drift == OnDrift::Skip,
+            target,
+        }),
+    )?;
+    let mut report = RollbackReport {
+        compensated: 0,
+        drifted: Vec::new(),
+        outcome: Outcome::Succeeded,
+        error: None,
+    };
+    // Compensations are appended in batches, one flush per batch. A crash
+    // between an inverse and its batch's flush leaves items undone but not
+    // recorded; the next run of the rollback finds them in their original
+    // state (`already_undone`) and records them without acting again.
+    let mut pending: Vec<Draft> = Vec::new();
+    let flush = |pending: &mut Vec<Draft>| -> Result<(), MigrateError> {
+        if !pending.is_empty() {
+            recorder.append_drafts(std::mem::take(pending))?;
+        }
+        Ok(())
+    };
+    for item in items {
+        let mut act = true;
+        match check_drift(recorder.blobs(), item.seq, &item.event) {
+            Ok(Some(_)) if already_undone(item.seq, &item.event)? => act = false,
+            Ok(Some(drift)) => {
+                flush(&mut pending)?;
+                progress(&RollbackProgress::Drifted(drift.clone()));
+                recorder.append_one(
+                    item.run.as_deref(),
+                    Event::DriftFound(DriftFound {
+                        actual: format!("{}: {}", drift.what, drift.actual),
+                        expected: drift.expected.clone(),
+                        seq: item.seq,
+                        subject: drift.path.clone(),
+                    }),
+                )?;
+                report.drifted.push(drift);
+                match on_drift {
+                    OnDrift::Stop => {
+                        report.outcome = Outcome::Drifted;
+                        break;
+                    }
+                    OnDrift::Skip => continue,
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                report.outcome = Outcome::Failed;
+                report.error = Some(error.to_string());
+                break;
+            }
+        }
+        if act && let Err(error) = undo(recorder, item.seq, &item.event) {
+            report.outcome = Outcome::Failed;
+            report.error = Some(error.to_string());
+            break;
+        }
+        pending.push(Draft::new(
+            item.run.as_deref(),
+            Event::Compensated(Compensated { undoes: item.seq }),
+        ));
+        if pending.len() >= BATCH {
+            flush(&mut pending)?;
+        }
+        report.compensated += 1;
+        progress(&RollbackProgress::Undone {
+            seq: item.seq,
+            kind: item.event.kind(),
+            subject: if act {
+                subject(&item.event)
+            } else {
+                format!("{} (found already undone)", subject(&item.event))
+            },
+        });
+    }
+    flush(&mut pending)?;
+    if report.outcome == Outcome::Succeeded && !report.drifted.is_empty() {
+        report.outcome = Outcome::Drifted;
+    }
+    recorder.append_one(
+        run,
+        Event::RollbackFinished(RollbackFinished {
+            compensated: report.compensated,
+            drifted: report.drifted.len() as u64,
+            outcome: report.outcome,
+        }),
+    )?;
+    Ok(report)
+}
+
+/// For `--dry-run`: the drift each item would meet. An item is checked
+/// now only when no newer item of the plan will have changed what its
+/// check looks at first — a newer event on the same path or inside it, or
+/// a newer move, removal or creation above it (a newer chmod or chown of
+/// an ancestor does not matter); the others are checked when reached.
+pub fn dry_run(
+    blobs: &BlobStore,
+    items: &[UndoItem],
+) -> Result<Vec<(u64, Option<Drift>, bool)>, MigrateError> {
+    use rewind_ledger::Subject;
+    use std::path::Path;
+    let mut out = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let subjects = item.event.subjects();
+        let shadowed = items[..index].iter().any(|newer| {
+            let attribute_only =
+                matches!(newer.event, Event::ModeChanged(_) | Event::OwnerChanged(_));
+            newer.event.subjects().iter().any(|n| {
+                subjects.iter().any(|o| match (n, o) {
+                    (Subject::Path(n), Subject::Path(o)) => {
+                        Path::new(n).starts_with(o)
+                            || (!attribute_only && Path::new(o).starts_with(n))
+                    }
+                    _ => n == o,
+                })
+            })
+        });
+        if shadowed {
+            out.push((item.seq, None, false));
+        } else {
+            out.push((item.seq, check_drift(blobs, item.seq, &item.event)?, true));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,473 @@
+//! The inverse plan: for a rollback target (a run, one step of a run, or
+//! everything after a seq), the effect events that were applied and not
+//! yet compensated, newest first.
+//!
+//! Rolling back one step that is not the newest is dependency-aware: later
+//! events touching the same paths (or rows) are its dependents; without
+//! `cascade` the plan refuses and names them, with it they are undone too,
+//! newest first. A `Compensated{undoes}` anywhere in the entries removes
+//! that seq from every plan, so an interrupted rollback run again never
+//! undoes an item twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use rewind_ledger::{Entry, Event, RollbackTarget, Subject};
+
+/// Whether an event is an effect with an inverse (what a rollback undoes).
+pub fn has_inverse(event: &Event) -> bool {
+    match event {
+        Event::PathMoved(_)
+        | Event::ModeChanged(_)
+        | Event::OwnerChanged(_)
+        | Event::FileWritten(_)
+        | Event::PathRemoved(_)
+        | Event::DirCreated(_)
+        | Event::RowsChanged(_)
+        | Event::SequenceMoved(_) => true,
+        Event::SchemaChanged(e) => !e.irreversible,
+        Event::CommandRun(e) => e.undo.is_some(),
+        Event::RunStarted(_)
+        | Event::RunFinished(_)
+        | Event::StepStarted(_)
+        | Event::StepFinished(_)
+        | Event::StepFailed(_)
+        | Event::BackupTaken(_)
+        | Event::CheckRecorded(_)
+        | Event::RollbackStarted(_)
+        | Event::Compensated(_)
+        | Event::RollbackFinished(_)
+        | Event::DriftFound(_)
+        | Event::Note(_)
+        | Event::Checkpoint(_) => false,
+    }
+}
+
+/// One inverse to apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub seq: u64,
+    pub run: Option<String>,
+    pub step: Option<u32>,
+    pub event: Event,
+    /// Included only because it depends on the targeted step (`--cascade`).
+    pub dependent: bool,
+}
+
+/// What a rollback will undo, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InversePlan {
+    pub target: RollbackTarget,
+    pub items: Vec<Item>,
+    /// Effects of the target already compensated by an earlier rollback.
+    pub already_compensated: usize,
+}
+
+/// Why there is no plan.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanRefusal {
+    #[error("there is no run {run} in the ledger")]
+    UnknownRun { run: String },
+
+    #[error("run {run} has no step {step}")]
+    UnknownStep { run: String, step: u32 },
+
+    #[error("{target} {}", if *already_compensated > 0 { format!("is already rolled back ({already_compensated} effects compensated)") } else { "recorded no effect that can be undone".to_string() })]
+    NothingToUndo {
+        target: RollbackTarget,
+        already_compensated: usize,
+    },
+
+    #[error("{target} has later dependents: {}", dependents.iter().map(describe).collect::<Vec<_>>().join("; "))]
+    Dependents {
+        target: RollbackTarget,
+        dependents: Vec<Item>,
+    },
+}
+
+impl PlanRefusal {
+    /// The next thing an operator should do.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PlanRefusal::UnknownRun { .. } | PlanRefusal::UnknownStep { .. } => {
+                Some("`rewind status` lists runs and their steps".into())
+            }
+            PlanRefusal::NothingToUndo { .. } => {
+                Some("`rewind status RUN` shows what the run did".into())
+            }
+            PlanRefusal::Dependents { target, .. } => Some(format!(
+                "pass `--cascade` to undo the dependents too (newest first), or roll them back first; {target} is untouched"
+            )),
+        }
+    }
+}
+
+/// `seq 42 (run r1 step 3) PathMoved /srv/a/web/log`.
+pub fn describe(item: &Item) -> String {
+    let at = match (&item.run, item.step) {
+        (Some(run), Some(step)) => format!(" ({run}:{step})"),
+        (Some(run), None) => format!(" ({run})"),
+        _ => String::new(),
+    };
+    let subject = match item.event.subjects().into_iter().next() {
+        Some(Subject::Path(path)) => format!(" {path}"),
+        Some(Subject::Row(table, key)) => format!(" {table}({key})"),
+        None => String::new(),
+    };
+    format!("seq {}{at} {}{subject}", item.seq, item.event.kind())
+}
+
+fn overlaps(a: &Subject, b: &Subject) -> bool {
+    match (a, b) {
+        (Subject::Path(a), Subject::Path(b)) => {
+            Path::new(a).starts_with(b) || Path::new(b).starts_with(a)
+        }
+        (Subject::Row(..), Subject::Row(..)) => a == b,
+        (Subject::Path(_), Subject::Row(..)) | (Subject::Row(..), Subject::Path(_)) => false,
+    }
+}
+
+/// Builds the inverse plan from `entries` (in seq order; for a run or a
+/// step, from the run's first event to the head, so that compensations and
+/// later dependents are seen).
+pub fn plan(
+    entries: &[Entry],
+    target: &RollbackTarget,
+    cascade: bool,
+) -> Result<InversePlan, PlanRefusal> {
+    let compensated: BTreeSet<u64> = entries
+        .iter()
+        .filter_map(|entry| match &entry.record.event {
+            Event::Compensated(c) => Some(c.undoes),
+            _ => None,
+        })
+        .collect();
+    let item = |entry: &Entry, dependent: bool| Item {
+        seq: entry.seq(),
+        run: entry.record.run.clone(),
+        step: entry.record.event.step(),
+        event: entry.record.event.clone(),
+        dependent,
+    };
+    let in_target = |entry: &Entry| match target {
+        RollbackTarget::Run(run) => entry.record.run.as_deref() == Some(run),
+        RollbackTarget::Step(run, step) => {
+            entry.record.run.as_deref() == Some(run) && entry.record.event.step() == Some(*step)
+        }
+        RollbackTarget::After(seq) => entry.seq() > *seq,
+    };
+    match target {
+        RollbackTarget::Run(run) | RollbackTarget::Step(run, _) => {
+            let started = entries.iter().any(|e| {
+                e.record.run.as_deref() == Some(run)
+                    && matches!(e.record.event, Event::RunStarted(_))
+            });
+            if !started {
+                return Err(PlanRefusal::UnknownRun { run: run.clone() });
+            }
+            if let RollbackTarget::Step(run, step) = target
+                && !entries.iter().any(|e| {
+                    e.record.run.as_deref() == Some(run)
+                        && matches!(&e.record.event, Event::StepStarted(s) if s.step == *step)
+                })
+            {
+                return Err(PlanRefusal::UnknownStep {
+                    run: run.clone(),
+                    step: *step,
+                });
+            }
+        }
+        RollbackTarget::After(_) => {}
+    }
+    let mut already_compensated = 0;
+    let mut chosen: BTreeMap<u64, Item> = BTreeMap::new();
+    for entry in entries
+        .iter()
+        .filter(|e| in_target(e) && has_inverse(&e.record.event))
+    {
+        if compensated.contains(&entry.seq()) {
+            already_compensated += 1;
+        } else {
+            chosen.insert(entry.seq(), item(entry, false));
+        }
+    }
+    if chosen.is_empty() {
+        return Err(PlanRefusal::NothingToUndo {
+            target: target.clone(),
+            already_compensated,
+        });
+    }
+    if let RollbackTarget::Step(..) = target {
+        // Later effects touching what the chosen items touched, transitively.
+        let mut subjects: Vec<Subject> = chosen.values().flat_map(|i| i.event.subjects()).collect();
+        let first = *chosen.keys().next().expect("not empty");
+        let mut dependents: BTreeMap<u64, Item> = BTreeMap::new();
+        for entry in entries.iter().filter(|e| e.seq() > first) {
+            if chosen.contains_key(&entry.seq())
+                || compensated.contains(&entry.seq())
+                || !has_inverse(&entry.record.event)
+            {
+                continue;
+            }
+            let touches = entry.record.event.subjects();
+            if touches
+                .iter()
+                .any(|t| subjects.iter().any(|s| overlaps(s, t)))
+            {
+                subjects.extend(touches);
+                dependents.insert(entry.seq(), item(entry, true));
+            }
+        }
+        if !dependents.is_empty() {
+            if !cascade {
+                return Err(PlanRefusal::Dependents {
+                    target: target.clone(),
+                    dependents: dependents.into_values().rev().collect(),
+                });
+            }
+            chosen.extend(dependents);
+        }
+    }
+    Ok(InversePlan {
+        target: target.clone(),
+        items: chosen.into_values().rev().collect(),
+        already_compensated,
+    })
+}
+
+/// The inverse of an event, in words, for plans and dry runs.
+pub fn describe_inverse(event: &Event) -> String {
+    match event {
+        Event::PathMoved(e) => format!("move {} back to {}", e.to, e.from),
+        Event::ModeChanged(e) => format!("chmod {:04o} {} (now {:04o})", e.old, e.path, e.new),
+        Event::OwnerChanged(e) => format!(
+            "chown {}:{} {} (now {}:{})",
+            e.old_uid, e.old_gid, e.path, e.new_uid, e.new_gid
+        ),
+        Event::FileWritten(e) => match e.old {
+            Some(old) => format!(
+                "restore the old content of {} (sha256 {})",
+                e.path,
+                old.short()
+            ),
+            None => format!("remove {} (it did not exist)", e.path),
+        },
+        Event::PathRemoved(e) => format!("restore {} from its stash", e.path),
+        Event::DirCreated(e) => format!("remove the directory {} if empty", e.path),
+        Event::RowsChanged(e) => format!("restore {} row(s) of {}", e.rows.len(), e.table),
+        Event::SequenceMoved(e) => format!("set sequence {} back to {}", e.sequence, e.old),
+        Event::SchemaChanged(e) => match &e.down {
+            Some(down) => format!("run `{down}`"),
+            None => "irreversible".into(),
+        },
+        Event::CommandRun(e) => match &e.undo {
+            Some(undo) => format!("run `{}`", undo.join(" ")),
+            None => "none".into(),
+        },
+        Event::RunStarted(_)
+        | Event::RunFinished(_)
+        | Event::StepStarted(_)
+        | Event::StepFinished(_)
+        | Event::StepFailed(_)
+        | Event::BackupTaken(_)
+        | Event::CheckRecorded(_)
+        | Event::RollbackStarted(_)
+        | Event::Compensated(_)
+        | Event::RollbackFinished(_)
+        | Event::DriftFound(_)
+        | Event::Note(_)
+        | Event::Checkpoint(_) => "none".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rewind_ledger::{
+        Compensated, Digest, DirCreated, FileType, ModeChanged, PathMoved, Record, RunStarted,
+        StepStarted,
+    };
+
+    use super::*;
+
+    fn entry(seq: u64, run: Option<&str>, event: Event) -> Entry {
+        Entry {
+            hash: Digest::default(),
+            prev: Digest::default(),
+            record: Record {
+                actor: "a".into(),
+                event,
+                host: "h".into(),
+                ledger_id: "l".into(),
+                recorded_at: "2026-01-01T00:00:00Z".parse().unwrap(),
+                run: run.map(str::to_owned),
+                seq,
+            },
+        }
+    }
+
+    fn started(step: u32) -> Event {
+        Event::StepStarted(StepStarted {
+            kind: "k".into(),
+            operation: String::new(),
+            params: Default::default(),
+            step,
+        })
+    }
+
+    /// r1: step 1 mkdir /v/a, step 2 moves /v/a/x → /v/b, step 3 chmods /v/c.
+    fn ledger() -> Vec<Entry> {
+        let run = Some("r1");
+        vec![
+            entry(
+                1,
+                run,
+                Event::RunStarted(RunStarted {
+                    description: String::new(),
+                    spec_id: "s".into(),
+                    spec_path: "s.toml".into(),
+                    spec_sha256: Digest::default(),
+                    spec_text: String::new(),
+                    target: None,
+                    vars: Default::default(),
+                }),
+            ),
+            entry(2, run, started(1)),
+            entry(
+                3,
+                run,
+                Event::DirCreated(DirCreated {
+                    mode: 0o755,
+                    path: "/v/a".into(),
+                    step: 1,
+                }),
+            ),
+            entry(4, run, started(2)),
+            entry(
+                5,
+                run,
+                Event::PathMoved(PathMoved {
+                    copied: false,
+                    digest: Digest::default(),
+                    file_type: FileType::File,
+                    from: "/v/a/x".into(),
+                    step: 2,
+                    to: "/v/b".into(),
+                }),
+            ),
+            entry(6, run, started(3)),
+            entry(
+                7,
+                run,
+                Event::ModeChanged(ModeChanged {
+                    new: 0o700,
+                    old: 0o755,
+                    path: "/v/c".into(),
+                    step: 3,
+                }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_run_is_undone_newest_first_and_compensated_items_are_left_out() {
+        let mut entries = ledger();
+        let plan = super::plan(&entries, &RollbackTarget::Run("r1".into()), false).unwrap();
+        assert_eq!(
+            plan.items.iter().map(|i| i.seq).collect::<Vec<_>>(),
+            vec![7, 5, 3]
+        );
+        entries.push(entry(
+            8,
+            Some("r1"),
+            Event::Compensated(Compensated { undoes: 7 }),
+        ));
+        let plan = super::plan(&entries, &RollbackTarget::Run("r1".into()), false).unwrap();
+        assert_eq!(
+            plan.items.iter().map(|i| i.seq).collect::<Vec<_>>(),
+            vec![5, 3]
+        );
+        assert_eq!(plan.already_compensated, 1);
+    }
+
+    #[test]
+    fn an_older_step_names_its_dependents_and_cascade_takes_them() {
+        let entries = ledger();
+        let target = RollbackTarget::Step("r1".into(), 1);
+        match super::plan(&entries, &target, false) {
+            Err(PlanRefusal::Dependents { dependents, .. }) => {
+                assert_eq!(
+                    dependents.iter().map(|i| i.seq).collect::<Vec<_>>(),
+                    vec![5]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let plan = super::plan(&entries, &target, true).unwrap();
+        assert_eq!(
+            plan.items
+                .iter()
+                .map(|i| (i.seq, i.dependent))
+                .collect::<Vec<_>>(),
+            vec![(5, true), (3, false)]
+        );
+        // Step 3 touches nothing the others touch.
+        let plan = super::plan(&entries, &RollbackTarget::Step("r1".into(), 3), false).unwrap();
+        assert_eq!(plan.items.len(), 1);
+    }
+
+    #[test]
+    fn unknown_runs_steps_and_finished_rollbacks_are_refused() {
+        let entries = ledger();
+        assert!(matches!(
+            super::plan(&entries, &RollbackTarget::Run("r9".into()), false),
+            Err(PlanRefusal::UnknownRun { .. })
+        ));
+        assert!(matches!(
+            super::plan(&entries, &RollbackTarget::Step("r1".into(), 9), false),
+            Err(PlanRefusal::UnknownStep { .. })
+        ));
+        assert_eq!(
+            super::plan(&entries, &RollbackTarget::After(4), false)
+                .unwrap()
+                .items
+                .len(),
+            2
+        );
+        assert!(matches!(
+            super::plan(&entries, &RollbackTarget::After(7), false),
+            Err(PlanRefusal::NothingToUndo { .. })
+        ));
+    }
+
+    #[test]
+    fn status_follows_the_lifecycle() {
+        let mut entries = ledger();
+        let runs = crate::status::runs(&entries);
+        assert_eq!(runs[0].lifecycle, crate::status::Lifecycle::Validated);
+        assert_eq!(runs[0].effects, 3);
+        for (seq, undoes) in [(8, 7), (9, 5)] {
+            entries.push(entry(
+                seq,
+                Some("r1"),
+                Event::Compensated(Compensated { undoes }),
+            ));
+        }
+        assert_eq!(
+            crate::status::runs(&entries)[0].lifecycle,
+            crate::status::Lifecycle::PartlyRolledBack
+        );
+        entries.push(entry(
+            10,
+            Some("r1"),
+            Event::Compensated(Compensated { undoes: 3 }),
+        ));
+        let runs = crate::status::runs(&entries);
+        assert_eq!(runs[0].lifecycle, crate::status::Lifecycle::RolledBack);
+        assert!(
+            runs[0]
+                .steps
+                .iter()
+                .all(|s| s.state == crate::status::StepState::RolledBack)
+        );
+    }
+}
