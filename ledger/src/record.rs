@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, SubsecRound, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::bytes::Digest;
@@ -33,7 +33,56 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
+        // By hand rather than through strftime: every record written and
+        // every record verified formats one.
+        let (date, time) = (self.0.date_naive(), self.0.time());
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            date.year(),
+            date.month(),
+            date.day(),
+            time.hour(),
+            time.minute(),
+            time.second(),
+            time.nanosecond() / 1000
+        )
+    }
+}
+
+impl Timestamp {
+    /// Parses exactly the canonical form `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+    pub fn parse_canonical(text: &str) -> Option<Timestamp> {
+        let bytes = text.as_bytes();
+        if bytes.len() != 27 {
+            return None;
+        }
+        let separators = [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (26, b'Z'),
+        ];
+        if separators.iter().any(|&(at, byte)| bytes[at] != byte) {
+            return None;
+        }
+        let number = |range: std::ops::Range<usize>| -> Option<u32> {
+            bytes[range].iter().try_fold(0u32, |acc, &b| {
+                b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
+            })
+        };
+        let date =
+            chrono::NaiveDate::from_ymd_opt(number(0..4)? as i32, number(5..7)?, number(8..10)?)?;
+        let time = chrono::NaiveTime::from_hms_micro_opt(
+            number(11..13)?,
+            number(14..16)?,
+            number(17..19)?,
+            number(20..26)?,
+        )?;
+        Some(Timestamp(date.and_time(time).and_utc()))
     }
 }
 
@@ -54,14 +103,12 @@ impl Serialize for Timestamp {
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let parsed: Timestamp = text.parse().map_err(serde::de::Error::custom)?;
-        if parsed.to_string() != text {
-            return Err(serde::de::Error::custom(format!(
-                "timestamp {text:?} is not in canonical form"
-            )));
-        }
-        Ok(parsed)
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Timestamp::parse_canonical(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "timestamp {text:?} is not in the form YYYY-MM-DDTHH:MM:SS.ffffffZ"
+            ))
+        })
     }
 }
 
@@ -96,5 +143,34 @@ pub struct Entry {
 impl Entry {
     pub fn seq(&self) -> u64 {
         self.record.seq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_canonical_form_round_trips_and_nothing_else_parses_as_it() {
+        let text = "2026-01-02T03:04:05.000042Z";
+        let parsed = Timestamp::parse_canonical(text).unwrap();
+        assert_eq!(parsed.to_string(), text);
+        assert_eq!(text.parse::<Timestamp>().unwrap(), parsed);
+        for other in [
+            "2026-01-02T03:04:05Z",
+            "2026-01-02T03:04:05.000042+00:00",
+            "2026-01-02 03:04:05.000042Z",
+            "2026-13-02T03:04:05.000042Z",
+            "2026-01-02T03:04:05.00004xZ",
+            "+2026-01-02T03:04:05.00004Z",
+        ] {
+            assert_eq!(Timestamp::parse_canonical(other), None, "{other}");
+            assert!(
+                serde_json::from_value::<Timestamp>(serde_json::json!(other)).is_err(),
+                "{other}"
+            );
+        }
+        let now = Timestamp::now();
+        assert_eq!(Timestamp::parse_canonical(&now.to_string()), Some(now));
     }
 }
