@@ -379,6 +379,16 @@ impl Ledger {
         Ok(self.head.0)
     }
 
+    /// How many events the path and row index has yet to take in.
+    pub fn subjects_behind(&self) -> Result<u64> {
+        self.settle()?;
+        let indexed = match self.index.get(SUBJECTS_INDEXED_THROUGH)? {
+            Some(bytes) => decode_key(&bytes)?,
+            None => 0,
+        };
+        Ok(self.head.0.saturating_sub(indexed))
+    }
+
     /// Brings the path and row index up to the head; returns how many
     /// events it indexed.
     ///

@@ -56,3 +56,39 @@ fn append_reopen_verify() {
         "{second}"
     );
 }
+
+#[test]
+fn the_path_index_is_written_behind_and_caught_up_by_the_first_query() {
+    use rewind_ledger::{Digest, FileWritten, Selector};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::init(&dir.path().join("ledger"), "ledger-2", origin()).unwrap();
+    let written = |path: &str| {
+        Draft::new(
+            Some("run-1"),
+            Event::FileWritten(FileWritten {
+                mode: 0o644,
+                new: Digest::of(path.as_bytes()),
+                old: None,
+                old_mode: None,
+                path: path.into(),
+                step: 1,
+            }),
+        )
+    };
+    ledger
+        .append_batch(vec![
+            written("/srv/a/x"),
+            written("/srv/b/y"),
+            written("/srv/a/z"),
+        ])
+        .unwrap();
+    assert_eq!(ledger.subjects_behind().unwrap(), 3);
+    let selector = Selector {
+        path: Some("/srv/a".into()),
+        ..Default::default()
+    };
+    assert_eq!(ledger.candidates(&selector).unwrap(), Some(vec![1, 3]));
+    assert_eq!(ledger.subjects_behind().unwrap(), 0);
+    ledger.append_batch(vec![written("/srv/a/w")]).unwrap();
+    assert_eq!(ledger.candidates(&selector).unwrap(), Some(vec![1, 3, 4]));
+}
