@@ -670,3 +670,56 @@ fn postgres_chinook_migration_rolls_back_to_identical_dump() {
     assert_same_dump(&data_before, &scratch.dump(true), "chinook pg data");
     assert_same_dump(&schema_before, &scratch.dump(false), "chinook pg schema");
 }
+
+/// Regression: the chunk's rows were ordered by the text of their key, so
+/// with keys 1…1000 the chunk ended at "999" and row 1000 was updated twice.
+#[test]
+fn postgres_chunks_follow_key_order_not_text_order() {
+    let Some(scratch) = PgDatabase::create("rw_order") else {
+        return;
+    };
+    let mut database = scratch.connect();
+    database
+        .execute_script(
+            "CREATE TABLE t (id bigint PRIMARY KEY, a bigint NOT NULL); \
+             INSERT INTO t SELECT i, 0 FROM generate_series(1, 2500) AS i",
+        )
+        .unwrap();
+    let mut ledger = TestLedger::new();
+    let report = database
+        .update(
+            &Update {
+                step: 1,
+                table: "t".into(),
+                key: None,
+                filter: None,
+                set: set(&[("a", "a + 1")]),
+                chunk_size: 1000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!((report.rows, report.chunks), (2500, 3));
+    let rows = database
+        .query("SELECT count(*) FROM t WHERE a <> 1", &[])
+        .unwrap();
+    assert_eq!(rows[0][0], SqlValue::Integer(0));
+    let deleted = database
+        .delete(
+            &Delete {
+                step: 2,
+                table: "t".into(),
+                key: None,
+                filter: None,
+                chunk_size: 1000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!(deleted.rows, 2500);
+    ledger.roll_back(&mut database, UndoOptions::default());
+    let rows = database
+        .query("SELECT count(*), sum(a)::int8 FROM t", &[])
+        .unwrap();
+    assert_eq!(rows[0], vec![SqlValue::Integer(2500), SqlValue::Integer(0)]);
+}

@@ -200,6 +200,13 @@ impl Context<'_> {
         }
     }
 
+    pub async fn execute_many(&mut self, step: u32, sql: &str, rows: &[Vec<Bind>]) -> Result<u64> {
+        match self.executor.execute_many(sql, rows).await {
+            Ok(count) => Ok(count),
+            Err(error) => Err(self.statement_error(step, sql, error)),
+        }
+    }
+
     pub async fn script(&mut self, step: u32, sql: &str) -> Result<()> {
         match self.executor.script(sql).await {
             Ok(()) => Ok(()),
@@ -450,16 +457,18 @@ pub(crate) async fn update(
                     .chain((0..column_count).map(|i| format!("_rw_a{i}")))
                     .collect::<Vec<_>>()
                     .join(", ");
+                // Qualified, so that it names the typed key and not the
+                // text column of the same name in the select list.
                 let order = (0..info.key.len())
-                    .map(|i| format!("_rw_k{i}"))
+                    .map(|i| format!("_rw_result._rw_k{i}"))
                     .collect::<Vec<_>>()
                     .join(", ");
                 let sql = format!(
                     "WITH _rw_old AS (SELECT {old_keys}, {old_images} FROM {table} WHERE ({filter}){lower_sql} \
                      ORDER BY {keys} LIMIT {chunk_size} FOR UPDATE), \
-                     _rw_new AS (UPDATE {table} SET {sets} FROM _rw_old WHERE {join} \
+                     _rw_new AS (UPDATE {table} SET {sets} FROM _rw_old WHERE {join}{lower_sql} \
                      RETURNING {returning_keys}, {returning_before}, {returning_after}) \
-                     SELECT {select_keys}, {select_images} FROM _rw_new ORDER BY {order}"
+                     SELECT {select_keys}, {select_images} FROM _rw_new AS _rw_result ORDER BY {order}"
                 );
                 let rows = match context.fetch(step, &sql, &lower_binds).await {
                     Ok(rows) => rows,
@@ -625,15 +634,17 @@ pub(crate) async fn delete(
                     .map(|i| format!("_rw_b{i}"))
                     .collect::<Vec<_>>()
                     .join(", ");
+                // Qualified, so that it names the typed key and not the
+                // text column of the same name in the select list.
                 let order = (0..info.key.len())
-                    .map(|i| format!("_rw_k{i}"))
+                    .map(|i| format!("_rw_result._rw_k{i}"))
                     .collect::<Vec<_>>()
                     .join(", ");
                 let sql = format!(
                     "WITH _rw_old AS (SELECT {old_keys}, {old_images} FROM {table} WHERE ({filter}){lower_sql} \
                      ORDER BY {keys} LIMIT {chunk_size} FOR UPDATE), \
-                     _rw_gone AS (DELETE FROM {table} USING _rw_old WHERE {join} RETURNING _rw_old.*) \
-                     SELECT {select_keys}, {select_images} FROM _rw_gone ORDER BY {order}"
+                     _rw_gone AS (DELETE FROM {table} USING _rw_old WHERE {join}{lower_sql} RETURNING _rw_old.*) \
+                     SELECT {select_keys}, {select_images} FROM _rw_gone AS _rw_result ORDER BY {order}"
                 );
                 let rows = match context.fetch(step, &sql, &lower_binds).await {
                     Ok(rows) => rows,

@@ -498,16 +498,19 @@ async fn load_images(
                     &format!("CREATE TEMP TABLE _rw_images ({})", names.join(", ")),
                 )
                 .await?;
-            let per_row = names.len();
-            let rows_per_statement = (30_000 / per_row).max(1);
-            for (batch_index, batch) in rows.rows.chunks(rows_per_statement).enumerate() {
-                let mut binds = Vec::with_capacity(batch.len() * per_row);
-                let mut tuples = Vec::with_capacity(batch.len());
-                for (offset, row) in batch.iter().enumerate() {
-                    let start = binds.len();
-                    binds.push(Bind::Value(SqlValue::Integer(
-                        (batch_index * rows_per_statement + offset) as i64,
-                    )));
+            // One prepared single-row insert, run per row: SQLite compiles a
+            // statement with thousands of placeholders far more slowly.
+            let marks = (1..=names.len())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let values: Vec<Vec<Bind>> = rows
+                .rows
+                .iter()
+                .enumerate()
+                .map(|(index, row)| {
+                    let mut binds = Vec::with_capacity(names.len());
+                    binds.push(Bind::Value(SqlValue::Integer(index as i64)));
                     binds.push(Bind::Value(SqlValue::Integer(i64::from(
                         row.before.is_some(),
                     ))));
@@ -529,20 +532,26 @@ async fn load_images(
                             ));
                         }
                     }
-                    let marks = (start + 1..=binds.len())
-                        .map(|i| format!("?{i}"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    tuples.push(format!("({marks})"));
-                }
-                context
-                    .execute(
-                        step,
-                        &format!("INSERT INTO temp._rw_images VALUES {}", tuples.join(", ")),
-                        &binds,
-                    )
-                    .await?;
-            }
+                    binds
+                })
+                .collect();
+            context
+                .execute_many(
+                    step,
+                    &format!("INSERT INTO temp._rw_images VALUES ({marks})"),
+                    &values,
+                )
+                .await?;
+            let image_keys = (0..key_count)
+                .map(|i| format!("k{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            context
+                .script(
+                    step,
+                    &format!("CREATE INDEX temp._rw_images_key ON _rw_images ({image_keys})"),
+                )
+                .await?;
         }
     }
     Ok(())
