@@ -243,8 +243,9 @@ impl Context<'_> {
         }
     }
 
-    /// Runs `body` inside a transaction, records its events, then commits;
-    /// on any error the transaction is rolled back.
+    /// Hands the open transaction's events to the recorder and commits only
+    /// once they are durable; if recording or the commit fails, the
+    /// transaction is rolled back.
     async fn record_then_commit(
         &mut self,
         step: u32,

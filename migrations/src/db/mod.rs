@@ -134,10 +134,7 @@ impl Database {
         &self.url
     }
 
-    fn run<'a, T>(
-        &'a mut self,
-        work: impl AsyncFnOnce(&mut Context<'_>) -> Result<T>,
-    ) -> Result<T> {
+    fn run<T>(&mut self, work: impl AsyncFnOnce(&mut Context<'_>) -> Result<T>) -> Result<T> {
         let mut context = Context {
             executor: &mut *self.executor,
             database: &self.url,

@@ -281,6 +281,19 @@ async fn undo_rows(
         let current_sql = format!(
             "SELECT i.idx, {present}, {current_columns} FROM {images} AS i LEFT JOIN {table} AS t ON {join} ORDER BY i.idx"
         );
+        if engine == Engine::Postgres {
+            // Lock the rows first, so nobody changes them between the drift
+            // check and the restore (SQLite's BEGIN IMMEDIATE already excludes writers).
+            context
+                .fetch(
+                    step,
+                    &format!(
+                        "SELECT count(*) FROM (SELECT 1 FROM {table} AS t JOIN {images} AS i ON {join} FOR UPDATE OF t) AS locked"
+                    ),
+                    &[],
+                )
+                .await?;
+        }
         let current = context.fetch(step, &current_sql, &[]).await?;
         let mut report = UndoReport::default();
         let mut leave_alone: Vec<i64> = Vec::new();
