@@ -34,6 +34,8 @@ break', 0.1, 9223372036854775807, NULL, 'text', NULL),
 CREATE TABLE tags (name TEXT PRIMARY KEY, weight REAL) ;
 INSERT INTO tags VALUES ('red', 1.0), ('green', 2.25), ('blue', NULL);
 CREATE TABLE nokey (a, b);
+CREATE TABLE pairs (x TEXT, y INTEGER, v BLOB, PRIMARY KEY (x, y)) WITHOUT ROWID;
+INSERT INTO pairs VALUES ('a', 1, x'01'), ('a', 2, NULL), ('b', 1, 'text');
 INSERT INTO nokey VALUES (1, 2);
 "#;
 
@@ -134,6 +136,31 @@ fn sqlite_round_trip_every_operation_restores_identical_dump() {
                     key: None,
                     filter: Some("id IN (2, 4)".into()),
                     chunk_size: 1,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .update(
+                &Update {
+                    step: 5,
+                    table: "pairs".into(),
+                    key: None,
+                    filter: Some("x = 'a'".into()),
+                    set: set(&[("v", "'changed'")]),
+                    chunk_size: 1,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .delete(
+                &Delete {
+                    step: 5,
+                    table: "pairs".into(),
+                    key: None,
+                    filter: Some("y = 1".into()),
+                    chunk_size: 1000,
                 },
                 &mut recorder,
             )
@@ -252,6 +279,11 @@ fn sqlite_drift_is_detected_and_left_alone() {
     // Stop: nothing changes.
     let stopped = database.undo(event, UndoOptions::default()).unwrap();
     assert!(!stopped.applied);
+    assert_eq!(
+        (stopped.restored, stopped.drift.len()),
+        (2, 1),
+        "counts what it would restore"
+    );
     let qty = |database: &mut Database, id: i64| {
         database
             .query(
@@ -279,16 +311,7 @@ fn sqlite_drift_is_detected_and_left_alone() {
     assert_eq!(qty(&mut database, 2), SqlValue::Integer(555));
     assert_eq!(qty(&mut database, 3), SqlValue::Integer(i64::MAX));
     assert_eq!(qty(&mut database, 5), SqlValue::Integer(777));
-    let drift_event = skipped.drift[0].to_event(
-        events[0].0,
-        &[
-            "rowid".into(),
-            "id".into(),
-            "name".into(),
-            "price".into(),
-            "qty".into(),
-        ],
-    );
+    let drift_event = skipped.drift[0].to_event(events[0].0);
     let Event::DriftFound(found) = drift_event else {
         panic!()
     };
@@ -707,4 +730,48 @@ fn sqlite_chinook_migration_rolls_back_to_identical_dump() {
             "sqlite3 .dump"
         );
     }
+}
+
+/// Ledger first: a chunk whose images were recorded but whose transaction
+/// never committed (the process died in between) leaves every row at its
+/// before image, which `check_drift` reports so that `recover` can tell.
+#[test]
+fn sqlite_recorded_but_uncommitted_chunk_is_recognised() {
+    let (_file, mut database) = fixture();
+    let before = database.dump_sqlite().unwrap();
+    let mut ledger = TestLedger::new();
+    {
+        let mut append = ledger.recorder();
+        // Records durably, then fails as a crash before the commit would.
+        let mut record_then_die = |events: Vec<Event>| -> Result<(), std::io::Error> {
+            append(events).unwrap();
+            Err(std::io::Error::other("killed before commit"))
+        };
+        let error = database
+            .update(
+                &Update {
+                    step: 1,
+                    table: "things".into(),
+                    key: None,
+                    filter: None,
+                    set: set(&[("qty", "12345")]),
+                    chunk_size: 1000,
+                },
+                &mut record_then_die,
+            )
+            .unwrap_err();
+        assert!(matches!(error, DbError::Record { .. }), "{error}");
+    }
+    assert_same_dump(
+        &before,
+        &database.dump_sqlite().unwrap(),
+        "uncommitted chunk",
+    );
+    let events = ledger.events();
+    assert_eq!(events.len(), 1);
+    let report = database.check_drift(&events[0].1).unwrap();
+    assert_eq!(
+        (report.restored, report.already_restored, report.drift.len()),
+        (0, 7, 0)
+    );
 }

@@ -44,6 +44,8 @@ pub struct RowDrift {
     /// The columns that differ from the after image; every column when the
     /// row is missing or present against expectation.
     pub columns: Vec<String>,
+    /// Every column of the images, in order.
+    pub image_columns: Vec<String>,
     /// The after image (`None`: the row should be absent).
     pub expected: Option<Vec<SqlValue>>,
     /// The row now (`None`: it is absent).
@@ -51,11 +53,14 @@ pub struct RowDrift {
 }
 
 impl RowDrift {
-    /// The `DriftFound` event recording this drift of the event at `seq`.
-    pub fn to_event(&self, seq: u64, column_names: &[String]) -> Event {
+    /// The `DriftFound` event recording this drift of the event at `seq`:
+    /// subject `table key`, expected and actual as `column=value` pairs of
+    /// the differing columns, or `absent`.
+    pub fn to_event(&self, seq: u64) -> Event {
         let render = |image: &Option<Vec<SqlValue>>| match image {
             None => "absent".to_owned(),
-            Some(values) => column_names
+            Some(values) => self
+                .image_columns
                 .iter()
                 .zip(values)
                 .filter(|(name, _)| self.columns.contains(name))
@@ -78,9 +83,12 @@ pub struct UndoReport {
     /// Whether anything was changed: false when drift stopped the undo,
     /// on a dry run, and for a passed-over irreversible statement.
     pub applied: bool,
-    /// Rows put back to their before image (or removed, or re-inserted).
+    /// Rows found at their after image: put back to their before image (or
+    /// removed, or re-inserted) when `applied`, otherwise the rows that would be.
     pub restored: u64,
-    /// Rows that already equalled their before image.
+    /// Rows that already equalled their before image. After a crash between
+    /// recording a chunk and its commit, [`super::Database::check_drift`]
+    /// finds every row of the chunk here: the chunk never committed.
     pub already_restored: u64,
     pub drift: Vec<RowDrift>,
 }
@@ -219,12 +227,13 @@ fn classify(rows: &RowsChanged, image: &RowImage, current: Option<Vec<SqlValue>>
             .filter(|(_, (now, after))| now != after)
             .map(|(name, _)| name.clone())
             .collect(),
-        _ => names,
+        _ => names.clone(),
     };
     State::Drifted(RowDrift {
         table: rows.table.clone(),
         key: image.key.clone(),
         columns,
+        image_columns: names,
         expected: image.after.clone(),
         actual: current,
     })
@@ -316,7 +325,6 @@ async fn undo_rows(
             }
         }
         if dry_run || (!report.drift.is_empty() && options.on_drift == OnDrift::Stop) {
-            report.restored = 0;
             return Ok(report);
         }
         if !leave_alone.is_empty() {
