@@ -723,3 +723,41 @@ fn postgres_chunks_follow_key_order_not_text_order() {
         .unwrap();
     assert_eq!(rows[0], vec![SqlValue::Integer(2500), SqlValue::Integer(0)]);
 }
+
+/// An insert from a select commits chunk by chunk: when a later chunk
+/// fails, the earlier ones stay recorded and roll back exactly, and the
+/// step can run again.
+#[test]
+fn postgres_insert_select_failing_mid_way_keeps_recorded_chunks() {
+    let Some((scratch, mut database)) = fixture("rw_insert_fail") else {
+        return;
+    };
+    let before = scratch.dump(true);
+    let mut ledger = TestLedger::new();
+    let insert = |select: &str| Insert {
+        step: 1,
+        table: "tags".into(),
+        key: None,
+        source: InsertSource::Select(select.into()),
+        chunk_size: 2,
+    };
+    let error = database
+        .insert(
+            &insert(
+                "SELECT name FROM (VALUES ('a', 1), ('b', 2), ('red', 3)) AS v(name, n) ORDER BY n",
+            ),
+            &mut ledger.recorder(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::Statement { message, .. } if message.contains("duplicate")),
+        "{error}"
+    );
+    assert_eq!(ledger.events().len(), 1);
+    let report = database
+        .insert(&insert("SELECT 'c' AS name"), &mut ledger.recorder())
+        .unwrap();
+    assert_eq!(report.rows, 1);
+    ledger.roll_back(&mut database, UndoOptions::default());
+    assert_same_dump(&before, &scratch.dump(true), "insert select rolled back");
+}

@@ -101,7 +101,7 @@ fn sqlite_round_trip_every_operation_restores_identical_dump() {
             )
             .unwrap();
         assert_eq!(report.rows, 2);
-        database
+        let report = database
             .insert(
                 &Insert {
                     step: 3,
@@ -116,6 +116,8 @@ fn sqlite_round_trip_every_operation_restores_identical_dump() {
                 &mut recorder,
             )
             .unwrap();
+        // A select is materialized once, then inserted one transaction per chunk.
+        assert_eq!((report.rows, report.chunks), (4, 4));
         database
             .delete(
                 &Delete {

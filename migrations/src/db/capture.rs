@@ -765,6 +765,7 @@ pub(crate) async fn insert(
         }
         Ok(())
     };
+    let mut dropped_source: Option<&str> = None;
     // Each batch is the SQL that inserts it plus its binds.
     let batches: Vec<(String, Vec<Bind>)> = match &operation.source {
         InsertSource::Select(select) => {
@@ -779,13 +780,52 @@ pub(crate) async fn insert(
                 .map(|name| quote_ident(name))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let sql = match engine {
-                Engine::Sqlite => {
-                    format!("INSERT INTO {table} ({target}) SELECT * FROM ({select}) WHERE TRUE")
-                }
-                Engine::Postgres => format!("INSERT INTO {table} ({target}) {select}"),
+            // The select runs once, into a temporary table numbered by row,
+            // so that each chunk is its own transaction over a fixed source.
+            let source = match engine {
+                Engine::Sqlite => "temp._rw_source",
+                Engine::Postgres => "pg_temp._rw_source",
             };
-            vec![(sql, Vec::new())]
+            context
+                .script(step, &format!("DROP TABLE IF EXISTS {source}"))
+                .await?;
+            context
+                .script(
+                    step,
+                    &format!(
+                        "CREATE TEMP TABLE _rw_source AS SELECT row_number() OVER () AS _rw_n, _rw_s.* FROM ({select}) AS _rw_s"
+                    ),
+                )
+                .await?;
+            dropped_source = Some(source);
+            let count = match context
+                .fetch(step, &format!("SELECT count(*) FROM {source}"), &[])
+                .await
+            {
+                Ok(rows) => match rows.first().and_then(|row| row.first()) {
+                    Some(SqlValue::Integer(count)) => *count as usize,
+                    _ => 0,
+                },
+                Err(error) => {
+                    let _ = context
+                        .script(step, &format!("DROP TABLE IF EXISTS {source}"))
+                        .await;
+                    return Err(error);
+                }
+            };
+            (0..count)
+                .step_by(chunk_size)
+                .map(|low| {
+                    let high = low + chunk_size;
+                    (
+                        format!(
+                            "INSERT INTO {table} ({target}) SELECT {target} FROM {source} \
+                             WHERE _rw_n > {low} AND _rw_n <= {high} ORDER BY _rw_n"
+                        ),
+                        Vec::new(),
+                    )
+                })
+                .collect()
         }
         InsertSource::Rows(rows) => {
             let Some(first) = rows.first() else {
@@ -836,94 +876,103 @@ pub(crate) async fn insert(
         .map(|column| engine_text_column(engine, &quote_ident(&column.name)))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut report = StepReport::default();
-    for (insert_sql, binds) in batches {
-        let sql = match engine {
-            Engine::Sqlite => format!("{insert_sql} RETURNING {returning}"),
-            Engine::Postgres => {
-                let keys = (0..info.key.len())
-                    .map(|i| format!("_rw_k{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let returning_keys = info
-                    .key
-                    .iter()
-                    .enumerate()
-                    .map(|(i, name)| format!("{} AS _rw_k{i}", quote_ident(name)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let returning_images = info
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, column)| format!("{}::text AS _rw_a{i}", quote_ident(&column.name)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let images = (0..column_count)
-                    .map(|i| format!("_rw_a{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                format!(
-                    "WITH _rw_new AS ({insert_sql} RETURNING {returning_keys}, {returning_images}) \
-                     SELECT {images} FROM _rw_new ORDER BY {keys}"
-                )
+    let result = async {
+        let mut report = StepReport::default();
+        for (insert_sql, binds) in batches {
+            let sql = match engine {
+                Engine::Sqlite => format!("{insert_sql} RETURNING {returning}"),
+                Engine::Postgres => {
+                    let keys = (0..info.key.len())
+                        .map(|i| format!("_rw_k{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let returning_keys = info
+                        .key
+                        .iter()
+                        .enumerate()
+                        .map(|(i, name)| format!("{} AS _rw_k{i}", quote_ident(name)))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let returning_images = info
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, column)| format!("{}::text AS _rw_a{i}", quote_ident(&column.name)))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let images = (0..column_count)
+                        .map(|i| format!("_rw_a{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!(
+                        "WITH _rw_new AS ({insert_sql} RETURNING {returning_keys}, {returning_images}) \
+                         SELECT {images} FROM _rw_new ORDER BY {keys}"
+                    )
+                }
+            };
+            context.begin(step).await?;
+            let before_sequences = match context.sequences(step, &info).await {
+                Ok(states) => states,
+                Err(error) => {
+                    context.rollback().await;
+                    return Err(error);
+                }
+            };
+            let rows = match context.fetch(step, &sql, &binds).await {
+                Ok(rows) => rows,
+                Err(error) => {
+                    context.rollback().await;
+                    return Err(error);
+                }
+            };
+            let after_sequences = match context.sequences(step, &info).await {
+                Ok(states) => states,
+                Err(error) => {
+                    context.rollback().await;
+                    return Err(error);
+                }
+            };
+            let mut events =
+                sequence_events(context.database, step, &before_sequences, &after_sequences);
+            let count = rows.len() as u64;
+            let images: Vec<RowImage> = rows
+                .into_iter()
+                .map(|row| RowImage {
+                    key: key_of(&row, &key_positions),
+                    before: None,
+                    after: Some(row),
+                })
+                .collect();
+            let mut images = images.into_iter().peekable();
+            let mut chunks = 0;
+            while images.peek().is_some() {
+                let chunk: Vec<RowImage> = images.by_ref().take(chunk_size).collect();
+                events.push(rows_changed(
+                    context.database,
+                    &info,
+                    step,
+                    report.chunks + chunks,
+                    chunk,
+                ));
+                chunks += 1;
             }
-        };
-        context.begin(step).await?;
-        let before_sequences = match context.sequences(step, &info).await {
-            Ok(states) => states,
-            Err(error) => {
-                context.rollback().await;
-                return Err(error);
-            }
-        };
-        let rows = match context.fetch(step, &sql, &binds).await {
-            Ok(rows) => rows,
-            Err(error) => {
-                context.rollback().await;
-                return Err(error);
-            }
-        };
-        let after_sequences = match context.sequences(step, &info).await {
-            Ok(states) => states,
-            Err(error) => {
-                context.rollback().await;
-                return Err(error);
-            }
-        };
-        let mut events =
-            sequence_events(context.database, step, &before_sequences, &after_sequences);
-        let count = rows.len() as u64;
-        let images: Vec<RowImage> = rows
-            .into_iter()
-            .map(|row| RowImage {
-                key: key_of(&row, &key_positions),
-                before: None,
-                after: Some(row),
-            })
-            .collect();
-        let mut images = images.into_iter().peekable();
-        let mut chunks = 0;
-        while images.peek().is_some() {
-            let chunk: Vec<RowImage> = images.by_ref().take(chunk_size).collect();
-            events.push(rows_changed(
-                context.database,
-                &info,
-                step,
-                report.chunks + chunks,
-                chunk,
-            ));
-            chunks += 1;
+            let event_count = events.len() as u64;
+            context
+                .record_then_commit(step, &info.name, events, recorder)
+                .await?;
+            report.rows += count;
+            report.chunks += chunks;
+            report.events += event_count;
         }
-        let event_count = events.len() as u64;
-        context
-            .record_then_commit(step, &info.name, events, recorder)
-            .await?;
-        report.rows += count;
-        report.chunks += chunks;
-        report.events += event_count;
+        Ok(report)
     }
-    Ok(report)
+    .await;
+    if let Some(source) = dropped_source {
+        let _ = context
+            .script(step, &format!("DROP TABLE IF EXISTS {source}"))
+            .await;
+    }
+    result
 }
 
 pub(crate) async fn schema(
