@@ -49,6 +49,11 @@ CREATE TABLE tags (
 INSERT INTO tags VALUES ('red', 1.0, 1), ('green', 2.25, 2), ('blue', NULL, NULL);
 CREATE TABLE pairs (a int, b text, v text, PRIMARY KEY (a, b));
 INSERT INTO pairs VALUES (1, 'x', 'one'), (1, 'y', 'two'), (2, 'x', 'three');
+CREATE TABLE parent (id int PRIMARY KEY, code text UNIQUE);
+CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent (id) ON DELETE SET NULL,
+  parent_code text REFERENCES parent (code) ON UPDATE CASCADE);
+INSERT INTO parent VALUES (1, 'p1');
+INSERT INTO child VALUES (1, 1, 'p1');
 CREATE TABLE nokey (a int, b int);
 INSERT INTO nokey VALUES (1, 2);
 CREATE TABLE ident (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text);
@@ -450,6 +455,38 @@ fn postgres_bad_input_is_refused_with_nothing_changed() {
         )
         .unwrap_err();
     assert!(matches!(&error, DbError::MissingDown { .. }), "{error}");
+    let error = database
+        .delete(
+            &Delete {
+                step: 6,
+                table: "parent".into(),
+                key: None,
+                filter: None,
+                chunk_size: 1000,
+            },
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::CascadingChange { referencing, .. } if referencing == "child"),
+        "{error}"
+    );
+    let error = database
+        .update(
+            &update("parent", "true", &[("code", "'p2'")]),
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            DbError::CascadingChange {
+                action: "update",
+                ..
+            }
+        ),
+        "{error}"
+    );
     let mut failing = |_events: Vec<Event>| Err::<(), _>(std::io::Error::other("disk full"));
     let error = database
         .update(&update("things", "true", &[("flag", "true")]), &mut failing)

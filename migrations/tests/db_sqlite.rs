@@ -34,6 +34,11 @@ break', 0.1, 9223372036854775807, NULL, 'text', NULL),
 CREATE TABLE tags (name TEXT PRIMARY KEY, weight REAL) ;
 INSERT INTO tags VALUES ('red', 1.0), ('green', 2.25), ('blue', NULL);
 CREATE TABLE nokey (a, b);
+CREATE TABLE parent (id INTEGER PRIMARY KEY, code TEXT UNIQUE, label TEXT);
+CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent (id) ON DELETE CASCADE,
+  parent_code TEXT REFERENCES parent (code) ON UPDATE CASCADE);
+INSERT INTO parent VALUES (1, 'p1', 'one');
+INSERT INTO child VALUES (1, 1, 'p1');
 CREATE TABLE pairs (x TEXT, y INTEGER, v BLOB, PRIMARY KEY (x, y)) WITHOUT ROWID;
 INSERT INTO pairs VALUES ('a', 1, x'01'), ('a', 2, NULL), ('b', 1, 'text');
 INSERT INTO nokey VALUES (1, 2);
@@ -455,6 +460,45 @@ fn sqlite_bad_input_is_refused_with_nothing_changed() {
         matches!(&error, DbError::Statement { step: 9, .. }),
         "{error}"
     );
+    // Foreign keys that would change rows of another table, uncaptured.
+    let error = database
+        .delete(
+            &Delete {
+                step: 10,
+                table: "parent".into(),
+                key: None,
+                filter: None,
+                chunk_size: 1000,
+            },
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::CascadingChange { action: "delete", referencing, .. } if referencing == "child"),
+        "{error}"
+    );
+    let error = database
+        .update(
+            &update("parent", None, "1=1", &[("code", "'p2'")]),
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            DbError::CascadingChange {
+                action: "update",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    database
+        .update(
+            &update("parent", None, "1=1", &[("label", "label")]),
+            &mut recorder,
+        )
+        .unwrap();
     // A recorder that fails: the chunk's transaction is rolled back.
     let mut failing = |_events: Vec<Event>| Err::<(), _>(std::io::Error::other("disk full"));
     let error = database
@@ -466,7 +510,11 @@ fn sqlite_bad_input_is_refused_with_nothing_changed() {
     assert!(matches!(&error, DbError::Record { .. }), "{error}");
     drop(recorder);
     expect_nothing_changed(&mut database, &before);
-    assert!(ledger.events().is_empty());
+    assert_eq!(
+        ledger.events().len(),
+        1,
+        "only the harmless update of parent.label"
+    );
     // Unreachable: a file that does not exist is not created.
     let missing = file.path.with_file_name("missing.db");
     let error = Database::connect(&format!("sqlite://{}", missing.display())).unwrap_err();

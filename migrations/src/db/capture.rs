@@ -12,7 +12,7 @@ use rewind_ledger::{
     CheckRecorded, Event, RowImage, RowsChanged, SchemaChanged, SequenceMoved, SqlValue,
 };
 
-use super::catalog::{SequenceState, TableInfo, sequences, table_info};
+use super::catalog::{SequenceState, TableInfo, cascades, sequences, table_info};
 use super::error::{DbError, Result};
 use super::executor::{Bind, Engine, Executor, quote_ident};
 
@@ -236,6 +236,40 @@ impl Context<'_> {
         table_info(self.executor, self.database, table, key).await
     }
 
+    /// Refuses a change that a foreign key would cascade into another table.
+    async fn refuse_cascades(
+        &mut self,
+        step: u32,
+        table: &TableInfo,
+        set: Option<&BTreeMap<String, String>>,
+    ) -> Result<()> {
+        let found = match cascades(self.executor, table).await {
+            Ok(found) => found,
+            Err(error) => return Err(self.statement_error(step, "read foreign keys", error)),
+        };
+        for cascade in found {
+            let hit = match set {
+                None => cascade.on_delete,
+                Some(set) => {
+                    cascade.on_update
+                        && cascade
+                            .columns
+                            .iter()
+                            .any(|column| set.contains_key(column))
+                }
+            };
+            if hit {
+                return Err(DbError::CascadingChange {
+                    step,
+                    action: if set.is_none() { "delete" } else { "update" },
+                    table: table.name.clone(),
+                    referencing: cascade.referencing,
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn sequences(&mut self, step: u32, table: &TableInfo) -> Result<Vec<SequenceState>> {
         match sequences(self.executor, table).await {
             Ok(states) => Ok(states),
@@ -387,6 +421,9 @@ pub(crate) async fn update(
             });
         }
     }
+    context
+        .refuse_cascades(step, &info, Some(&operation.set))
+        .await?;
     let engine = context.executor.engine();
     let filter = operation.filter.as_deref().unwrap_or("TRUE");
     let table = &info.quoted;
@@ -588,6 +625,7 @@ pub(crate) async fn delete(
     let info = context
         .table(&operation.table, operation.key.as_deref())
         .await?;
+    context.refuse_cascades(step, &info, None).await?;
     let engine = context.executor.engine();
     let filter = operation.filter.as_deref().unwrap_or("TRUE");
     let table = &info.quoted;
