@@ -7,7 +7,8 @@
 //! first entry. Pages never overlap, so the page holding seq `n` is the one
 //! with the greatest key ≤ `n`.
 //!
-//! A page is `[PAGE_FORMAT][count: u32 LE]` followed, for each entry, by
+//! A page is stored as `[2][zstd frame, with checksum]` of its plain form;
+//! the plain form is `[PAGE_FORMAT][count: u32 LE]` followed, for each entry, by
 //! `[seq: u64 LE][length: u32 LE][stored entry]`, where a stored entry is what
 //! `codec::encode_stored` makes (`[format][hash][bincode(record)]`). Each
 //! entry names its own seq, so a removed, added or moved entry shows as
@@ -23,9 +24,32 @@ use crate::error::{LedgerError, Result};
 pub const PAGE_ENTRIES: usize = 256;
 
 const PAGE_FORMAT: u8 = 1;
+/// A page whose body (everything after this byte) is a zstd frame of a
+/// `PAGE_FORMAT` page. Entries of one ledger repeat their actor, host, ledger
+/// id and most field names, so pages shrink several times, and sled's cost
+/// follows the bytes it is handed.
+const PAGE_COMPRESSED: u8 = 2;
+/// The largest page body a compressed page may expand to.
+const PAGE_MAX_BYTES: usize = 64 << 20;
 
-/// Builds one page from consecutive entries.
+/// Builds one compressed page from consecutive entries.
 pub fn encode_page<'a>(entries: impl IntoIterator<Item = (u64, &'a [u8])>) -> Vec<u8> {
+    let plain = encode_plain_page(entries);
+    let mut out = vec![PAGE_COMPRESSED];
+    // With a checksum, so that a damaged page is found as such before its
+    // entries are read.
+    let mut compressor = zstd::bulk::Compressor::new(1).expect("a zstd context");
+    compressor.include_checksum(true).expect("a zstd parameter");
+    out.extend_from_slice(
+        &compressor
+            .compress(&plain)
+            .expect("compressing into memory"),
+    );
+    out
+}
+
+/// Builds one uncompressed page from consecutive entries.
+fn encode_plain_page<'a>(entries: impl IntoIterator<Item = (u64, &'a [u8])>) -> Vec<u8> {
     let mut out = vec![PAGE_FORMAT, 0, 0, 0, 0];
     let mut count: u32 = 0;
     for (seq, bytes) in entries {
@@ -113,6 +137,19 @@ pub struct Page {
 
 impl Page {
     fn load(key: IVec, value: IVec) -> Result<Page> {
+        let value = match value.first() {
+            Some(&PAGE_COMPRESSED) => {
+                let plain =
+                    zstd::bulk::decompress(&value[1..], PAGE_MAX_BYTES).map_err(|error| {
+                        LedgerError::Corrupt {
+                            seq: seq_of_key(&key).unwrap_or(0),
+                            reason: format!("the page does not decompress: {error}"),
+                        }
+                    })?;
+                IVec::from(plain)
+            }
+            _ => value,
+        };
         let entries = parse_page(&key, &value)?;
         Ok(Page {
             key: seq_of_key(&key)?,

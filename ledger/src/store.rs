@@ -504,8 +504,6 @@ impl Ledger {
         }
         runs.write(&mut index);
         index.insert(INDEXED_THROUGH, &seq.to_be_bytes());
-        let mut events = sled::Batch::default();
-        page::write_pages(&mut events, &stored_entries);
         // Store writes stay in order: the previous batch's must be done.
         self.settle()?;
         // The journal's fsync is what makes the batch durable: from here on
@@ -522,6 +520,8 @@ impl Ledger {
         let writer = std::thread::Builder::new()
             .name("rewind-store-writer".into())
             .spawn(move || -> Result<()> {
+                let mut events = sled::Batch::default();
+                page::write_pages(&mut events, &stored_entries);
                 events_tree.apply_batch(events)?;
                 index_tree.apply_batch(index)?;
                 db.flush()?;

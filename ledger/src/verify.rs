@@ -112,7 +112,20 @@ impl Ledger {
         let mut expected_line = Vec::with_capacity(1024);
         for chunk in chunks {
             for item in chunk.entries {
-                let Decoded { seq, decoded } = item?;
+                let Decoded { seq, decoded } = match item {
+                    Ok(item) => item,
+                    // A page that cannot be read: everything from its first
+                    // seq on is unverifiable.
+                    Err(LedgerError::Corrupt { seq, reason }) => {
+                        let at = seq.max(expected);
+                        return Ok(report(
+                            expected - 1,
+                            prev,
+                            Some(problem(at, ProblemKind::Corrupt, reason)),
+                        ));
+                    }
+                    Err(error) => return Err(error),
+                };
                 let verified = expected - 1;
                 if seq > expected {
                     let detail = if seq == expected + 1 {

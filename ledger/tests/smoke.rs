@@ -92,3 +92,52 @@ fn the_path_index_is_written_behind_and_caught_up_by_the_first_query() {
     ledger.append_batch(vec![written("/srv/a/w")]).unwrap();
     assert_eq!(ledger.candidates(&selector).unwrap(), Some(vec![1, 3, 4]));
 }
+
+#[test]
+fn a_damaged_compressed_page_is_reported_and_repaired_from_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    let mut ledger = Ledger::init(&path, "ledger-3", origin()).unwrap();
+    let note = |text: String| {
+        Draft::new(
+            None,
+            Event::Note(Note {
+                about_run: None,
+                about_seq: None,
+                text,
+            }),
+        )
+    };
+    ledger
+        .append_batch((0..10).map(|i| note(format!("first {i}"))).collect())
+        .unwrap();
+    ledger
+        .append_batch((0..10).map(|i| note(format!("second {i}"))).collect())
+        .unwrap();
+    drop(ledger);
+    {
+        let db = sled::open(path.join("store")).unwrap();
+        let events = db.open_tree("events").unwrap();
+        let mut page = events.get(1u64.to_be_bytes()).unwrap().unwrap().to_vec();
+        let middle = page.len() / 2;
+        page[middle] ^= 0xff;
+        events.insert(1u64.to_be_bytes(), page).unwrap();
+        db.flush().unwrap();
+    }
+    let ledger = Ledger::open(&path, origin()).unwrap();
+    let problem = ledger
+        .verify_chain()
+        .unwrap()
+        .problem
+        .expect("the damage is found");
+    assert_eq!(
+        (problem.seq, problem.kind),
+        (1, rewind_ledger::ProblemKind::Corrupt),
+        "{problem:?}"
+    );
+    drop(ledger);
+    rewind_ledger::verify::repair(&path, origin()).unwrap();
+    let ledger = Ledger::open(&path, origin()).unwrap();
+    assert_eq!(ledger.verify_chain().unwrap().problem, None);
+    assert_eq!(ledger.head().0, 20);
+}
