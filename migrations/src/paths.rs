@@ -18,41 +18,52 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-/// Folds `..`, then resolves symlinks in the longest prefix that exists;
-/// the rest is appended as written.
+/// Resolves a path the way the kernel walks it: component by component,
+/// following each symlink where it stands before a later `..` applies, so
+/// that `root/link/../x` is judged where it really leads. Once a component
+/// does not exist, the rest is folded as written (a missing directory has no
+/// links to follow). A dangling symlink is followed by its text.
 pub fn resolve(path: &Path) -> PathBuf {
-    let normal = normalize(path);
-    let mut existing = normal.clone();
-    let mut rest = Vec::new();
-    loop {
-        if let Ok(canonical) = existing.canonicalize() {
-            let mut out = canonical;
-            for part in rest.iter().rev() {
-                out.push(part);
+    let mut out = PathBuf::new();
+    let mut exists = true;
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::Prefix(_) => out.push(component.as_os_str()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
             }
-            // A symlink in the prefix may itself contain `..`.
-            return normalize(&out);
-        }
-        match (
-            existing.file_name().map(ToOwned::to_owned),
-            existing.parent(),
-        ) {
-            (Some(name), Some(parent)) => {
-                rest.push(name);
-                existing = parent.to_path_buf();
+            Component::Normal(name) => {
+                out.push(name);
+                if !exists {
+                    continue;
+                }
+                match std::fs::symlink_metadata(&out) {
+                    Ok(meta) if meta.file_type().is_symlink() => match out.canonicalize() {
+                        Ok(target) => out = target,
+                        Err(_) => {
+                            // Dangling: where creating through it would land.
+                            let target = std::fs::read_link(&out).unwrap_or_default();
+                            out.pop();
+                            out = normalize(&out.join(target));
+                            exists = false;
+                        }
+                    },
+                    Ok(_) => {}
+                    Err(_) => exists = false,
+                }
             }
-            _ => return normal,
         }
     }
+    out
 }
 
-/// Like [`resolve`], but the last component is not followed: the result
-/// names the link itself when `path` is a symlink.
+/// Like [`resolve`], but a last component that is a name is not followed:
+/// the result names the link itself when `path` is a symlink.
 pub fn resolve_parent(path: &Path) -> PathBuf {
-    let normal = normalize(path);
-    match (normal.parent(), normal.file_name()) {
-        (Some(parent), Some(name)) => resolve(parent).join(name),
-        _ => normal,
+    match (path.parent(), path.components().next_back()) {
+        (Some(parent), Some(Component::Normal(name))) => resolve(parent).join(name),
+        _ => resolve(path),
     }
 }
 
@@ -89,5 +100,24 @@ mod tests {
         );
         assert_eq!(resolve_parent(&root.join("escape")), root.join("escape"));
         assert_eq!(resolve(&root.join("real/new/x")), root.join("real/new/x"));
+    }
+
+    /// Regression: `..` after a symlink leads where the kernel takes it,
+    /// not where folding the text would.
+    #[test]
+    fn parent_components_apply_after_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        let root = base.join("root");
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        std::fs::create_dir_all(base.join("outside/sub")).unwrap();
+        std::os::unix::fs::symlink(base.join("outside/sub"), root.join("l")).unwrap();
+        let sneaky = root.join("l/../pwned");
+        assert_eq!(resolve_parent(&sneaky), base.join("outside/pwned"));
+        assert!(!is_within(&resolve_parent(&sneaky), &root));
+        assert_eq!(resolve_parent(&root.join("real/../x")), root.join("x"));
+        // A dangling link is judged by where it points.
+        std::os::unix::fs::symlink(base.join("outside/missing"), root.join("dangling")).unwrap();
+        assert_eq!(resolve(&root.join("dangling/new")), base.join("outside/missing/new"));
     }
 }
