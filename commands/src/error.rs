@@ -113,6 +113,10 @@ impl From<LedgerError> for CliError {
                 exit::VERIFY,
                 "restore the ledger's blobs/ directory from a backup".into(),
             ),
+            LedgerError::Broken { .. } => (
+                exit::FAILED,
+                "everything acknowledged is in the journal: run the command again (opening the ledger catches the store up), and check the disk".into(),
+            ),
             LedgerError::Io(_) => (
                 exit::FAILED,
                 "check the path and its permissions, then run the command again".into(),

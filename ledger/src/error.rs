@@ -55,6 +55,9 @@ pub enum LedgerError {
     #[error("blob {digest} is damaged: its content hashes to {actual}")]
     BlobCorrupt { digest: Digest, actual: Digest },
 
+    #[error("the ledger stopped after a failed write ({reason})")]
+    Broken { reason: String },
+
     #[error(transparent)]
     Io(#[from] std::io::Error),
 

@@ -49,11 +49,22 @@ impl Journal {
         &self.path
     }
 
-    /// Appends complete lines (each ending in a newline) and makes them durable.
+    /// Appends complete lines (each ending in a newline) and makes them
+    /// durable. On failure nothing of them stays: the file is cut back to
+    /// where it was, so a later append never follows a torn line. (After a
+    /// failed fsync the kernel may have dropped the pages; the ledger then
+    /// refuses further appends until it is opened again.)
     pub fn append(&mut self, lines: &[u8]) -> Result<()> {
         debug_assert!(lines.is_empty() || lines.ends_with(b"\n"));
-        self.file.write_all(lines)?;
-        self.file.file().sync_data()?;
+        let before = self.file.metadata()?.len();
+        let written = self
+            .file
+            .write_all(lines)
+            .and_then(|()| self.file.file().sync_data());
+        if let Err(error) = written {
+            let _ = self.file.file().set_len(before);
+            return Err(error.into());
+        }
         Ok(())
     }
 }

@@ -24,6 +24,6 @@ pub use bytes::{Bytes, Digest};
 pub use error::{LedgerError, Result};
 pub use event::*;
 pub use record::{Entry, Record, Timestamp};
-pub use store::{Draft, Ledger, Origin, Selector};
+pub use store::{Access, Draft, Ledger, Origin, Selector};
 pub use verify::{ChainReport, Problem, ProblemKind};
 pub use view::View;

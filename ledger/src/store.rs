@@ -91,7 +91,26 @@ pub(crate) struct Lock {
     _file: File,
 }
 
-pub(crate) fn acquire_lock(dir: &Path) -> Result<Lock> {
+/// Why a process holds the lock: to append, or only to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Write,
+    Read,
+}
+
+impl Access {
+    fn word(self) -> &'static str {
+        match self {
+            Access::Write => "write",
+            Access::Read => "read",
+        }
+    }
+}
+
+/// How long anyone waits for a holder that only reads.
+const READER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+pub(crate) fn acquire_lock(dir: &Path, access: Access) -> Result<Lock> {
     let path = dir.join(LOCK);
     let mut file = fs_err::OpenOptions::new()
         .create(true)
@@ -103,32 +122,44 @@ pub(crate) fn acquire_lock(dir: &Path) -> Result<Lock> {
         .0;
     // A child process forked by another thread of this process (a step's
     // command, a test's helper) shares the lock's open file until it execs;
-    // give such a brief holder a moment before calling the ledger taken.
+    // give such a brief holder a moment before calling the ledger taken. A
+    // holder that only reads (history, status, verify, an export) is waited
+    // for: it finishes on its own, and a writer must not fail because of it.
+    let started = std::time::Instant::now();
     let mut attempt = 0;
-    let outcome = loop {
+    let holder = loop {
         match file.try_lock() {
-            Err(TryLockError::WouldBlock) if attempt < 25 => {
+            Ok(()) => break None,
+            Err(TryLockError::Error(source)) => return Err(source.into()),
+            Err(TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.seek(SeekFrom::Start(0));
+                let _ = file.read_to_string(&mut text);
+                let mut words = text.split_whitespace();
+                let pid: Option<u32> = words.next().and_then(|word| word.parse().ok());
+                let reading = words.next() == Some(Access::Read.word());
+                let patient = if reading {
+                    started.elapsed() < READER_PATIENCE
+                } else {
+                    attempt < 25
+                };
+                if !patient {
+                    break Some(pid);
+                }
                 attempt += 1;
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            other => break other,
         }
     };
-    match outcome {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            return Err(LedgerError::Locked {
-                dir: dir.to_path_buf(),
-                holder: text.trim().parse().ok(),
-            });
-        }
-        Err(TryLockError::Error(source)) => return Err(source.into()),
+    if let Some(holder) = holder {
+        return Err(LedgerError::Locked {
+            dir: dir.to_path_buf(),
+            holder,
+        });
     }
     file.set_len(0)?;
     file.seek(SeekFrom::Start(0))?;
-    write!(file, "{}", std::process::id())?;
+    write!(file, "{} {}", std::process::id(), access.word())?;
     Ok(Lock { _file: file })
 }
 
@@ -193,6 +224,8 @@ pub struct Ledger {
     last_page: Mutex<Option<page::Page>>,
     /// The store write of the newest batch, still running (see `append_batch`).
     pending: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
+    /// Why this handle refuses to go on (see `settle`).
+    broken: Mutex<Option<String>>,
     _lock: Lock,
 }
 
@@ -240,7 +273,7 @@ impl Ledger {
                     )
                 })?;
         }
-        let lock = acquire_lock(dir)?;
+        let lock = acquire_lock(dir, Access::Write)?;
         let marker = format!("{MARKER_MAGIC}\nformat = {FORMAT_VERSION}\nid = {ledger_id}\n");
         let temp = dir.join(format!("{MARKER}.tmp"));
         fs_err::write(&temp, marker)?;
@@ -251,10 +284,18 @@ impl Ledger {
         Self::open_locked(dir, lock, origin)
     }
 
-    /// Opens an existing ledger for writing. Refuses if another process holds it.
+    /// Opens an existing ledger for writing. Refuses if another process
+    /// holds it to write; waits for one that only reads.
     pub fn open(dir: &Path, origin: Origin) -> Result<Ledger> {
+        Self::open_as(dir, origin, Access::Write)
+    }
+
+    /// Opens an existing ledger, saying whether this process will append.
+    /// Only one process holds a ledger at a time (sled allows no more); the
+    /// access tells others whether to wait for it or read the journal.
+    pub fn open_as(dir: &Path, origin: Origin, access: Access) -> Result<Ledger> {
         read_marker(dir)?;
-        let lock = acquire_lock(dir)?;
+        let lock = acquire_lock(dir, access)?;
         Self::open_locked(dir, lock, origin)
     }
 
@@ -279,6 +320,7 @@ impl Ledger {
             caught_up: 0,
             last_page: Mutex::new(None),
             pending: Mutex::new(None),
+            broken: Mutex::new(None),
             _lock: lock,
         };
         if let Some(page) = page::last_page(&ledger.events)?
@@ -514,7 +556,13 @@ impl Ledger {
         // next open catches up. The store is flushed to the OS but not
         // fsynced: after a power loss it recovers a consistent prefix of
         // itself (sled's log) and catches up from the journal likewise.
-        self.journal.append(&lines)?;
+        if let Err(error) = self.journal.append(&lines) {
+            // The journal may have lost pages it had acknowledged to the
+            // kernel (a failed fsync); only a fresh open can tell.
+            *self.broken.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(format!("writing the journal failed: {error}"));
+            return Err(error);
+        }
         let (events_tree, index_tree, db) =
             (self.events.clone(), self.index.clone(), self.db.clone());
         let writer = std::thread::Builder::new()
@@ -541,18 +589,35 @@ impl Ledger {
 
     /// Waits for the store write of the newest batch, if it is running, and
     /// reports its failure.
+    ///
+    /// A failed store write leaves the store behind an acknowledged journal;
+    /// from then on this `Ledger` refuses every read and append (`Broken`),
+    /// so that nothing is read from, or written after, a gap. Opening the
+    /// ledger again catches the store up from the journal.
     fn settle(&self) -> Result<()> {
+        let mut broken = self.broken.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reason) = broken.as_ref() {
+            return Err(LedgerError::Broken {
+                reason: reason.clone(),
+            });
+        }
         let writer = self
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        match writer {
+        let result = match writer {
             Some(writer) => writer.join().unwrap_or_else(|_| {
                 Err(std::io::Error::other("the store writer thread panicked").into())
             }),
             None => Ok(()),
+        };
+        if let Err(error) = result {
+            let reason = error.to_string();
+            *broken = Some(reason.clone());
+            return Err(LedgerError::Broken { reason });
         }
+        Ok(())
     }
 
     /// Appends one event.

@@ -375,7 +375,7 @@ pub fn repair(dir: &Path, origin: crate::store::Origin) -> Result<RepairReport> 
     let journal = dir.join("journal.jsonl");
     let (count, head) = verify_journal(&journal, &marker.ledger_id)?;
     // Take the lock before moving anything.
-    let lock = crate::store::acquire_lock(dir)?;
+    let lock = crate::store::acquire_lock(dir, crate::store::Access::Write)?;
     let store = dir.join("store");
     let mut kept = None;
     if store.exists() {

@@ -57,7 +57,7 @@ pub enum View {
 impl View {
     /// Opens the store, or the journal if another rewind holds the ledger.
     pub fn open(dir: &Path, origin: Origin) -> Result<View> {
-        match Ledger::open(dir, origin) {
+        match Ledger::open_as(dir, origin, crate::store::Access::Read) {
             Ok(ledger) => Ok(View::Store(Box::new(ledger))),
             Err(LedgerError::Locked { holder, .. }) => {
                 Ok(View::Journal(Snapshot::load(dir)?, holder))

@@ -141,3 +141,34 @@ fn a_damaged_compressed_page_is_reported_and_repaired_from_the_journal() {
     assert_eq!(ledger.verify_chain().unwrap().problem, None);
     assert_eq!(ledger.head().0, 20);
 }
+
+#[test]
+fn a_writer_waits_for_a_reader_but_not_for_another_writer() {
+    use rewind_ledger::{Access, LedgerError};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    drop(Ledger::init(&path, "ledger-4", origin()).unwrap());
+    let reader = Ledger::open_as(&path, origin(), Access::Read).unwrap();
+    let released = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        drop(reader);
+    });
+    let started = std::time::Instant::now();
+    let mut writer = Ledger::open(&path, origin()).expect("the writer waits for the reader");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    released.join().unwrap();
+    writer
+        .append(
+            None,
+            Event::Note(Note {
+                about_run: None,
+                about_seq: None,
+                text: "after".into(),
+            }),
+        )
+        .unwrap();
+    let second = Ledger::open(&path, origin()).unwrap_err();
+    assert!(matches!(second, LedgerError::Locked { .. }), "{second}");
+    let reading = Ledger::open_as(&path, origin(), Access::Read).unwrap_err();
+    assert!(matches!(reading, LedgerError::Locked { .. }), "{reading}");
+}
