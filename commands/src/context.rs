@@ -169,3 +169,18 @@ pub fn parse_time(flag: &str, text: &str, end_of_day: bool) -> CliResult<Timesta
         )),
     )
 }
+
+/// Parses `--since` (start of a day when a date) and `--until` (end of a day).
+pub fn parse_window(
+    since: Option<&str>,
+    until: Option<&str>,
+) -> CliResult<(Option<Timestamp>, Option<Timestamp>)> {
+    Ok((
+        since
+            .map(|text| parse_time("--since", text, false))
+            .transpose()?,
+        until
+            .map(|text| parse_time("--until", text, true))
+            .transpose()?,
+    ))
+}

@@ -59,13 +59,21 @@ const REPAIR: &str = "run `rewind verify` to find the first damaged seq; `rewind
 impl From<LedgerError> for CliError {
     fn from(error: LedgerError) -> CliError {
         let (code, hint): (u8, String) = match &error {
-            LedgerError::NotALedger { dir } => (
-                exit::USAGE,
-                format!(
-                    "run `rewind init --ledger {}` to create one, or point --ledger (or REWIND_LEDGER) at an existing ledger",
-                    dir.display()
-                ),
-            ),
+            LedgerError::NotALedger { dir } => {
+                let empty = std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
+                let hint = if empty {
+                    format!(
+                        "run `rewind init --ledger {}` to create one there, or point --ledger (or REWIND_LEDGER) at an existing ledger",
+                        dir.display()
+                    )
+                } else {
+                    format!(
+                        "{} holds other files: point --ledger (or REWIND_LEDGER) at the ledger's own directory (`rewind init` makes ./.rewind by default)",
+                        dir.display()
+                    )
+                };
+                (exit::USAGE, hint)
+            }
             LedgerError::AlreadyInitialized { .. } => (
                 exit::USAGE,
                 "use it as it is, or pass --ledger with another directory".into(),

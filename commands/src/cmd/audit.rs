@@ -11,20 +11,11 @@ use rewind_ledger::canonical::entry_line;
 use rewind_ledger::{Digest, Selector};
 
 use crate::cli::{ExportArgs, ExportFormat};
-use crate::context::{Ctx, parse_time};
+use crate::context::{Ctx, parse_window};
 use crate::error::{CliError, CliResult};
 
 pub fn export(ctx: &mut Ctx, args: ExportArgs) -> CliResult {
-    let since = args
-        .since
-        .as_deref()
-        .map(|text| parse_time("--since", text, false))
-        .transpose()?;
-    let until = args
-        .until
-        .as_deref()
-        .map(|text| parse_time("--until", text, true))
-        .transpose()?;
+    let (since, until) = parse_window(args.since.as_deref(), args.until.as_deref())?;
     let view = ctx.open_read()?;
     let (head, _) = view.head();
     let mut first = 1;

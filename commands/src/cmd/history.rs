@@ -6,7 +6,7 @@ use rewind_projections::history::{self, ColumnChange, Query};
 use serde::Serialize;
 
 use crate::cli::HistoryArgs;
-use crate::context::{Ctx, parse_time};
+use crate::context::{Ctx, parse_window};
 use crate::error::{CliError, CliResult};
 use crate::printer::table;
 
@@ -36,16 +36,7 @@ pub fn run(ctx: &mut Ctx, args: HistoryArgs) -> CliResult {
             None => error.hint(format!("kinds are: {}", EVENT_KINDS.join(", "))),
         });
     }
-    let since = args
-        .since
-        .as_deref()
-        .map(|text| parse_time("--since", text, false))
-        .transpose()?;
-    let until = args
-        .until
-        .as_deref()
-        .map(|text| parse_time("--until", text, true))
-        .transpose()?;
+    let (since, until) = parse_window(args.since.as_deref(), args.until.as_deref())?;
     let query = Query {
         selector: Selector {
             run: args.run,
