@@ -1,0 +1,282 @@
+//! What the capture and undo code needs to know about a table, read from
+//! the engine's catalog: its columns with their declared types, its key
+//! columns, and the sequences its inserts advance.
+
+use rewind_ledger::{Column, SqlValue};
+
+use super::error::{DbError, Result};
+use super::executor::{Bind, Engine, Executor, quote_ident, quote_table};
+
+/// A table as the capture code sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct TableInfo {
+    /// The name as the step gave it.
+    pub name: String,
+    /// The name quoted for SQL.
+    pub quoted: String,
+    /// The captured columns, in order. On a SQLite rowid table whose key is
+    /// not the rowid, the first one is `rowid`, so a re-inserted row gets
+    /// its old rowid back.
+    pub columns: Vec<Column>,
+    /// The key columns, a subset of `columns`.
+    pub key: Vec<String>,
+}
+
+impl TableInfo {
+    pub fn key_positions(&self) -> Vec<usize> {
+        self.key
+            .iter()
+            .map(|name| {
+                self.columns
+                    .iter()
+                    .position(|column| &column.name == name)
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    pub fn sql_type(&self, name: &str) -> &str {
+        self.columns
+            .iter()
+            .find(|column| column.name == name)
+            .map_or("text", |column| column.sql_type.as_str())
+    }
+
+    /// `"k0", "k1"`, optionally qualified by `prefix.`.
+    pub fn key_list(&self, prefix: &str) -> String {
+        self.key
+            .iter()
+            .map(|name| format!("{prefix}{}", quote_ident(name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn text(value: &SqlValue) -> String {
+    match value {
+        SqlValue::Text(text) | SqlValue::Typed(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Reads a table's columns and key; refuses an unknown table, unknown key
+/// columns, and a table without a usable key.
+pub(crate) async fn table_info(
+    executor: &mut dyn Executor,
+    database: &str,
+    table: &str,
+    key: Option<&[String]>,
+) -> Result<TableInfo> {
+    let engine = executor.engine();
+    let quoted = quote_table(engine, table);
+    let unreachable = |error: sqlx::Error| DbError::Unreachable {
+        database: database.to_owned(),
+        message: error.to_string(),
+    };
+    let (mut columns, primary_key, rowid_alias) = match engine {
+        Engine::Sqlite => {
+            let rows = executor
+                .fetch(
+                    "SELECT name, type, pk FROM pragma_table_xinfo(?1) WHERE hidden = 0 ORDER BY cid",
+                    &[Bind::Value(SqlValue::Text(table.to_owned()))],
+                )
+                .await
+                .map_err(unreachable)?;
+            let mut columns = Vec::new();
+            let mut primary_key: Vec<(i64, String)> = Vec::new();
+            for row in &rows {
+                let name = text(&row[0]);
+                if let SqlValue::Integer(position) = row[2]
+                    && position > 0
+                {
+                    primary_key.push((position, name.clone()));
+                }
+                columns.push(Column {
+                    name,
+                    sql_type: text(&row[1]),
+                });
+            }
+            primary_key.sort();
+            let primary_key: Vec<String> = primary_key.into_iter().map(|(_, name)| name).collect();
+            let without_rowid = executor
+                .fetch(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    &[Bind::Value(SqlValue::Text(table.to_owned()))],
+                )
+                .await
+                .map_err(unreachable)?
+                .first()
+                .map(|row| {
+                    text(&row[0])
+                        .to_ascii_uppercase()
+                        .replace(char::is_whitespace, "")
+                        .contains("WITHOUTROWID")
+                })
+                .unwrap_or(false);
+            let rowid_alias = primary_key.len() == 1
+                && columns.iter().any(|column| {
+                    column.name == primary_key[0] && column.sql_type.eq_ignore_ascii_case("INTEGER")
+                });
+            (columns, primary_key, without_rowid || rowid_alias)
+        }
+        Engine::Postgres => {
+            let exists = executor
+                .fetch(
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    &[Bind::Value(SqlValue::Text(quoted.clone()))],
+                )
+                .await
+                .map_err(unreachable)?;
+            if exists.first().map(|row| &row[0]) != Some(&SqlValue::Integer(1)) {
+                return Err(DbError::UnknownTable {
+                    database: database.to_owned(),
+                    table: table.to_owned(),
+                });
+            }
+            let rows = executor
+                .fetch(
+                    "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+                     WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+                     AND a.attgenerated = '' ORDER BY a.attnum",
+                    &[Bind::Value(SqlValue::Text(quoted.clone()))],
+                )
+                .await
+                .map_err(unreachable)?;
+            let columns = rows
+                .iter()
+                .map(|row| Column {
+                    name: text(&row[0]),
+                    sql_type: text(&row[1]),
+                })
+                .collect();
+            let primary_key = executor
+                .fetch(
+                    "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid \
+                     AND a.attnum = ANY(i.indkey) WHERE i.indrelid = to_regclass($1) AND i.indisprimary \
+                     ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                    &[Bind::Value(SqlValue::Text(quoted.clone()))],
+                )
+                .await
+                .map_err(unreachable)?
+                .iter()
+                .map(|row| text(&row[0]))
+                .collect();
+            (columns, primary_key, true)
+        }
+    };
+    if columns.is_empty() {
+        return Err(DbError::UnknownTable {
+            database: database.to_owned(),
+            table: table.to_owned(),
+        });
+    }
+    let key: Vec<String> = match key {
+        Some(key) if !key.is_empty() => key.to_vec(),
+        _ => primary_key,
+    };
+    if key.is_empty() {
+        return Err(DbError::NoKey {
+            table: table.to_owned(),
+        });
+    }
+    for name in &key {
+        if !columns.iter().any(|column| &column.name == name) {
+            return Err(DbError::UnknownColumn {
+                table: table.to_owned(),
+                column: name.clone(),
+            });
+        }
+    }
+    if !rowid_alias {
+        columns.insert(
+            0,
+            Column {
+                name: "rowid".to_owned(),
+                sql_type: "ROWID".to_owned(),
+            },
+        );
+    }
+    Ok(TableInfo {
+        name: table.to_owned(),
+        quoted,
+        columns,
+        key,
+    })
+}
+
+/// The state of a sequence: its value and whether `nextval` was called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SequenceState {
+    pub name: String,
+    pub value: i64,
+    pub is_called: bool,
+}
+
+/// The sequences a table's inserts advance: PostgreSQL sequences owned by
+/// its columns, or the table's row in SQLite's `sqlite_sequence` (then
+/// `is_called` says whether the row existed).
+pub(crate) async fn sequences(
+    executor: &mut dyn Executor,
+    table: &TableInfo,
+) -> Result<Vec<SequenceState>, sqlx::Error> {
+    match executor.engine() {
+        Engine::Sqlite => {
+            let has_table = executor
+                .fetch(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_sequence'",
+                    &[],
+                )
+                .await?;
+            if has_table.first().map(|row| &row[0]) != Some(&SqlValue::Integer(1)) {
+                return Ok(Vec::new());
+            }
+            let rows = executor
+                .fetch(
+                    "SELECT seq FROM sqlite_sequence WHERE name = ?1",
+                    &[Bind::Value(SqlValue::Text(table.name.clone()))],
+                )
+                .await?;
+            Ok(vec![match rows.first().map(|row| &row[0]) {
+                Some(SqlValue::Integer(value)) => SequenceState {
+                    name: table.name.clone(),
+                    value: *value,
+                    is_called: true,
+                },
+                _ => SequenceState {
+                    name: table.name.clone(),
+                    value: 0,
+                    is_called: false,
+                },
+            }])
+        }
+        Engine::Postgres => {
+            let names = executor
+                .fetch(
+                    "SELECT s.oid::regclass::text FROM pg_depend d JOIN pg_class s ON s.oid = d.objid \
+                     WHERE s.relkind = 'S' AND d.classid = 'pg_class'::regclass \
+                     AND d.refclassid = 'pg_class'::regclass AND d.refobjid = to_regclass($1) \
+                     AND d.deptype IN ('a', 'i') ORDER BY 1",
+                    &[Bind::Value(SqlValue::Text(table.quoted.clone()))],
+                )
+                .await?;
+            let mut states = Vec::new();
+            for row in names {
+                let name = text(&row[0]);
+                // The name comes from the catalog's regclass output, which quotes it as needed.
+                let state = executor
+                    .fetch(&format!("SELECT last_value, is_called FROM {name}"), &[])
+                    .await?;
+                if let Some([SqlValue::Integer(value), SqlValue::Integer(is_called)]) =
+                    state.first().map(Vec::as_slice)
+                {
+                    states.push(SequenceState {
+                        name,
+                        value: *value,
+                        is_called: *is_called != 0,
+                    });
+                }
+            }
+            Ok(states)
+        }
+    }
+}

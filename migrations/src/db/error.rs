@@ -1,0 +1,123 @@
+//! Typed errors of the database layer, written for an operator at 3 a.m.:
+//! each names the database (password removed), table or step, and
+//! [`DbError::hint`] says what to do next. Drift is not an error: it is a
+//! value in [`super::UndoReport`].
+
+use thiserror::Error;
+
+/// Something went wrong talking to a database, or a step was refused before
+/// anything was touched.
+#[derive(Debug, Error)]
+pub enum DbError {
+    #[error("unsupported database url {url}")]
+    UnsupportedUrl { url: String },
+
+    #[error("cannot reach database {database}: {message}")]
+    Unreachable { database: String, message: String },
+
+    #[error("database {database} refused the credentials: {message}")]
+    AuthenticationFailed { database: String, message: String },
+
+    #[error("unknown table {table} in {database}")]
+    UnknownTable { database: String, table: String },
+
+    #[error("unknown column {column} in table {table}")]
+    UnknownColumn { table: String, column: String },
+
+    #[error("table {table} has no usable key: no primary key and no key columns given")]
+    NoKey { table: String },
+
+    #[error("step {step}: set changes key column {column} of table {table}")]
+    SetsKeyColumn {
+        step: u32,
+        table: String,
+        column: String,
+    },
+
+    #[error("step {step}: {kind} step has neither a down statement nor irreversible = true")]
+    MissingDown { step: u32, kind: &'static str },
+
+    #[error("step {step}: {problem}")]
+    InvalidStep { step: u32, problem: String },
+
+    #[error("step {step}: statement failed on {database}: {message}\n  statement: {statement}")]
+    Statement {
+        step: u32,
+        database: String,
+        statement: String,
+        message: String,
+    },
+
+    #[error(
+        "step {step}: recording the images of table {table} failed, the transaction was rolled back: {source}"
+    )]
+    Record {
+        step: u32,
+        table: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    #[error("step {step}: table {table} changed under the step: {problem}")]
+    Concurrent {
+        step: u32,
+        table: String,
+        problem: String,
+    },
+
+    #[error("step {step}: refusing to roll back irreversible statement {statement}")]
+    Irreversible { step: u32, statement: String },
+
+    #[error("event kind {kind} has no database inverse")]
+    NoInverse { kind: &'static str },
+
+    #[error("cannot start the database runtime: {message}")]
+    Runtime { message: String },
+}
+
+impl DbError {
+    /// The next thing an operator could do about this error, if there is one.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            DbError::UnsupportedUrl { .. } => {
+                Some("use sqlite://path/to/file.db or postgres://user@host/dbname")
+            }
+            DbError::Unreachable { .. } => {
+                Some("check that the server runs and the url's host, port and database name")
+            }
+            DbError::AuthenticationFailed { .. } => {
+                Some("check the user and password in the url, or the server's pg_hba.conf")
+            }
+            DbError::UnknownTable { .. } => {
+                Some("check the table name in the step, and the database url")
+            }
+            DbError::UnknownColumn { .. } => {
+                Some("check the column names in the step's key and set")
+            }
+            DbError::NoKey { .. } => {
+                Some("give the step `key = [\"column\", …]` naming unique, non-null columns")
+            }
+            DbError::SetsKeyColumn { .. } => Some(
+                "key columns identify rows in the ledger; change them with a delete and an insert",
+            ),
+            DbError::MissingDown { .. } => {
+                Some("add `down = \"…\"`, or `irreversible = true` if it cannot be undone")
+            }
+            DbError::InvalidStep { .. } => Some("fix the step in the spec"),
+            DbError::Statement { .. } => Some(
+                "fix the statement in the spec; nothing was changed by this step's failed transaction",
+            ),
+            DbError::Record { .. } => {
+                Some("check the ledger directory (space, permissions), then apply again")
+            }
+            DbError::Concurrent { .. } => Some("stop other writers to the table and apply again"),
+            DbError::Irreversible { .. } => {
+                Some("pass --allow-irreversible to roll back past it without undoing it")
+            }
+            DbError::NoInverse { .. } | DbError::Runtime { .. } => None,
+        }
+    }
+}
+
+/// Shorthand for results of this module.
+pub type Result<T, E = DbError> = std::result::Result<T, E>;

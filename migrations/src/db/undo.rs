@@ -1,0 +1,549 @@
+//! The inverses of the database events, each behind its drift check.
+//!
+//! A `RowsChanged` chunk is undone set-based, in one transaction: its
+//! images are loaded into a temporary table with one statement (PostgreSQL
+//! `unnest` of text arrays; SQLite multi-row `VALUES`), the current rows are
+//! read with one join, each row is compared with its after image, and then
+//! one `UPDATE … FROM`, one `DELETE` and one `INSERT … SELECT` restore the
+//! rows that did not drift. A row that already equals its before image
+//! (a rollback interrupted after its commit and run again) is left as it is
+//! and counted, not reported as drift.
+
+use rewind_ledger::{
+    DriftFound, Event, RowImage, RowsChanged, SchemaChanged, SequenceMoved, SqlValue, render_key,
+};
+
+use super::capture::Context;
+use super::catalog::TableInfo;
+use super::error::{DbError, Result};
+use super::executor::{Bind, Engine, quote_ident};
+
+/// What to do with rows that drifted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDrift {
+    /// Change nothing in the chunk and report the drift.
+    #[default]
+    Stop,
+    /// Leave drifted rows alone, restore the others.
+    Skip,
+}
+
+/// How to undo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UndoOptions {
+    pub on_drift: OnDrift,
+    /// Pass over `irreversible` statements instead of refusing.
+    pub allow_irreversible: bool,
+}
+
+/// A row whose current state is neither its after image nor its before image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowDrift {
+    pub table: String,
+    pub key: Vec<SqlValue>,
+    /// The columns that differ from the after image; every column when the
+    /// row is missing or present against expectation.
+    pub columns: Vec<String>,
+    /// The after image (`None`: the row should be absent).
+    pub expected: Option<Vec<SqlValue>>,
+    /// The row now (`None`: it is absent).
+    pub actual: Option<Vec<SqlValue>>,
+}
+
+impl RowDrift {
+    /// The `DriftFound` event recording this drift of the event at `seq`.
+    pub fn to_event(&self, seq: u64, column_names: &[String]) -> Event {
+        let render = |image: &Option<Vec<SqlValue>>| match image {
+            None => "absent".to_owned(),
+            Some(values) => column_names
+                .iter()
+                .zip(values)
+                .filter(|(name, _)| self.columns.contains(name))
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        Event::DriftFound(DriftFound {
+            actual: render(&self.actual),
+            expected: render(&self.expected),
+            seq,
+            subject: format!("{} {}", self.table, render_key(&self.key)),
+        })
+    }
+}
+
+/// What an undo did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UndoReport {
+    /// Whether anything was changed: false when drift stopped the undo,
+    /// on a dry run, and for a passed-over irreversible statement.
+    pub applied: bool,
+    /// Rows put back to their before image (or removed, or re-inserted).
+    pub restored: u64,
+    /// Rows that already equalled their before image.
+    pub already_restored: u64,
+    pub drift: Vec<RowDrift>,
+}
+
+pub(crate) async fn undo(
+    context: &mut Context<'_>,
+    event: &Event,
+    options: UndoOptions,
+    dry_run: bool,
+) -> Result<UndoReport> {
+    match event {
+        Event::RowsChanged(rows) => undo_rows(context, rows, options, dry_run).await,
+        Event::SequenceMoved(moved) => {
+            if !dry_run {
+                undo_sequence(context, moved).await?;
+            }
+            Ok(UndoReport {
+                applied: !dry_run,
+                ..UndoReport::default()
+            })
+        }
+        Event::SchemaChanged(changed) => undo_schema(context, changed, options, dry_run).await,
+        other => Err(DbError::NoInverse { kind: other.kind() }),
+    }
+}
+
+async fn undo_sequence(context: &mut Context<'_>, moved: &SequenceMoved) -> Result<()> {
+    let step = moved.step;
+    match context.executor.engine() {
+        Engine::Postgres => {
+            context
+                .fetch(
+                    step,
+                    "SELECT setval($1::regclass, $2, $3)::text",
+                    &[
+                        Bind::Value(SqlValue::Text(moved.sequence.clone())),
+                        Bind::Value(SqlValue::Integer(moved.old)),
+                        Bind::Bool(moved.old_is_called),
+                    ],
+                )
+                .await?;
+        }
+        Engine::Sqlite => {
+            let name = Bind::Value(SqlValue::Text(moved.sequence.clone()));
+            if moved.old_is_called {
+                let value = Bind::Value(SqlValue::Integer(moved.old));
+                let updated = context
+                    .execute(
+                        step,
+                        "UPDATE sqlite_sequence SET seq = ?2 WHERE name = ?1",
+                        &[name.clone(), value.clone()],
+                    )
+                    .await?;
+                if updated == 0 {
+                    context
+                        .execute(
+                            step,
+                            "INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)",
+                            &[name, value],
+                        )
+                        .await?;
+                }
+            } else {
+                context
+                    .execute(step, "DELETE FROM sqlite_sequence WHERE name = ?1", &[name])
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn undo_schema(
+    context: &mut Context<'_>,
+    changed: &SchemaChanged,
+    options: UndoOptions,
+    dry_run: bool,
+) -> Result<UndoReport> {
+    let step = changed.step;
+    let down = match (&changed.down, changed.irreversible) {
+        (Some(down), false) => down,
+        _ if options.allow_irreversible => return Ok(UndoReport::default()),
+        _ => {
+            return Err(DbError::Irreversible {
+                step,
+                statement: changed.up.clone(),
+            });
+        }
+    };
+    if dry_run {
+        return Ok(UndoReport::default());
+    }
+    context.begin(step).await?;
+    if let Err(error) = context.script(step, down).await {
+        context.rollback().await;
+        return Err(error);
+    }
+    context.commit(step).await?;
+    Ok(UndoReport {
+        applied: true,
+        ..UndoReport::default()
+    })
+}
+
+fn as_text(value: &SqlValue) -> Option<String> {
+    match value {
+        SqlValue::Null => None,
+        SqlValue::Text(text) | SqlValue::Typed(text) => Some(text.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Which image a current row equals.
+enum State {
+    AtAfter,
+    AtBefore,
+    Drifted(RowDrift),
+}
+
+fn classify(rows: &RowsChanged, image: &RowImage, current: Option<Vec<SqlValue>>) -> State {
+    if current == image.after {
+        return State::AtAfter;
+    }
+    if current == image.before {
+        return State::AtBefore;
+    }
+    let names: Vec<String> = rows
+        .columns
+        .iter()
+        .map(|column| column.name.clone())
+        .collect();
+    let columns = match (&current, &image.after) {
+        (Some(now), Some(after)) => names
+            .iter()
+            .zip(now.iter().zip(after))
+            .filter(|(_, (now, after))| now != after)
+            .map(|(name, _)| name.clone())
+            .collect(),
+        _ => names,
+    };
+    State::Drifted(RowDrift {
+        table: rows.table.clone(),
+        key: image.key.clone(),
+        columns,
+        expected: image.after.clone(),
+        actual: current,
+    })
+}
+
+async fn undo_rows(
+    context: &mut Context<'_>,
+    rows: &RowsChanged,
+    options: UndoOptions,
+    dry_run: bool,
+) -> Result<UndoReport> {
+    let step = rows.step;
+    let engine = context.executor.engine();
+    let info = context.table(&rows.table, Some(&rows.key_columns)).await?;
+    for column in &rows.columns {
+        if !info.columns.iter().any(|known| known.name == column.name) {
+            return Err(DbError::UnknownColumn {
+                table: rows.table.clone(),
+                column: column.name.clone(),
+            });
+        }
+    }
+    let column_count = rows.columns.len();
+    let key_count = rows.key_columns.len();
+    let images = "_rw_images";
+    // The types to cast to are read from the catalog now, never taken from the ledger.
+    let cast = |name: &str| -> String {
+        match engine {
+            Engine::Postgres => format!("::{}", info.sql_type(name)),
+            Engine::Sqlite => String::new(),
+        }
+    };
+    context.begin(step).await?;
+    let result = async {
+        load_images(context, step, &info, rows).await?;
+        let present = format!("CASE WHEN t.{} IS NULL THEN 0 ELSE 1 END", quote_ident(&rows.key_columns[0]));
+        let current_columns = rows
+            .columns
+            .iter()
+            .map(|column| match engine {
+                Engine::Postgres => format!("t.{}::text", quote_ident(&column.name)),
+                Engine::Sqlite => format!("t.{}", quote_ident(&column.name)),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let join = rows
+            .key_columns
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("t.{} = i.k{i}{}", quote_ident(name), cast(name)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let table = &info.quoted;
+        let current_sql = format!(
+            "SELECT i.idx, {present}, {current_columns} FROM {images} AS i LEFT JOIN {table} AS t ON {join} ORDER BY i.idx"
+        );
+        let current = context.fetch(step, &current_sql, &[]).await?;
+        let mut report = UndoReport::default();
+        let mut leave_alone: Vec<i64> = Vec::new();
+        for row in current {
+            let (SqlValue::Integer(index), SqlValue::Integer(present)) = (&row[0], &row[1]) else {
+                continue;
+            };
+            let image = &rows.rows[*index as usize];
+            let now = (*present == 1).then(|| row[2..].to_vec());
+            match classify(rows, image, now) {
+                State::AtAfter => report.restored += 1,
+                State::AtBefore => {
+                    report.already_restored += 1;
+                    leave_alone.push(*index);
+                }
+                State::Drifted(drift) => {
+                    report.drift.push(drift);
+                    leave_alone.push(*index);
+                }
+            }
+        }
+        if dry_run || (!report.drift.is_empty() && options.on_drift == OnDrift::Stop) {
+            report.restored = 0;
+            return Ok(report);
+        }
+        if !leave_alone.is_empty() {
+            match engine {
+                Engine::Postgres => {
+                    let ids = leave_alone.iter().map(|&id| id as i32).collect();
+                    context
+                        .execute(step, "DELETE FROM _rw_images WHERE idx = ANY($1::int4[])", &[Bind::IntArray(ids)])
+                        .await?;
+                }
+                Engine::Sqlite => {
+                    for chunk in leave_alone.chunks(10_000) {
+                        let marks = (1..=chunk.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+                        let binds: Vec<Bind> = chunk.iter().map(|&id| Bind::Value(SqlValue::Integer(id))).collect();
+                        context
+                            .execute(step, &format!("DELETE FROM temp._rw_images WHERE idx IN ({marks})"), &binds)
+                            .await?;
+                    }
+                }
+            }
+        }
+        let key_positions = info_positions(rows);
+        let non_key: Vec<usize> = (0..column_count).filter(|i| !key_positions.contains(i)).collect();
+        let restore_join = rows
+            .key_columns
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("{table}.{} = i.k{i}{}", quote_ident(name), cast(name)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        if !non_key.is_empty() {
+            let sets = non_key
+                .iter()
+                .map(|&i| {
+                    let name = &rows.columns[i].name;
+                    format!("{} = i.b{i}{}", quote_ident(name), cast(name))
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            context
+                .execute(
+                    step,
+                    &format!("UPDATE {table} SET {sets} FROM {images} AS i WHERE {restore_join} AND i.hb AND i.ha"),
+                    &[],
+                )
+                .await?;
+        }
+        let delete = match engine {
+            Engine::Postgres => format!("DELETE FROM {table} USING {images} AS i WHERE {restore_join} AND NOT i.hb"),
+            Engine::Sqlite => {
+                let keys = rows.key_columns.iter().map(|name| quote_ident(name)).collect::<Vec<_>>().join(", ");
+                let image_keys = (0..key_count).map(|i| format!("k{i}")).collect::<Vec<_>>().join(", ");
+                format!("DELETE FROM {table} WHERE ({keys}) IN (SELECT {image_keys} FROM {images} WHERE NOT hb)")
+            }
+        };
+        context.execute(step, &delete, &[]).await?;
+        let target = rows.columns.iter().map(|column| quote_ident(&column.name)).collect::<Vec<_>>().join(", ");
+        let values = rows
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| format!("i.b{i}{}", cast(&column.name)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let overriding = match engine {
+            Engine::Postgres => " OVERRIDING SYSTEM VALUE",
+            Engine::Sqlite => "",
+        };
+        context
+            .execute(
+                step,
+                &format!(
+                    "INSERT INTO {table} ({target}){overriding} SELECT {values} FROM {images} AS i WHERE NOT i.ha ORDER BY i.idx"
+                ),
+                &[],
+            )
+            .await?;
+        if engine == Engine::Sqlite {
+            context.execute(step, "DROP TABLE temp._rw_images", &[]).await?;
+        }
+        report.applied = true;
+        Ok(report)
+    }
+    .await;
+    match result {
+        Ok(report) if report.applied => {
+            context.commit(step).await?;
+            Ok(report)
+        }
+        Ok(report) => {
+            context.rollback().await;
+            Ok(report)
+        }
+        Err(error) => {
+            context.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+fn info_positions(rows: &RowsChanged) -> Vec<usize> {
+    rows.key_columns
+        .iter()
+        .filter_map(|name| rows.columns.iter().position(|column| &column.name == name))
+        .collect()
+}
+
+/// Creates the temporary image table and fills it with one statement (or,
+/// on SQLite, one statement per batch of rows within the variable limit).
+async fn load_images(
+    context: &mut Context<'_>,
+    step: u32,
+    _info: &TableInfo,
+    rows: &RowsChanged,
+) -> Result<()> {
+    let engine = context.executor.engine();
+    let column_count = rows.columns.len();
+    let key_count = rows.key_columns.len();
+    let names: Vec<String> = ["idx".to_owned(), "hb".to_owned(), "ha".to_owned()]
+        .into_iter()
+        .chain((0..key_count).map(|i| format!("k{i}")))
+        .chain((0..column_count).map(|i| format!("b{i}")))
+        .chain((0..column_count).map(|i| format!("a{i}")))
+        .collect();
+    match engine {
+        Engine::Postgres => {
+            let definitions = names
+                .iter()
+                .map(|name| match name.as_str() {
+                    "idx" => "idx int4".to_owned(),
+                    "hb" | "ha" => format!("{name} bool"),
+                    other => format!("{other} text"),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            context
+                .script(
+                    step,
+                    &format!("CREATE TEMP TABLE _rw_images ({definitions}) ON COMMIT DROP"),
+                )
+                .await?;
+            let mut binds = vec![
+                Bind::IntArray((0..rows.rows.len() as i32).collect()),
+                Bind::BoolArray(rows.rows.iter().map(|row| row.before.is_some()).collect()),
+                Bind::BoolArray(rows.rows.iter().map(|row| row.after.is_some()).collect()),
+            ];
+            for i in 0..key_count {
+                binds.push(Bind::TextArray(
+                    rows.rows
+                        .iter()
+                        .map(|row| row.key.get(i).and_then(as_text))
+                        .collect(),
+                ));
+            }
+            for image in [
+                |row: &RowImage| row.before.clone(),
+                |row: &RowImage| row.after.clone(),
+            ] {
+                for i in 0..column_count {
+                    binds.push(Bind::TextArray(
+                        rows.rows
+                            .iter()
+                            .map(|row| {
+                                image(row).and_then(|values| values.get(i).and_then(as_text))
+                            })
+                            .collect(),
+                    ));
+                }
+            }
+            let arrays = binds
+                .iter()
+                .enumerate()
+                .map(|(i, bind)| match bind {
+                    Bind::IntArray(_) => format!("${}::int4[]", i + 1),
+                    Bind::BoolArray(_) => format!("${}::bool[]", i + 1),
+                    _ => format!("${}::text[]", i + 1),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            context
+                .execute(
+                    step,
+                    &format!("INSERT INTO _rw_images SELECT * FROM unnest({arrays})"),
+                    &binds,
+                )
+                .await?;
+        }
+        Engine::Sqlite => {
+            context
+                .script(
+                    step,
+                    &format!("CREATE TEMP TABLE _rw_images ({})", names.join(", ")),
+                )
+                .await?;
+            let per_row = names.len();
+            let rows_per_statement = (30_000 / per_row).max(1);
+            for (batch_index, batch) in rows.rows.chunks(rows_per_statement).enumerate() {
+                let mut binds = Vec::with_capacity(batch.len() * per_row);
+                let mut tuples = Vec::with_capacity(batch.len());
+                for (offset, row) in batch.iter().enumerate() {
+                    let start = binds.len();
+                    binds.push(Bind::Value(SqlValue::Integer(
+                        (batch_index * rows_per_statement + offset) as i64,
+                    )));
+                    binds.push(Bind::Value(SqlValue::Integer(i64::from(
+                        row.before.is_some(),
+                    ))));
+                    binds.push(Bind::Value(SqlValue::Integer(i64::from(
+                        row.after.is_some(),
+                    ))));
+                    for i in 0..key_count {
+                        binds.push(Bind::Value(
+                            row.key.get(i).cloned().unwrap_or(SqlValue::Null),
+                        ));
+                    }
+                    for image in [&row.before, &row.after] {
+                        for i in 0..column_count {
+                            binds.push(Bind::Value(
+                                image
+                                    .as_ref()
+                                    .and_then(|values| values.get(i).cloned())
+                                    .unwrap_or(SqlValue::Null),
+                            ));
+                        }
+                    }
+                    let marks = (start + 1..=binds.len())
+                        .map(|i| format!("?{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    tuples.push(format!("({marks})"));
+                }
+                context
+                    .execute(
+                        step,
+                        &format!("INSERT INTO temp._rw_images VALUES {}", tuples.join(", ")),
+                        &binds,
+                    )
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,672 @@
+//! PostgreSQL, against a real server (127.0.0.1:5432 as postgres, or
+//! `REWIND_TEST_PG`): every test creates and drops its own database. Without
+//! a server the tests say they were skipped; under `CI=true` they fail.
+
+mod db_common;
+
+use std::collections::BTreeMap;
+
+use db_common::{PgDatabase, TestLedger, assert_same_dump, chinook_pg_script};
+use rewind_ledger::{Event, SqlValue};
+use rewind_migrations::db::{
+    Bind, Check, Database, DbError, Delete, Expectation, Insert, InsertSource, OnDrift, Schema,
+    UndoOptions, Update, Verify,
+};
+
+const FIXTURE: &str = r#"
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE things (
+    id serial PRIMARY KEY,
+    name text NOT NULL,
+    price numeric(10,2),
+    exact numeric,
+    happened timestamptz,
+    day date,
+    doc jsonb,
+    ident uuid,
+    raw bytea,
+    ratio float8,
+    small float4,
+    counts int[],
+    labels text[],
+    feeling mood,
+    flag boolean,
+    span interval
+);
+INSERT INTO things (name, price, exact, happened, day, doc, ident, raw, ratio, small, counts, labels, feeling, flag, span) VALUES
+  ('plain', 12.50, 1.000000000000000000001, '2024-02-29 23:59:59.123456+02', '2024-02-29', '{"b": [1, 2.50], "a": null}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\x00ff', '-0', 1.1, '{1,2,NULL}', '{"a b","c,d","e\"f"}', 'ok', true, '1 day 02:03:04.5'),
+  ('it''s "quoted"', -0.01, -12345678901234567890.123456789, '1970-01-01 00:00:00+00', '0001-01-01', '"just a string"', '00000000-0000-0000-0000-000000000000', '\x', 'NaN', 'NaN', '{}', '{}', 'sad', false, '-1 mons'),
+  (E'line\nbreak\ttab \\ backslash', 9999999.99, 0, 'infinity', 'infinity', '[]', 'ffffffff-ffff-ffff-ffff-ffffffffffff', '\xdeadbeef', 'Infinity', '-Infinity', '{{1,2},{3,4}}', '{NULL}', 'happy', NULL, '0'),
+  ('ünïcødé 🚀 ß', 0.00, 1e-30, '-infinity', '2000-01-01', '{"emoji": "🚀", "nested": {"x": [true, false, null]}}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12', '\x01', 0.1, 0.1, '{-2147483648,2147483647}', '{"ünï"}', NULL, true, '100 years'),
+  ('nulls', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+  ('tiny', 0.01, 5e-324, '2024-06-01 12:00:00+00', '2024-06-01', '{}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a13', '\x10', 5e-324, 1e-45, '{0}', '{""}', 'ok', true, '1 sec'),
+  ('big', 1.00, 1e30, '2024-06-01 12:00:00.000001+00', '2024-06-01', '{"n": 1e400}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a14', '\x20', 1.7976931348623157e308, 3.4028235e38, '{1}', '{"x"}', 'happy', false, '-1 sec');
+CREATE TABLE tags (
+    name text PRIMARY KEY,
+    weight float8,
+    thing_id int REFERENCES things (id)
+);
+INSERT INTO tags VALUES ('red', 1.0, 1), ('green', 2.25, 2), ('blue', NULL, NULL);
+CREATE TABLE pairs (a int, b text, v text, PRIMARY KEY (a, b));
+INSERT INTO pairs VALUES (1, 'x', 'one'), (1, 'y', 'two'), (2, 'x', 'three');
+CREATE TABLE nokey (a int, b int);
+INSERT INTO nokey VALUES (1, 2);
+CREATE TABLE ident (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text);
+INSERT INTO ident (v) VALUES ('a'), ('b');
+"#;
+
+fn fixture(prefix: &str) -> Option<(PgDatabase, Database)> {
+    let scratch = PgDatabase::create(prefix)?;
+    let mut database = scratch.connect();
+    database.execute_script(FIXTURE).unwrap();
+    Some((scratch, database))
+}
+
+fn set(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+fn postgres_round_trip_every_type_restores_identical_dump() {
+    let Some((scratch, mut database)) = fixture("rw_roundtrip") else {
+        return;
+    };
+    let data_before = scratch.dump(true);
+    let schema_before = scratch.dump(false);
+    assert!(
+        data_before.contains("setval"),
+        "the data dump carries sequence values"
+    );
+    let mut ledger = TestLedger::new();
+    {
+        let mut recorder = ledger.recorder();
+        let report = database
+            .update(
+                &Update {
+                    step: 1,
+                    table: "things".into(),
+                    key: None,
+                    filter: Some("name <> 'nulls'".into()),
+                    set: set(&[
+                        ("price", "coalesce(price, 0) + 1"),
+                        ("exact", "exact * 3"),
+                        ("happened", "happened + interval '1 hour'"),
+                        ("day", "day + 1"),
+                        ("doc", "coalesce(doc, '{}'::jsonb) || '{\"migrated\": true}'"),
+                        ("ident", "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380aff'"),
+                        ("raw", "raw || '\\xab'::bytea"),
+                        ("ratio", "-ratio"),
+                        ("small", "-small"),
+                        ("counts", "CASE WHEN array_ndims(counts) > 1 THEN counts || ARRAY[[7, 8]] ELSE array_append(counts, 7) END"),
+                        ("labels", "array_append(labels, 'it''s')"),
+                        ("feeling", "'happy'"),
+                        ("flag", "NOT flag"),
+                        ("span", "span * 2"),
+                        ("name", "name || E' \\u00e9\\n'"),
+                    ]),
+                    chunk_size: 2,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        assert_eq!((report.rows, report.chunks), (6, 3));
+        let report = database
+            .insert(
+                &Insert {
+                    step: 2,
+                    table: "things".into(),
+                    key: None,
+                    source: InsertSource::Rows(vec![
+                        BTreeMap::from([
+                            ("name".to_owned(), SqlValue::Text("new 'one'".into())),
+                            ("price".to_owned(), SqlValue::Text("3.14".into())),
+                            ("doc".to_owned(), SqlValue::Text("{\"k\": 1}".into())),
+                        ]),
+                        BTreeMap::from([
+                            ("name".to_owned(), SqlValue::Text("new two".into())),
+                            ("price".to_owned(), SqlValue::Null),
+                            ("doc".to_owned(), SqlValue::Null),
+                        ]),
+                    ]),
+                    chunk_size: 1,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        assert_eq!((report.rows, report.chunks), (2, 2));
+        database
+            .insert(
+                &Insert {
+                    step: 3,
+                    table: "tags".into(),
+                    key: None,
+                    source: InsertSource::Select(
+                        "SELECT name || '-tag' AS name, ratio AS weight, id AS thing_id FROM things WHERE id > 5".into(),
+                    ),
+                    chunk_size: 2,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .insert(
+                &Insert {
+                    step: 4,
+                    table: "ident".into(),
+                    key: None,
+                    source: InsertSource::Select("SELECT 'c' AS v".into()),
+                    chunk_size: 10,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .delete(
+                &Delete {
+                    step: 5,
+                    table: "tags".into(),
+                    key: None,
+                    filter: Some("name IN ('red', 'blue')".into()),
+                    chunk_size: 1,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .delete(
+                &Delete {
+                    step: 6,
+                    table: "things".into(),
+                    key: None,
+                    filter: Some("id IN (3, 5)".into()),
+                    chunk_size: 1000,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .delete(
+                &Delete {
+                    step: 7,
+                    table: "pairs".into(),
+                    key: None,
+                    filter: Some("a = 1".into()),
+                    chunk_size: 1,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .delete(
+                &Delete {
+                    step: 8,
+                    table: "ident".into(),
+                    key: None,
+                    filter: Some("v = 'a'".into()),
+                    chunk_size: 1,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .schema(
+                &Schema {
+                    step: 9,
+                    kind: "ddl",
+                    up: "ALTER TABLE things ADD COLUMN organization_id bigint; CREATE INDEX things_name ON things (name)"
+                        .into(),
+                    down: Some("DROP INDEX things_name; ALTER TABLE things DROP COLUMN organization_id".into()),
+                    irreversible: false,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+    }
+    assert_ne!(data_before, scratch.dump(true));
+    let kinds: Vec<&str> = ledger
+        .events()
+        .iter()
+        .map(|(_, event)| event.kind())
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|kind| **kind == "SequenceMoved")
+            .count(),
+        3,
+        "{kinds:?}"
+    );
+    let reports = ledger.roll_back(&mut database, UndoOptions::default());
+    assert!(
+        reports.iter().all(|report| report.drift.is_empty()),
+        "{reports:?}"
+    );
+    assert_same_dump(&data_before, &scratch.dump(true), "pg data dump");
+    assert_same_dump(&schema_before, &scratch.dump(false), "pg schema dump");
+}
+
+#[test]
+fn postgres_images_are_text_with_column_types() {
+    let Some((_scratch, mut database)) = fixture("rw_images") else {
+        return;
+    };
+    let mut ledger = TestLedger::new();
+    database
+        .update(
+            &Update {
+                step: 1,
+                table: "things".into(),
+                key: None,
+                filter: Some("id <= 3".into()),
+                set: set(&[("flag", "flag")]),
+                chunk_size: 1000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    let events = ledger.events();
+    let Event::RowsChanged(rows) = &events[0].1 else {
+        panic!()
+    };
+    let types: Vec<&str> = rows
+        .columns
+        .iter()
+        .map(|column| column.sql_type.as_str())
+        .collect();
+    assert_eq!(&types[..4], ["integer", "text", "numeric(10,2)", "numeric"]);
+    assert!(types.contains(&"timestamp with time zone"));
+    let first = rows.rows[0].before.as_ref().unwrap();
+    assert_eq!(first[9], SqlValue::Typed("-0".into()));
+    assert_eq!(
+        first[4],
+        SqlValue::Typed("2024-02-29 21:59:59.123456+00".into())
+    );
+    assert_eq!(
+        rows.rows[1].before.as_ref().unwrap()[9],
+        SqlValue::Typed("NaN".into())
+    );
+    assert_eq!(
+        rows.rows[2].before.as_ref().unwrap()[1],
+        SqlValue::Typed("line\nbreak\ttab \\ backslash".into())
+    );
+    assert_eq!(rows.rows[0].key, vec![SqlValue::Typed("1".into())]);
+}
+
+#[test]
+fn postgres_drift_is_detected_and_left_alone() {
+    let Some((_scratch, mut database)) = fixture("rw_drift") else {
+        return;
+    };
+    let mut ledger = TestLedger::new();
+    database
+        .update(
+            &Update {
+                step: 1,
+                table: "things".into(),
+                key: None,
+                filter: Some("id <= 3".into()),
+                set: set(&[("price", "price * 10"), ("doc", "'{\"v\": 2}'")]),
+                chunk_size: 1000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    // A concurrent write to a row the migration changed, and to one it did not touch.
+    database
+        .execute_script("UPDATE things SET doc = '{\"v\": 3}' WHERE id = 2; UPDATE things SET price = 1 WHERE id = 6")
+        .unwrap();
+    let event = ledger.events()[0].1.clone();
+    let look = database.check_drift(&event).unwrap();
+    assert_eq!(look.drift.len(), 1);
+    assert_eq!(look.drift[0].table, "things");
+    assert_eq!(look.drift[0].key, vec![SqlValue::Typed("2".into())]);
+    assert_eq!(look.drift[0].columns, vec!["doc".to_owned()]);
+    let stopped = database.undo(&event, UndoOptions::default()).unwrap();
+    assert!(!stopped.applied);
+    let price = |database: &mut Database, id: i64| {
+        database
+            .query(
+                "SELECT price::text, doc::text FROM things WHERE id = $1",
+                &[Bind::Value(SqlValue::Integer(id))],
+            )
+            .unwrap()[0]
+            .clone()
+    };
+    assert_eq!(price(&mut database, 1)[0], SqlValue::Typed("125.00".into()));
+    let report = database
+        .undo(
+            &event,
+            UndoOptions {
+                on_drift: OnDrift::Skip,
+                allow_irreversible: false,
+            },
+        )
+        .unwrap();
+    assert_eq!((report.restored, report.drift.len()), (2, 1));
+    assert_eq!(price(&mut database, 1)[0], SqlValue::Typed("12.50".into()));
+    assert_eq!(
+        price(&mut database, 2)[1],
+        SqlValue::Typed("{\"v\": 3}".into())
+    );
+    assert_eq!(
+        price(&mut database, 3)[0],
+        SqlValue::Typed("9999999.99".into())
+    );
+    assert_eq!(price(&mut database, 6)[0], SqlValue::Typed("1.00".into()));
+}
+
+#[test]
+fn postgres_bad_input_is_refused_with_nothing_changed() {
+    let Some((scratch, mut database)) = fixture("rw_bad") else {
+        return;
+    };
+    let before = scratch.dump(true);
+    let mut ledger = TestLedger::new();
+    let mut recorder = ledger.recorder();
+    let update = |table: &str, filter: &str, set_pairs: &[(&str, &str)]| Update {
+        step: 3,
+        table: table.into(),
+        key: None,
+        filter: Some(filter.into()),
+        set: set(set_pairs),
+        chunk_size: 1000,
+    };
+    let error = database
+        .update(&update("nope", "true", &[("a", "1")]), &mut recorder)
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::UnknownTable { table, .. } if table == "nope"),
+        "{error}"
+    );
+    let error = database
+        .update(&update("things", "true", &[("nope", "1")]), &mut recorder)
+        .unwrap_err();
+    assert!(matches!(&error, DbError::UnknownColumn { .. }), "{error}");
+    let error = database
+        .update(
+            &update("things", "nope = 1", &[("name", "'x'")]),
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::Statement { message, .. } if message.contains("nope")),
+        "{error}"
+    );
+    let error = database
+        .update(&update("nokey", "true", &[("a", "1")]), &mut recorder)
+        .unwrap_err();
+    assert!(matches!(&error, DbError::NoKey { .. }), "{error}");
+    let error = database
+        .update(
+            &update("things", "id = = 1", &[("name", "'x'")]),
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::Statement { step: 3, statement, message, .. } if statement.contains("id = = 1") && message.contains("syntax")),
+        "{error}"
+    );
+    // Half of a migration's rows fail a constraint: the chunk is rolled back whole.
+    let error = database
+        .update(
+            &update(
+                "things",
+                "true",
+                &[("name", "CASE WHEN id = 3 THEN NULL ELSE 'x' END")],
+            ),
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(matches!(&error, DbError::Statement { .. }), "{error}");
+    let error = database
+        .schema(
+            &Schema {
+                step: 4,
+                kind: "ddl",
+                up: "ALTER TABLE things ADD COLUMN z int; ALTER TABLE nope ADD COLUMN z int".into(),
+                down: Some("ALTER TABLE things DROP COLUMN z".into()),
+                irreversible: false,
+            },
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::Statement { step: 4, .. }),
+        "{error}"
+    );
+    let error = database
+        .schema(
+            &Schema {
+                step: 5,
+                kind: "sql",
+                up: "UPDATE things SET flag = true".into(),
+                down: None,
+                irreversible: false,
+            },
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(matches!(&error, DbError::MissingDown { .. }), "{error}");
+    let mut failing = |_events: Vec<Event>| Err::<(), _>(std::io::Error::other("disk full"));
+    let error = database
+        .update(&update("things", "true", &[("flag", "true")]), &mut failing)
+        .unwrap_err();
+    assert!(matches!(&error, DbError::Record { .. }), "{error}");
+    drop(recorder);
+    assert!(ledger.events().is_empty());
+    assert_same_dump(&before, &scratch.dump(true), "refused steps");
+    // Wrong password and unreachable server.
+    let wrong = scratch.url.replacen(
+        "postgres://postgres@",
+        "postgres://rewind_nobody:hunter2@",
+        1,
+    );
+    let error = Database::connect(&wrong).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            DbError::AuthenticationFailed { .. } | DbError::Unreachable { .. }
+        ),
+        "{error}"
+    );
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+    let error = Database::connect("postgres://postgres:secret@127.0.0.1:1/x").unwrap_err();
+    assert!(
+        matches!(&error, DbError::Unreachable { database, .. } if database == "postgres://postgres:***@127.0.0.1:1/x"),
+        "{error}"
+    );
+    assert!(!error.to_string().contains("secret"));
+}
+
+#[test]
+fn postgres_wrong_password_is_its_own_error() {
+    let Some((scratch, mut database)) = fixture("rw_auth") else {
+        return;
+    };
+    // A role that needs a password, on a server that may trust local users:
+    // only meaningful where pg_hba asks for one, so accept either answer but
+    // never leak the password.
+    database
+        .execute_script("DO $$ BEGIN CREATE ROLE rewind_test_login LOGIN PASSWORD 'right'; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+        .unwrap();
+    let url = scratch.url.replacen(
+        "postgres://postgres@",
+        "postgres://rewind_test_login:wrong@",
+        1,
+    );
+    match Database::connect(&url) {
+        Ok(_) => {}
+        Err(error) => {
+            assert!(
+                matches!(error, DbError::AuthenticationFailed { .. }),
+                "{error}"
+            );
+            assert!(error.to_string().contains("rewind_test_login:***@"));
+        }
+    }
+}
+
+#[test]
+fn postgres_verify_records_and_checks() {
+    let Some((_scratch, mut database)) = fixture("rw_verify") else {
+        return;
+    };
+    let mut ledger = TestLedger::new();
+    let report = database
+        .verify(
+            &Verify {
+                step: 1,
+                record: BTreeMap::from([(
+                    "things".to_owned(),
+                    "SELECT count(*) FROM things".to_owned(),
+                )]),
+                checks: vec![
+                    Check {
+                        query: "SELECT count(*) FROM things".into(),
+                        expect: Expectation::EqualsRecorded("things".into()),
+                    },
+                    Check {
+                        query: "SELECT sum(price) FROM things".into(),
+                        expect: Expectation::AtLeast("100".into()),
+                    },
+                    Check {
+                        query: "SELECT * FROM tags WHERE thing_id NOT IN (SELECT id FROM things)"
+                            .into(),
+                        expect: Expectation::ReturnsNoRows,
+                    },
+                    Check {
+                        query: "SELECT count(*) FROM nokey".into(),
+                        expect: Expectation::Equals("2".into()),
+                    },
+                ],
+            },
+            &BTreeMap::new(),
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!(report.recorded["things"], "7");
+    assert!(!report.passed);
+    let passed: Vec<bool> = report.checks.iter().map(|check| check.passed).collect();
+    assert_eq!(passed, [true, true, true, true, false]);
+    assert_eq!(ledger.events().len(), 5);
+}
+
+#[test]
+fn postgres_chinook_migration_rolls_back_to_identical_dump() {
+    let Some(scratch) = PgDatabase::create("rw_chinook") else {
+        return;
+    };
+    let mut database = scratch.connect();
+    database.execute_script(&chinook_pg_script()).unwrap();
+    let data_before = scratch.dump(true);
+    let schema_before = scratch.dump(false);
+    let mut ledger = TestLedger::new();
+    {
+        let mut recorder = ledger.recorder();
+        database
+            .schema(
+                &Schema {
+                    step: 1,
+                    kind: "ddl",
+                    up: "ALTER TABLE artist ADD COLUMN sort_name varchar(120)".into(),
+                    down: Some("ALTER TABLE artist DROP COLUMN sort_name".into()),
+                    irreversible: false,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .update(
+                &Update {
+                    step: 2,
+                    table: "artist".into(),
+                    key: None,
+                    filter: None,
+                    set: set(&[("sort_name", "lower(name)")]),
+                    chunk_size: 100,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .update(
+                &Update {
+                    step: 3,
+                    table: "track".into(),
+                    key: None,
+                    filter: Some(
+                        "genre_id IN (SELECT genre_id FROM genre WHERE name LIKE 'R%')".into(),
+                    ),
+                    set: set(&[
+                        ("unit_price", "unit_price * 1.1"),
+                        ("composer", "coalesce(composer, 'unknown')"),
+                    ]),
+                    chunk_size: 500,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .insert(
+                &Insert {
+                    step: 4,
+                    table: "playlist".into(),
+                    key: None,
+                    source: InsertSource::Select(
+                        "SELECT 'Genre: ' || name AS name FROM genre ORDER BY genre_id".into(),
+                    ),
+                    chunk_size: 1000,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .insert(
+                &Insert {
+                    step: 5,
+                    table: "playlist_track".into(),
+                    key: None,
+                    source: InsertSource::Select(
+                        "SELECT p.playlist_id, t.track_id FROM track t JOIN genre g USING (genre_id) \
+                         JOIN playlist p ON p.name = 'Genre: ' || g.name"
+                            .into(),
+                    ),
+                    chunk_size: 1000,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .delete(
+                &Delete {
+                    step: 6,
+                    table: "invoice_line".into(),
+                    key: None,
+                    filter: Some("invoice_id IN (SELECT invoice_id FROM invoice WHERE billing_country = 'USA')".into()),
+                    chunk_size: 100,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .delete(
+                &Delete {
+                    step: 7,
+                    table: "invoice".into(),
+                    key: None,
+                    filter: Some("billing_country = 'USA'".into()),
+                    chunk_size: 100,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+    }
+    assert_ne!(data_before, scratch.dump(true));
+    let reports = ledger.roll_back(&mut database, UndoOptions::default());
+    assert!(reports.iter().all(|report| report.drift.is_empty()));
+    assert_same_dump(&data_before, &scratch.dump(true), "chinook pg data");
+    assert_same_dump(&schema_before, &scratch.dump(false), "chinook pg schema");
+}

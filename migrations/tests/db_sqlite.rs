@@ -1,0 +1,710 @@
+//! SQLite: every operation recorded through a real ledger and rolled back
+//! to a dump identical to the one taken before; drift; bad input.
+
+mod db_common;
+
+use std::collections::BTreeMap;
+
+use db_common::{SqliteFile, TestLedger, assert_same_dump, chinook_dir};
+use rewind_ledger::{Bytes, Event, SqlValue};
+use rewind_migrations::db::{
+    Check, Database, DbError, Delete, Expectation, Insert, InsertSource, OnDrift, Schema,
+    UndoOptions, Update, Verify, recorded_values,
+};
+
+const FIXTURE: &str = r#"
+CREATE TABLE things (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    price REAL,
+    qty INTEGER,
+    data BLOB,
+    anything,
+    note TEXT COLLATE NOCASE
+);
+INSERT INTO things (name, price, qty, data, anything, note) VALUES
+  ('plain', 1.5, 3, x'00ff', 42, 'a'),
+  ('it''s "quoted"', -0.0, -9223372036854775808, x'', 1e308, 'b'),
+  ('line
+break', 0.1, 9223372036854775807, NULL, 'text', NULL),
+  ('ünïcødé 🚀', 1e-300, 0, x'deadbeef', x'01', 'ß'),
+  ('nulls', NULL, NULL, NULL, NULL, NULL),
+  ('inf', 9e999, 7, x'10', -9e999, 'x'),
+  ('mixed', 3, 'seven', 2.5, 2.0, 'y');
+CREATE TABLE tags (name TEXT PRIMARY KEY, weight REAL) ;
+INSERT INTO tags VALUES ('red', 1.0), ('green', 2.25), ('blue', NULL);
+CREATE TABLE nokey (a, b);
+INSERT INTO nokey VALUES (1, 2);
+"#;
+
+fn fixture() -> (SqliteFile, Database) {
+    let file = SqliteFile::new();
+    let mut database = file.connect();
+    database.execute_script(FIXTURE).unwrap();
+    (file, database)
+}
+
+fn set(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+fn sqlite_round_trip_every_operation_restores_identical_dump() {
+    let (_file, mut database) = fixture();
+    let before = database.dump_sqlite().unwrap();
+    let mut ledger = TestLedger::new();
+    {
+        let mut recorder = ledger.recorder();
+        let report = database
+            .update(
+                &Update {
+                    step: 1,
+                    table: "things".into(),
+                    key: None,
+                    filter: Some("name <> 'nulls'".into()),
+                    set: set(&[
+                        ("price", "coalesce(price, 0) * 2"),
+                        ("note", "upper(note)"),
+                        ("anything", "'changed'"),
+                    ]),
+                    chunk_size: 2,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        assert_eq!(report.rows, 6);
+        assert_eq!(report.chunks, 3);
+        let report = database
+            .insert(
+                &Insert {
+                    step: 2,
+                    table: "things".into(),
+                    key: None,
+                    source: InsertSource::Rows(vec![
+                        BTreeMap::from([
+                            ("name".to_owned(), SqlValue::Text("new 'one'".into())),
+                            ("data".to_owned(), SqlValue::Blob(Bytes(vec![1, 2, 3]))),
+                        ]),
+                        BTreeMap::from([
+                            ("name".to_owned(), SqlValue::Text("new two".into())),
+                            ("data".to_owned(), SqlValue::Null),
+                        ]),
+                    ]),
+                    chunk_size: 1000,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        assert_eq!(report.rows, 2);
+        database
+            .insert(
+                &Insert {
+                    step: 3,
+                    table: "tags".into(),
+                    key: None,
+                    source: InsertSource::Select(
+                        "SELECT name || '-tag' AS name, price AS weight FROM things WHERE qty > 0"
+                            .into(),
+                    ),
+                    chunk_size: 1,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .delete(
+                &Delete {
+                    step: 4,
+                    table: "tags".into(),
+                    key: None,
+                    filter: Some("name IN ('red', 'blue')".into()),
+                    chunk_size: 1000,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .delete(
+                &Delete {
+                    step: 5,
+                    table: "things".into(),
+                    key: None,
+                    filter: Some("id IN (2, 4)".into()),
+                    chunk_size: 1,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .schema(
+                &Schema {
+                    step: 6,
+                    kind: "ddl",
+                    up: "ALTER TABLE things ADD COLUMN organization_id BIGINT; CREATE INDEX things_name ON things (name)".into(),
+                    down: Some("DROP INDEX things_name; ALTER TABLE things DROP COLUMN organization_id".into()),
+                    irreversible: false,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+    }
+    let during = database.dump_sqlite().unwrap();
+    assert_ne!(before, during);
+    let kinds: Vec<&str> = ledger
+        .events()
+        .iter()
+        .map(|(_, event)| event.kind())
+        .collect();
+    assert!(kinds.contains(&"SequenceMoved"), "{kinds:?}");
+    let reports = ledger.roll_back(&mut database, UndoOptions::default());
+    assert!(reports.iter().all(|report| report.drift.is_empty()));
+    let after = database.dump_sqlite().unwrap();
+    assert_same_dump(&before, &after, "sqlite round trip");
+    // Undoing the oldest chunk again (a rollback interrupted after its
+    // commit, before `Compensated` was recorded) changes nothing: rows
+    // already at their before image are recognised, not reported as drift.
+    let events = ledger.events();
+    let first_chunk = events
+        .iter()
+        .find(|(_, event)| matches!(event, Event::RowsChanged(_)))
+        .unwrap();
+    let report = database
+        .undo(&first_chunk.1, UndoOptions::default())
+        .unwrap();
+    assert!(report.drift.is_empty(), "{report:?}");
+    assert_eq!((report.restored, report.already_restored), (0, 2));
+    assert_same_dump(&before, &database.dump_sqlite().unwrap(), "second rollback");
+}
+
+#[test]
+fn sqlite_images_keep_storage_classes() {
+    let (_file, mut database) = fixture();
+    let mut ledger = TestLedger::new();
+    database
+        .update(
+            &Update {
+                step: 1,
+                table: "things".into(),
+                key: None,
+                filter: None,
+                set: set(&[("qty", "qty")]),
+                chunk_size: 1000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    let events = ledger.events();
+    let Event::RowsChanged(rows) = &events[0].1 else {
+        panic!("{events:?}")
+    };
+    let second = rows.rows[1].before.as_ref().unwrap();
+    // SQLite itself stores an integral REAL such as -0.0 as an integer on disk, so its sign is not kept.
+    assert_eq!(
+        rows.rows[5].before.as_ref().unwrap()[2],
+        SqlValue::Real(format!("0x{:016x}", f64::INFINITY.to_bits()))
+    );
+    assert_eq!(second[3], SqlValue::Integer(i64::MIN));
+    assert_eq!(second[4], SqlValue::Blob(Bytes(Vec::new())));
+    let mixed = rows.rows[6].before.as_ref().unwrap();
+    assert_eq!(
+        mixed[2],
+        SqlValue::Real(format!("0x{:016x}", 3.0f64.to_bits()))
+    );
+    assert_eq!(mixed[3], SqlValue::Text("seven".into()));
+    assert_eq!(
+        mixed[4],
+        SqlValue::Real(format!("0x{:016x}", 2.5f64.to_bits()))
+    );
+}
+
+#[test]
+fn sqlite_drift_is_detected_and_left_alone() {
+    let (_file, mut database) = fixture();
+    let mut ledger = TestLedger::new();
+    database
+        .update(
+            &Update {
+                step: 1,
+                table: "things".into(),
+                key: None,
+                filter: Some("id <= 3".into()),
+                set: set(&[("qty", "100")]),
+                chunk_size: 1000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    // Someone changes a row the migration changed, and one it did not touch.
+    database
+        .execute_script(
+            "UPDATE things SET qty = 555 WHERE id = 2; UPDATE things SET qty = 777 WHERE id = 5",
+        )
+        .unwrap();
+    let events = ledger.events();
+    let event = &events[0].1;
+    let look = database.check_drift(event).unwrap();
+    assert_eq!(look.drift.len(), 1);
+    assert_eq!(look.drift[0].key, vec![SqlValue::Integer(2)]);
+    assert_eq!(look.drift[0].columns, vec!["qty".to_owned()]);
+    // Stop: nothing changes.
+    let stopped = database.undo(event, UndoOptions::default()).unwrap();
+    assert!(!stopped.applied);
+    let qty = |database: &mut Database, id: i64| {
+        database
+            .query(
+                "SELECT qty FROM things WHERE id = ?1",
+                &[rewind_migrations::db::Bind::Value(SqlValue::Integer(id))],
+            )
+            .unwrap()[0][0]
+            .clone()
+    };
+    assert_eq!(qty(&mut database, 1), SqlValue::Integer(100));
+    // Skip: the drifted row is left alone, the others restored, the untouched row keeps its write.
+    let skipped = database
+        .undo(
+            event,
+            UndoOptions {
+                on_drift: OnDrift::Skip,
+                allow_irreversible: false,
+            },
+        )
+        .unwrap();
+    assert!(skipped.applied);
+    assert_eq!(skipped.restored, 2);
+    assert_eq!(skipped.drift.len(), 1);
+    assert_eq!(qty(&mut database, 1), SqlValue::Integer(3));
+    assert_eq!(qty(&mut database, 2), SqlValue::Integer(555));
+    assert_eq!(qty(&mut database, 3), SqlValue::Integer(i64::MAX));
+    assert_eq!(qty(&mut database, 5), SqlValue::Integer(777));
+    let drift_event = skipped.drift[0].to_event(
+        events[0].0,
+        &[
+            "rowid".into(),
+            "id".into(),
+            "name".into(),
+            "price".into(),
+            "qty".into(),
+        ],
+    );
+    let Event::DriftFound(found) = drift_event else {
+        panic!()
+    };
+    assert_eq!(found.subject, "things 2");
+}
+
+#[test]
+fn sqlite_deleted_row_recreated_since_is_drift() {
+    let (_file, mut database) = fixture();
+    let mut ledger = TestLedger::new();
+    database
+        .delete(
+            &Delete {
+                step: 1,
+                table: "tags".into(),
+                key: None,
+                filter: None,
+                chunk_size: 1000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    database
+        .execute_script("INSERT INTO tags VALUES ('red', 9.0)")
+        .unwrap();
+    let event = ledger.events()[0].1.clone();
+    let report = database
+        .undo(
+            &event,
+            UndoOptions {
+                on_drift: OnDrift::Skip,
+                allow_irreversible: false,
+            },
+        )
+        .unwrap();
+    assert_eq!(report.drift.len(), 1);
+    assert_eq!(report.restored, 2);
+    let rows = database
+        .query("SELECT name, weight FROM tags ORDER BY name", &[])
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+}
+
+fn expect_nothing_changed(database: &mut Database, before: &str) {
+    assert_same_dump(before, &database.dump_sqlite().unwrap(), "refused step");
+}
+
+#[test]
+fn sqlite_bad_input_is_refused_with_nothing_changed() {
+    let (file, mut database) = fixture();
+    let before = database.dump_sqlite().unwrap();
+    let mut ledger = TestLedger::new();
+    let mut recorder = ledger.recorder();
+    let update =
+        |table: &str, key: Option<Vec<String>>, filter: &str, set_pairs: &[(&str, &str)]| Update {
+            step: 7,
+            table: table.into(),
+            key,
+            filter: Some(filter.into()),
+            set: set(set_pairs),
+            chunk_size: 1000,
+        };
+    let error = database
+        .update(&update("nope", None, "1=1", &[("a", "1")]), &mut recorder)
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::UnknownTable { table, .. } if table == "nope"),
+        "{error}"
+    );
+    let error = database
+        .update(
+            &update("things", None, "1=1", &[("nope", "1")]),
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::UnknownColumn { column, .. } if column == "nope"),
+        "{error}"
+    );
+    let error = database
+        .update(&update("nokey", None, "1=1", &[("a", "1")]), &mut recorder)
+        .unwrap_err();
+    assert!(matches!(&error, DbError::NoKey { .. }), "{error}");
+    assert!(error.hint().unwrap().contains("key"));
+    let error = database
+        .update(
+            &update("things", None, "1=1", &[("id", "1")]),
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(matches!(&error, DbError::SetsKeyColumn { .. }), "{error}");
+    let error = database
+        .update(
+            &update("things", None, "qty >>>> 1", &[("qty", "1")]),
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::Statement { step: 7, statement, .. } if statement.contains("qty >>>> 1")),
+        "{error}"
+    );
+    let error = database
+        .schema(
+            &Schema {
+                step: 8,
+                kind: "sql",
+                up: "UPDATE things SET qty = 0".into(),
+                down: None,
+                irreversible: false,
+            },
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            DbError::MissingDown {
+                step: 8,
+                kind: "sql"
+            }
+        ),
+        "{error}"
+    );
+    let error = database
+        .schema(
+            &Schema {
+                step: 9,
+                kind: "ddl",
+                up:
+                    "ALTER TABLE things ADD COLUMN x INTEGER; ALTER TABLE nope ADD COLUMN y INTEGER"
+                        .into(),
+                down: Some("SELECT 1".into()),
+                irreversible: false,
+            },
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::Statement { step: 9, .. }),
+        "{error}"
+    );
+    // A recorder that fails: the chunk's transaction is rolled back.
+    let mut failing = |_events: Vec<Event>| Err::<(), _>(std::io::Error::other("disk full"));
+    let error = database
+        .update(
+            &update("things", None, "1=1", &[("qty", "0")]),
+            &mut failing,
+        )
+        .unwrap_err();
+    assert!(matches!(&error, DbError::Record { .. }), "{error}");
+    drop(recorder);
+    expect_nothing_changed(&mut database, &before);
+    assert!(ledger.events().is_empty());
+    // Unreachable: a file that does not exist is not created.
+    let missing = file.path.with_file_name("missing.db");
+    let error = Database::connect(&format!("sqlite://{}", missing.display())).unwrap_err();
+    assert!(matches!(error, DbError::Unreachable { .. }), "{error}");
+    assert!(!missing.exists());
+    let error = Database::connect("mysql://root:pw@localhost/x").unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "unsupported database url mysql://root:***@localhost/x"
+    );
+}
+
+#[test]
+fn sqlite_irreversible_statement_is_refused_unless_allowed() {
+    let (_file, mut database) = fixture();
+    let mut ledger = TestLedger::new();
+    database
+        .schema(
+            &Schema {
+                step: 1,
+                kind: "sql",
+                up: "DELETE FROM nokey".into(),
+                down: None,
+                irreversible: true,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    let event = ledger.events()[0].1.clone();
+    let error = database.undo(&event, UndoOptions::default()).unwrap_err();
+    assert!(
+        matches!(error, DbError::Irreversible { step: 1, .. }),
+        "{error}"
+    );
+    let report = database
+        .undo(
+            &event,
+            UndoOptions {
+                on_drift: OnDrift::Stop,
+                allow_irreversible: true,
+            },
+        )
+        .unwrap();
+    assert!(!report.applied);
+}
+
+#[test]
+fn sqlite_verify_records_and_checks() {
+    let (_file, mut database) = fixture();
+    let mut ledger = TestLedger::new();
+    let report = database
+        .verify(
+            &Verify {
+                step: 1,
+                record: BTreeMap::from([(
+                    "things".to_owned(),
+                    "SELECT count(*) FROM things".to_owned(),
+                )]),
+                checks: vec![],
+            },
+            &BTreeMap::new(),
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!(report.recorded["things"], "7");
+    let events: Vec<Event> = ledger
+        .events()
+        .into_iter()
+        .map(|(_, event)| event)
+        .collect();
+    let earlier = recorded_values(&events);
+    let report = database
+        .verify(
+            &Verify {
+                step: 2,
+                record: BTreeMap::new(),
+                checks: vec![
+                    Check {
+                        query: "SELECT count(*) FROM things".into(),
+                        expect: Expectation::EqualsRecorded("things".into()),
+                    },
+                    Check {
+                        query: "SELECT count(*) FROM tags".into(),
+                        expect: Expectation::Equals("3".into()),
+                    },
+                    Check {
+                        query: "SELECT count(*) FROM tags".into(),
+                        expect: Expectation::AtLeast("2".into()),
+                    },
+                    Check {
+                        query: "SELECT * FROM things WHERE name IS NULL".into(),
+                        expect: Expectation::ReturnsNoRows,
+                    },
+                ],
+            },
+            &earlier,
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert!(report.passed, "{report:?}");
+    let failed = database
+        .verify(
+            &Verify {
+                step: 3,
+                record: BTreeMap::new(),
+                checks: vec![
+                    Check {
+                        query: "SELECT count(*) FROM tags".into(),
+                        expect: Expectation::AtLeast("10".into()),
+                    },
+                    Check {
+                        query: "SELECT * FROM things".into(),
+                        expect: Expectation::ReturnsNoRows,
+                    },
+                ],
+            },
+            &earlier,
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert!(!failed.passed);
+    assert!(failed.checks.iter().all(|check| !check.passed));
+    assert_eq!(failed.checks[1].actual, "7 rows");
+}
+
+#[test]
+fn sqlite_chinook_migration_rolls_back_to_identical_dump() {
+    let file = SqliteFile::copy_of(&chinook_dir().join("Chinook_Sqlite.sqlite"));
+    let mut database = file.connect();
+    let before = database.dump_sqlite().unwrap();
+    let mut ledger = TestLedger::new();
+    {
+        let mut recorder = ledger.recorder();
+        database
+            .schema(
+                &Schema {
+                    step: 1,
+                    kind: "ddl",
+                    up: "ALTER TABLE Artist ADD COLUMN SortName NVARCHAR(120)".into(),
+                    down: Some("ALTER TABLE Artist DROP COLUMN SortName".into()),
+                    irreversible: false,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .update(
+                &Update {
+                    step: 2,
+                    table: "Artist".into(),
+                    key: None,
+                    filter: None,
+                    set: set(&[("SortName", "lower(Name)")]),
+                    chunk_size: 100,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .update(
+                &Update {
+                    step: 3,
+                    table: "Track".into(),
+                    key: None,
+                    filter: Some(
+                        "GenreId IN (SELECT GenreId FROM Genre WHERE Name LIKE 'R%')".into(),
+                    ),
+                    set: set(&[
+                        ("UnitPrice", "UnitPrice * 1.1"),
+                        ("Composer", "coalesce(Composer, 'unknown')"),
+                    ]),
+                    chunk_size: 500,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .insert(
+                &Insert {
+                    step: 4,
+                    table: "Playlist".into(),
+                    key: None,
+                    source: InsertSource::Select(
+                        "SELECT 100 + GenreId AS PlaylistId, 'Genre: ' || Name AS Name FROM Genre"
+                            .into(),
+                    ),
+                    chunk_size: 1000,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .insert(
+                &Insert {
+                    step: 5,
+                    table: "PlaylistTrack".into(),
+                    key: None,
+                    source: InsertSource::Select(
+                        "SELECT 100 + GenreId AS PlaylistId, TrackId FROM Track".into(),
+                    ),
+                    chunk_size: 1000,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .delete(
+                &Delete {
+                    step: 6,
+                    table: "InvoiceLine".into(),
+                    key: None,
+                    filter: Some(
+                        "InvoiceId IN (SELECT InvoiceId FROM Invoice WHERE BillingCountry = 'USA')"
+                            .into(),
+                    ),
+                    chunk_size: 100,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .delete(
+                &Delete {
+                    step: 7,
+                    table: "Invoice".into(),
+                    key: None,
+                    filter: Some("BillingCountry = 'USA'".into()),
+                    chunk_size: 100,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .delete(
+                &Delete {
+                    step: 8,
+                    table: "PlaylistTrack".into(),
+                    key: None,
+                    filter: Some("PlaylistId = 1 AND TrackId < 100".into()),
+                    chunk_size: 1000,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+    }
+    assert_ne!(before, database.dump_sqlite().unwrap());
+    let reports = ledger.roll_back(&mut database, UndoOptions::default());
+    assert!(reports.iter().all(|report| report.drift.is_empty()));
+    assert_same_dump(&before, &database.dump_sqlite().unwrap(), "chinook sqlite");
+    let original = std::process::Command::new("sqlite3")
+        .arg(&file.path)
+        .arg(".dump")
+        .output();
+    if let Ok(output) = original {
+        let reference = std::process::Command::new("sqlite3")
+            .arg(chinook_dir().join("Chinook_Sqlite.sqlite"))
+            .arg(".dump")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&reference.stdout),
+            "sqlite3 .dump"
+        );
+    }
+}
