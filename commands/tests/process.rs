@@ -29,7 +29,9 @@ path = "{root}/web"
 "#;
 
 fn is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 #[test]
@@ -51,7 +53,12 @@ fn disk_full_during_backup_changes_nothing() {
     std::fs::create_dir(vhost.join(".archive")).unwrap();
     std::fs::write(base.join("spec.toml"), SPEC).unwrap();
     let ledger = base.join("ledger");
-    let init = Command::new(REWIND).arg("--ledger").arg(&ledger).arg("init").output().unwrap();
+    let init = Command::new(REWIND)
+        .arg("--ledger")
+        .arg(&ledger)
+        .arg("init")
+        .output()
+        .unwrap();
     assert!(init.status.success(), "{init:?}");
     let before = manifest(&vhost).unwrap();
     let script = format!(
@@ -70,7 +77,11 @@ fn disk_full_during_backup_changes_nothing() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("No space left on device"), "{stderr}");
     assert!(stderr.contains("r1 step 1 FAILED"), "{stderr}");
-    assert_eq!(before.diff(&manifest(&vhost).unwrap()), vec![], "the tree changed");
+    assert_eq!(
+        before.diff(&manifest(&vhost).unwrap()),
+        vec![],
+        "the tree changed"
+    );
     assert!(vhost.join("web/index.html").exists(), "step 2 never ran");
 }
 
@@ -82,7 +93,11 @@ fn backup_of_an_unreadable_dir_changes_nothing() {
     let vhost = base.join("example.com");
     rewind_migrations::fixtures::build_vhost(&vhost).unwrap();
     std::fs::create_dir(vhost.join(".archive")).unwrap();
-    std::fs::set_permissions(vhost.join(".archive"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(
+        vhost.join(".archive"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
     // Only its owner may read this one.
     std::fs::set_permissions(vhost.join(".ssh"), std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::write(base.join("spec.toml"), SPEC).unwrap();
@@ -94,10 +109,15 @@ fn backup_of_an_unreadable_dir_changes_nothing() {
             command
         } else {
             // Unprivileged already: make the directory unreadable to us.
-            std::fs::set_permissions(vhost.join(".ssh"), std::fs::Permissions::from_mode(0o000)).unwrap();
+            std::fs::set_permissions(vhost.join(".ssh"), std::fs::Permissions::from_mode(0o000))
+                .unwrap();
             Command::new(REWIND)
         };
-        command.arg("--ledger").arg(&ledger).args(args).env("REWIND_RUN_IDS", "sequential");
+        command
+            .arg("--ledger")
+            .arg(&ledger)
+            .args(args)
+            .env("REWIND_RUN_IDS", "sequential");
         command.output().expect("rewind runs")
     };
     let init = rewind(&["init"]);
@@ -109,11 +129,22 @@ fn backup_of_an_unreadable_dir_changes_nothing() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("Permission denied"), "{stderr}");
-    assert!(stderr.contains(".ssh"), "the message names the path: {stderr}");
+    assert!(
+        stderr.contains(".ssh"),
+        "the message names the path: {stderr}"
+    );
     if !is_root() {
-        std::fs::set_permissions(vhost.join(".ssh"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(vhost.join(".ssh"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
     }
-    assert_eq!(before.diff(&manifest(&vhost).unwrap()), vec![], "the tree changed");
-    assert_eq!(std::fs::read_dir(vhost.join(".archive")).unwrap().count(), 0);
+    assert_eq!(
+        before.diff(&manifest(&vhost).unwrap()),
+        vec![],
+        "the tree changed"
+    );
+    assert_eq!(
+        std::fs::read_dir(vhost.join(".archive")).unwrap().count(),
+        0
+    );
     let _ = Path::new(&ledger);
 }

@@ -86,6 +86,11 @@ pub enum SpecError {
     )]
     NoRoots { at: Location },
 
+    #[error(
+        "{at}: the step needs a database and the spec names none: add `database = \"…\"` to [migration] or to the step"
+    )]
+    NoDatabase { at: Location },
+
     #[error("{at}: root `{root}` must be an absolute path")]
     RelativeRoot { at: Location, root: String },
 
@@ -124,6 +129,10 @@ impl SpecError {
             }
             SpecError::BadValue { .. } => None,
             SpecError::NoRoots { .. } | SpecError::RelativeRoot { .. } => None,
+            SpecError::NoDatabase { .. } => Some(
+                "`database = \"{db}\"` in [migration] with `[vars] db = { required = true }` takes it per target"
+                    .into(),
+            ),
             SpecError::EscapesRoot { .. } => Some(
                 "every path must stay under a declared root after `..` and symlinks are resolved"
                     .into(),
@@ -183,6 +192,31 @@ pub enum MigrateError {
 
     #[error("the backup archive {archive} is damaged: {reason}")]
     BadArchive { archive: String, reason: String },
+
+    /// A database step or inverse failed, or was refused before anything ran.
+    #[error("{}", db_message(*step, kind, error))]
+    Db {
+        step: Option<u32>,
+        kind: String,
+        error: crate::db::DbError,
+    },
+
+    #[error(
+        "step {step} ({kind}): no database: set `database = \"…\"` in [migration] or in the step"
+    )]
+    NoDatabase { step: u32, kind: String },
+}
+
+fn db_message(step: Option<u32>, kind: &str, source: &crate::db::DbError) -> String {
+    let text = source.to_string();
+    match step {
+        Some(step) if !text.starts_with("step ") => format!("step {step} ({kind}): {text}"),
+        Some(step) => match text.strip_prefix(&format!("step {step}: ")) {
+            Some(rest) => format!("step {step} ({kind}): {rest}"),
+            None => text,
+        },
+        None => text,
+    }
 }
 
 impl MigrateError {
@@ -208,6 +242,11 @@ impl MigrateError {
             MigrateError::BadArchive { .. } => {
                 Some("`rewind backups verify` checks every archive".into())
             }
+            MigrateError::Db { error, .. } => error.hint().map(str::to_owned),
+            MigrateError::NoDatabase { .. } => Some(
+                "`database = \"{db}\"` with `[vars] db = { required = true }` takes it per target"
+                    .into(),
+            ),
         }
     }
 }

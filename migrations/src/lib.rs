@@ -11,6 +11,7 @@
 //! manifests and digests of file trees.
 
 pub mod apply;
+pub mod databases;
 pub mod db;
 pub mod error;
 pub mod fixtures;

@@ -61,6 +61,9 @@ pub struct InversePlan {
     pub items: Vec<Item>,
     /// Effects of the target already compensated by an earlier rollback.
     pub already_compensated: usize,
+    /// Irreversible schema changes in the target, newest first: nothing
+    /// undoes them, so a rollback past them must be allowed explicitly.
+    pub irreversible: Vec<Item>,
 }
 
 /// Why there is no plan.
@@ -191,6 +194,16 @@ pub fn plan(
             chosen.insert(entry.seq(), item(entry, false));
         }
     }
+    let irreversible: Vec<Item> = entries
+        .iter()
+        .filter(|e| {
+            in_target(e)
+                && matches!(&e.record.event, Event::SchemaChanged(s) if s.irreversible)
+                && chosen.keys().next().is_some_and(|first| e.seq() > *first)
+        })
+        .rev()
+        .map(|e| item(e, false))
+        .collect();
     if chosen.is_empty() {
         return Err(PlanRefusal::NothingToUndo {
             target: target.clone(),
@@ -232,6 +245,7 @@ pub fn plan(
         target: target.clone(),
         items: chosen.into_values().rev().collect(),
         already_compensated,
+        irreversible,
     })
 }
 

@@ -50,9 +50,35 @@ fn peak_kib() -> u64 {
 /// web/ holds most of it in 100 directories, var/log some logs.
 fn generate(root: &Path, files: u64, bytes: u64) {
     let words = [
-        "GET", "POST", "/index.php", "200", "404", "Mozilla/5.0", "<div>", "</div>", "class=\"row\"",
-        "function", "return", "$this->", "SELECT", "FROM", "users", "WHERE", "id", "=", "\n", "  ",
-        "2026-11-21T13:00:00Z", "example.com", "session", "cache", "true", "false", "null", "{", "}",
+        "GET",
+        "POST",
+        "/index.php",
+        "200",
+        "404",
+        "Mozilla/5.0",
+        "<div>",
+        "</div>",
+        "class=\"row\"",
+        "function",
+        "return",
+        "$this->",
+        "SELECT",
+        "FROM",
+        "users",
+        "WHERE",
+        "id",
+        "=",
+        "\n",
+        "  ",
+        "2026-11-21T13:00:00Z",
+        "example.com",
+        "session",
+        "cache",
+        "true",
+        "false",
+        "null",
+        "{",
+        "}",
     ];
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
     let mut next = move || {
@@ -87,8 +113,11 @@ fn generate(root: &Path, files: u64, bytes: u64) {
         let start = (next() as usize) % (pool.len() - size.min(pool.len() - 1));
         let end = (start + size).min(pool.len());
         std::fs::write(&path, &pool[start..end]).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(if index % 7 == 0 { 0o600 } else { 0o664 }))
-            .unwrap();
+        std::fs::set_permissions(
+            &path,
+            std::fs::Permissions::from_mode(if index % 7 == 0 { 0o600 } else { 0o664 }),
+        )
+        .unwrap();
     }
     std::fs::write(root.join("web/index.html"), "<h1>bench</h1>\n").unwrap();
     std::fs::write(root.join("var/run/php-fpm.pid"), "4242\n").unwrap();
@@ -112,7 +141,13 @@ fn main() {
         generated.as_secs_f64()
     );
     // Warm the page cache evenly for both contenders.
-    let _ = Command::new("tar").arg("cf").arg("/dev/null").arg("-C").arg(&root).arg(".").status();
+    let _ = Command::new("tar")
+        .arg("cf")
+        .arg("/dev/null")
+        .arg("-C")
+        .arg(&root)
+        .arg(".")
+        .status();
 
     let tar_out = base.path().join("reference.tar.zst");
     let started = Instant::now();
@@ -155,7 +190,10 @@ fn main() {
         reference.as_secs_f64(),
         reference_size as f64 / (1 << 20) as f64
     );
-    println!("ratio backup / reference: {:.2}", ours.as_secs_f64() / reference.as_secs_f64());
+    println!(
+        "ratio backup / reference: {:.2}",
+        ours.as_secs_f64() / reference.as_secs_f64()
+    );
 
     // The runbook, whose step 2 is the same backup (plus a copy into .archive).
     let spec = Spec::parse("ns3-vhost.toml", RUNBOOK).unwrap();
@@ -175,10 +213,15 @@ fn main() {
             target: Some(root.display().to_string()),
         },
         &mut |progress| match progress {
-            rewind_migrations::apply::Progress::StepStarted { step, .. } => step_times.push((*step, Instant::now())),
+            rewind_migrations::apply::Progress::StepStarted { step, .. } => {
+                step_times.push((*step, Instant::now()))
+            }
             rewind_migrations::apply::Progress::StepFinished { step, .. } => {
                 if *step == 2 {
-                    backup_step = step_times.last().map(|(_, t)| t.elapsed()).unwrap_or_default();
+                    backup_step = step_times
+                        .last()
+                        .map(|(_, t)| t.elapsed())
+                        .unwrap_or_default();
                 }
             }
             rewind_migrations::apply::Progress::StepFailed { .. } => {}
@@ -186,7 +229,11 @@ fn main() {
     )
     .unwrap();
     let applied = started.elapsed();
-    assert_eq!(report.outcome, rewind_ledger::Outcome::Succeeded, "{report:?}");
+    assert_eq!(
+        report.outcome,
+        rewind_ledger::Outcome::Succeeded,
+        "{report:?}"
+    );
     let effects: u64 = report.steps.iter().map(|s| s.effects).sum();
     println!(
         "apply of the runbook: {:.2} s in all, backup step {:.2} s, the rest {:.2} s ({effects} events)",
@@ -212,9 +259,22 @@ fn main() {
             event: i.event,
         })
         .collect();
-    let rolled = rollback(&recorder, Some("bench"), target, false, &items, OnDrift::Stop, &mut |_| {}).unwrap();
+    let rolled = rollback(
+        &recorder,
+        Some("bench"),
+        target,
+        false,
+        &items,
+        OnDrift::Stop,
+        &mut |_| {},
+    )
+    .unwrap();
     let rolled_time = started.elapsed();
-    assert_eq!(rolled.outcome, rewind_ledger::Outcome::Succeeded, "{rolled:?}");
+    assert_eq!(
+        rolled.outcome,
+        rewind_ledger::Outcome::Succeeded,
+        "{rolled:?}"
+    );
     println!(
         "rollback of the run: {:.2} s ({} inverses)",
         rolled_time.as_secs_f64(),

@@ -6,6 +6,7 @@
 
 use rewind_ledger::{Ledger, RollbackTarget};
 use rewind_migrations::Recorder;
+use rewind_migrations::databases::Databases;
 use rewind_migrations::tree::manifest;
 use rewind_migrations::undo::{OnDrift, RollbackProgress};
 use rewind_projections::describe::summary;
@@ -121,6 +122,8 @@ pub fn run(ctx: &mut Ctx, args: DemoArgs) -> CliResult {
         RollbackTarget::Run(run.clone()),
         false,
         OnDrift::Stop,
+        false,
+        &mut Databases::default(),
         &mut |progress| match progress {
             RollbackProgress::Undone { seq, kind, subject } => {
                 printer.status(&format!("undid seq {seq} {kind} {subject}"))
@@ -136,6 +139,10 @@ pub fn run(ctx: &mut Ctx, args: DemoArgs) -> CliResult {
             report.outcome
         )),
         Rollback::Refused(refusal) => text.push_str(&format!("rollback refused: {refusal}\n")),
+        Rollback::Irreversible(items) => text.push_str(&format!(
+            "rollback refused: {} irreversible step(s)\n",
+            items.len()
+        )),
     }
 
     heading(
