@@ -1,6 +1,7 @@
 //! End-to-end tests of the `rewind` command line, one binary (ripgrep's
 //! layout): each module a part of the product.
 
+mod db_cli;
 mod fs_bad_input;
 mod fs_cli;
 mod ledger_cli;

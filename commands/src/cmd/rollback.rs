@@ -325,7 +325,7 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
             ),
         )
         .hint(if stopped {
-            "put the path back as expected and run the rollback again, or pass `--on-drift skip`"
+            "put the path or row back as expected and run the rollback again, or pass `--on-drift skip`"
         } else {
             "the skipped items are recorded as DriftFound; `rewind history --kind DriftFound` lists them"
         }));

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 
 use rewind_ledger::{Entry, Ledger, RollbackTarget, Selector};
+use rewind_migrations::apply::redact_words;
+use rewind_migrations::db::DbError;
 use rewind_migrations::plan::{Plan, plan};
 use rewind_migrations::spec::{Resolved, Spec, parse_assignments, parse_targets_file};
 use rewind_migrations::{MigrateError, SpecError};
@@ -22,8 +24,40 @@ impl From<SpecError> for CliError {
     }
 }
 
+/// A spec that cannot work on this database is bad usage (exit 2); a
+/// database that cannot be reached, or fails, is a failure (exit 1).
+fn db_exit_code(error: &DbError) -> u8 {
+    match error {
+        DbError::UnsupportedUrl { .. }
+        | DbError::UnknownTable { .. }
+        | DbError::UnknownColumn { .. }
+        | DbError::NoKey { .. }
+        | DbError::SetsKeyColumn { .. }
+        | DbError::MissingDown { .. }
+        | DbError::InvalidStep { .. }
+        | DbError::Statement { .. } => exit::USAGE,
+        DbError::Unreachable { .. }
+        | DbError::AuthenticationFailed { .. }
+        | DbError::Record { .. }
+        | DbError::Concurrent { .. }
+        | DbError::Irreversible { .. }
+        | DbError::NoInverse { .. }
+        | DbError::Runtime { .. } => exit::FAILED,
+    }
+}
+
 impl From<MigrateError> for CliError {
     fn from(error: MigrateError) -> CliError {
+        if let MigrateError::Db {
+            error: db_error, ..
+        } = &error
+        {
+            let code = db_exit_code(db_error);
+            let hint = error.hint();
+            let mut cli = CliError::new(code, error);
+            cli.hints.extend(hint);
+            return cli;
+        }
         match error {
             MigrateError::Spec(spec) => spec.into(),
             MigrateError::Ledger(ledger) => ledger.into(),
@@ -73,9 +107,11 @@ pub fn load(args: &SpecArgs) -> CliResult<(Spec, Vec<TargetPlan>)> {
         let mut vars: BTreeMap<String, String> = given.clone();
         vars.extend(spec.target_vars(&target)?);
         let resolved = spec.resolve(&vars)?;
-        let plan = plan(&resolved).map_err(|e| refused(e, Some(&target)))?;
+        // A target may hold a database url: it is shown without its password.
+        let shown = redact_words(target.trim());
+        let plan = plan(&resolved).map_err(|e| refused(e, Some(&shown)))?;
         planned.push(TargetPlan {
-            target: Some(target.trim().to_owned()),
+            target: Some(shown),
             resolved,
             plan,
         });
