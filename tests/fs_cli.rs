@@ -233,3 +233,30 @@ fn spec_errors_name_file_line_column_and_step() {
         assert_snapshot!(format!("spec_error_{name}"), spec_error(name, &text));
     }
 }
+
+#[test]
+fn demo_tours_the_runbook_and_ends_identical() {
+    let env = TestEnv::new();
+    let out = env.run(&["demo"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for section in [
+        "== 1.", "== 2.", "== 3.", "== 4.", "== 5.", "== 6.", "== 7.",
+    ] {
+        assert!(
+            out.stdout.contains(section),
+            "{section} missing:\n{}",
+            out.stdout
+        );
+    }
+    assert!(
+        out.stdout.contains("identical: 26 entries"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("rolled back run r1: 23 inverse(s) applied, 0 drifted, outcome succeeded"),
+        "{}",
+        out.stdout
+    );
+}

@@ -10,6 +10,10 @@
 //! [`undo::check_drift`] and [`undo::undo`] for rollback; [`tree`] for
 //! manifests and digests of file trees.
 
+// Errors carry the spec location and the path an operator needs; they are
+// built once, on the way out, so their size costs nothing that matters.
+#![allow(clippy::result_large_err)]
+
 pub mod apply;
 pub mod databases;
 pub mod db;

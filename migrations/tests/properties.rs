@@ -142,7 +142,7 @@ fn step_toml(choice: &StepChoice, index: usize, all: &[String], dirs: &[String])
             quote(&format!("{}/", join(dir, &format!("kids {index}"))))
         ),
         2 => {
-            if choice.b % 2 == 0 {
+            if choice.b.is_multiple_of(2) {
                 format!(
                     "kind = \"chmod\"\npath = {}\nmode = \"{:04o}\"\n",
                     quote(path),
@@ -163,7 +163,7 @@ fn step_toml(choice: &StepChoice, index: usize, all: &[String], dirs: &[String])
             choice.mode | 0o700
         ),
         4 => {
-            let target = if choice.b % 2 == 0 {
+            let target = if choice.b.is_multiple_of(2) {
                 path.clone()
             } else {
                 join(dir, &format!("w{index}.txt"))
@@ -182,7 +182,7 @@ fn step_toml(choice: &StepChoice, index: usize, all: &[String], dirs: &[String])
             format!(
                 "kind = \"chown\"\npath = {}\nuser = \"1\"\ngroup = \"2\"\nrecursive = {}\n",
                 quote(path),
-                choice.b % 2 == 0
+                choice.b.is_multiple_of(2)
             )
         }
     })
@@ -245,9 +245,6 @@ proptest! {
         let before = h.manifest();
         let spec = spec_for(&h, &choices, &all, &dirs);
         let report = h.apply(&spec).unwrap();
-        if std::env::var_os("PROP_DEBUG").is_some() {
-            eprintln!("steps kept: {} effects: {}", report.steps.len(), report.steps.iter().map(|s| s.effects).sum::<u64>());
-        }
         prop_assert_eq!(report.outcome, Outcome::Succeeded, "{:#?}\n{}", report, spec);
         match h.rollback(run(1), false, OnDrift::Stop) {
             Ok(rolled) => prop_assert_eq!(rolled.outcome, Outcome::Succeeded, "{:#?}\n{}", rolled, spec),

@@ -34,6 +34,23 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// CPU seconds used so far by this process (all threads) and by its
+/// waited-for children, from /proc/self/stat (clock ticks of 1/100 s).
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let fields: Vec<f64> = after_name
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // After the name: state is field 3, utime 14, stime 15, cutime 16, cstime 17.
+    let tick = |index: usize| fields.get(index - 3).copied().unwrap_or(0.0) / 100.0;
+    (tick(14) + tick(15), tick(16) + tick(17))
+}
+
 /// Peak resident memory of this process, in KiB.
 fn peak_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -150,6 +167,7 @@ fn main() {
         .status();
 
     let tar_out = base.path().join("reference.tar.zst");
+    let (_, children_before) = cpu_seconds();
     let started = Instant::now();
     let status = Command::new("sh")
         .arg("-c")
@@ -163,6 +181,7 @@ fn main() {
         .expect("tar and zstd are installed");
     assert!(status.success());
     let reference = started.elapsed();
+    let reference_cpu = cpu_seconds().1 - children_before;
     let reference_size = std::fs::metadata(&tar_out).unwrap().len();
 
     let ledger_dir = base.path().join("ledger");
@@ -176,9 +195,11 @@ fn main() {
     )
     .unwrap();
     let recorder = Recorder::new(ledger);
+    let (own_before, _) = cpu_seconds();
     let started = Instant::now();
     let archived = write_archive(recorder.blobs(), &root, None, &Exclude::default()).unwrap();
     let ours = started.elapsed();
+    let ours_cpu = cpu_seconds().0 - own_before;
     println!(
         "backup (tar + zstd -3 into the blob store, per-file sha256 manifest): {:.2} s, {:.1} MiB, {} files",
         ours.as_secs_f64(),
@@ -191,8 +212,11 @@ fn main() {
         reference_size as f64 / (1 << 20) as f64
     );
     println!(
-        "ratio backup / reference: {:.2}",
-        ours.as_secs_f64() / reference.as_secs_f64()
+        "ratio backup / reference: {:.2} wall clock, {:.2} CPU time ({:.2} s vs {:.2} s of CPU)",
+        ours.as_secs_f64() / reference.as_secs_f64(),
+        ours_cpu / reference_cpu.max(0.01),
+        ours_cpu,
+        reference_cpu
     );
 
     // The runbook, whose step 2 is the same backup (plus a copy into .archive).
@@ -202,6 +226,7 @@ fn main() {
     let plan = rewind_migrations::plan::plan(&resolved).unwrap();
     let mut step_times: Vec<(u32, Instant)> = Vec::new();
     let mut backup_step = std::time::Duration::ZERO;
+    let mut per_step: Vec<String> = Vec::new();
     let started = Instant::now();
     let report = apply(
         &recorder,
@@ -217,12 +242,14 @@ fn main() {
                 step_times.push((*step, Instant::now()))
             }
             rewind_migrations::apply::Progress::StepFinished { step, .. } => {
+                let took = step_times
+                    .last()
+                    .map(|(_, t)| t.elapsed())
+                    .unwrap_or_default();
                 if *step == 2 {
-                    backup_step = step_times
-                        .last()
-                        .map(|(_, t)| t.elapsed())
-                        .unwrap_or_default();
+                    backup_step = took;
                 }
+                per_step.push(format!("{step}:{:.2}", took.as_secs_f64()));
             }
             rewind_migrations::apply::Progress::StepFailed { .. } => {}
         },
@@ -241,6 +268,7 @@ fn main() {
         backup_step.as_secs_f64(),
         (applied - backup_step).as_secs_f64()
     );
+    println!("  seconds per step: {}", per_step.join(" "));
 
     let started = Instant::now();
     let entries: Vec<_> = {
@@ -266,6 +294,7 @@ fn main() {
         false,
         &items,
         OnDrift::Stop,
+        &mut rewind_migrations::databases::Databases::default(),
         &mut |_| {},
     )
     .unwrap();

@@ -59,6 +59,24 @@ pub fn apply_all(
     let stop = Arc::new(AtomicBool::new(false));
     let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Message>();
+    // A progress bar per target on a terminal; plain lines anywhere else.
+    let bars =
+        (std::io::stderr().is_terminal() && !printer.json).then(indicatif::MultiProgress::new);
+    let mut bar_of: std::collections::BTreeMap<String, indicatif::ProgressBar> =
+        std::collections::BTreeMap::new();
+    if let Some(multi) = &bars {
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix:>14} [{bar:30}] {pos}/{len} {wide_msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> ");
+        for (planned, run) in targets.iter().zip(&ids) {
+            let bar = multi.add(indicatif::ProgressBar::new(planned.plan.steps.len() as u64));
+            bar.set_style(style.clone());
+            bar.set_prefix(run.clone());
+            bar_of.insert(run.clone(), bar);
+        }
+    }
     let results = runtime.block_on(async {
         let mut handles = Vec::new();
         for (planned, run) in targets.into_iter().zip(ids) {
@@ -107,10 +125,34 @@ pub fn apply_all(
         }
         drop(sender);
         while let Some(message) = receiver.recv().await {
-            match message {
-                Message::Progress(run, progress) => printer.status(&progress_line(&run, &progress)),
-                Message::Note(text) => printer.note(&text),
+            match (message, bars.as_ref()) {
+                (Message::Progress(run, progress), Some(_)) => {
+                    if let Some(bar) = bar_of.get(&run) {
+                        match &progress {
+                            Progress::StepStarted { step, kind, .. } => {
+                                bar.set_message(format!("step {step} {kind}"))
+                            }
+                            Progress::StepFinished { .. } => bar.inc(1),
+                            Progress::StepFailed { step, error } => {
+                                bar.abandon_with_message(format!("step {step} FAILED: {error}"));
+                            }
+                        }
+                    }
+                }
+                (Message::Progress(run, progress), None) => {
+                    printer.status(&progress_line(&run, &progress))
+                }
+                (Message::Note(text), _) => printer.note(&text),
             }
+        }
+        for bar in bar_of.values() {
+            if !bar.is_finished() {
+                bar.finish_with_message("done");
+            }
+        }
+        if bars.is_some() {
+            // Leave the finished bars in place and start the table below them.
+            printer.status("");
         }
         let mut results = Vec::new();
         for handle in handles {

@@ -61,19 +61,6 @@ impl Exclude {
     }
 }
 
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let read = self.inner.read(buf)?;
-        self.hasher.update(&buf[..read]);
-        Ok(read)
-    }
-}
-
 /// Archives the tree at `source` into the blob store. With `root_name`,
 /// the root itself is an entry under that name (a stash that restores the
 /// path); without, entries are relative to the root, which is left out of
@@ -84,9 +71,97 @@ pub fn write_archive(
     root_name: Option<&str>,
     exclude: &Exclude,
 ) -> Result<Archived, MigrateError> {
+    let manifest_writer = io::BufWriter::with_capacity(256 * 1024, blobs.writer()?);
+    // The manifest thread hashes file contents and writes manifest lines, in
+    // order, while this thread reads and archives: each file is read once.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<ToManifest>(256);
+    std::thread::scope(|scope| {
+        let manifest = scope.spawn(move || write_manifest(manifest_writer, receiver));
+        let archived = archive_entries(blobs, source, root_name, exclude, &sender);
+        drop(sender);
+        let manifest = manifest.join().expect("the manifest thread does not panic");
+        let (archive, size, files, entries) = archived?;
+        Ok(Archived {
+            archive,
+            manifest: manifest?,
+            size,
+            files,
+            entries,
+        })
+    })
+}
+
+/// What the archiving thread tells the manifest thread, in tree order.
+enum ToManifest {
+    /// Content of the current file.
+    Chunk(Vec<u8>),
+    /// The current file ended; its node waits for the content's sha256.
+    File(Node),
+    /// A directory, link or special file.
+    Entry(Node),
+}
+
+fn write_manifest(
+    mut out: io::BufWriter<rewind_ledger::blob::BlobWriter>,
+    receiver: std::sync::mpsc::Receiver<ToManifest>,
+) -> Result<Digest, MigrateError> {
+    let mut hasher = Sha256::new();
+    for message in receiver {
+        let node = match message {
+            ToManifest::Chunk(chunk) => {
+                hasher.update(&chunk);
+                continue;
+            }
+            ToManifest::File(mut node) => {
+                node.sha256 = Some(Digest(std::mem::take(&mut hasher).finalize().into()));
+                node
+            }
+            ToManifest::Entry(node) => node,
+        };
+        out.write_all(node.line().as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    Ok(out
+        .into_inner()
+        .map_err(|error| error.into_error())?
+        .finish()?)
+}
+
+/// A file reader that passes every chunk on to the manifest thread.
+struct ChunkReader<'a> {
+    inner: fs_err::File,
+    sender: &'a std::sync::mpsc::SyncSender<ToManifest>,
+}
+
+impl Read for ChunkReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        if read > 0 {
+            self.sender
+                .send(ToManifest::Chunk(buf[..read].to_vec()))
+                .map_err(|_| io::Error::other("the manifest writer stopped"))?;
+        }
+        Ok(read)
+    }
+}
+
+fn archive_entries(
+    blobs: &BlobStore,
+    source: &Path,
+    root_name: Option<&str>,
+    exclude: &Exclude,
+    sender: &std::sync::mpsc::SyncSender<ToManifest>,
+) -> Result<(Digest, u64, u64, u64), MigrateError> {
+    let send = |message: ToManifest| {
+        sender
+            .send(message)
+            .map_err(|_| io::Error::other("the manifest writer stopped"))
+    };
     let archive_writer = blobs.writer()?;
-    let mut manifest_writer = io::BufWriter::with_capacity(256 * 1024, blobs.writer()?);
-    let encoder = zstd::Encoder::new(archive_writer, LEVEL)?;
+    let mut encoder = zstd::Encoder::new(archive_writer, LEVEL)?;
+    // Compression runs on worker threads (as `zstd -T0`).
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    encoder.multithread(u32::try_from(workers).unwrap_or(1))?;
     let mut builder = tar::Builder::new(io::BufWriter::with_capacity(1024 * 1024, encoder));
     builder.follow_symlinks(false);
     let mut files = 0u64;
@@ -126,31 +201,39 @@ pub fn write_archive(
         let mut header = tar::Header::new_gnu();
         header.set_metadata_in_mode(&metadata, tar::HeaderMode::Complete);
         let in_archive = !name.as_os_str().is_empty();
-        let mut sha256 = None;
+        let manifest_name = name.to_string_lossy().into_owned();
         match file_type {
             FileType::File => {
                 files += 1;
-                let file = fs_err::File::open(path)?;
-                let mut reader = HashingReader {
-                    inner: file,
-                    hasher: Sha256::new(),
+                let mut reader = ChunkReader {
+                    inner: fs_err::File::open(path)?,
+                    sender,
                 };
                 builder.append_data(&mut header, &name, &mut reader)?;
-                sha256 = Some(Digest(reader.hasher.finalize().into()));
+                // The sha256 is filled in by the manifest thread.
+                let node =
+                    Node::from_metadata(path, manifest_name, &metadata, Some(Digest::default()))?;
+                send(ToManifest::File(node))?;
             }
-            FileType::Dir if in_archive => {
-                builder.append_data(&mut header, &name, io::empty())?;
+            FileType::Dir | FileType::Symlink | FileType::Other => {
+                match file_type {
+                    FileType::Dir if in_archive => {
+                        builder.append_data(&mut header, &name, io::empty())?
+                    }
+                    FileType::Symlink => {
+                        let target = fs_err::read_link(path)?;
+                        builder.append_link(&mut header, &name, &target)?;
+                    }
+                    FileType::Dir | FileType::File | FileType::Other => {}
+                }
+                send(ToManifest::Entry(Node::from_metadata(
+                    path,
+                    manifest_name,
+                    &metadata,
+                    None,
+                )?))?;
             }
-            FileType::Symlink => {
-                let target = fs_err::read_link(path)?;
-                builder.append_link(&mut header, &name, &target)?;
-            }
-            FileType::Dir | FileType::Other => {}
         }
-        let node =
-            Node::from_metadata(path, name.to_string_lossy().into_owned(), &metadata, sha256)?;
-        manifest_writer.write_all(node.line().as_bytes())?;
-        manifest_writer.write_all(b"\n")?;
         entries += 1;
     }
     let buffered = builder.into_inner()?;
@@ -158,17 +241,7 @@ pub fn write_archive(
     let archive_writer = encoder.finish()?;
     let size = archive_writer.len();
     let archive = archive_writer.finish()?;
-    let manifest = manifest_writer
-        .into_inner()
-        .map_err(|error| error.into_error())?
-        .finish()?;
-    Ok(Archived {
-        archive,
-        manifest,
-        size,
-        files,
-        entries,
-    })
+    Ok((archive, size, files, entries))
 }
 
 /// Unpacks an archive blob into `into`, restoring modes, owners (when

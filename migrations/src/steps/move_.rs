@@ -9,7 +9,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rewind_ledger::{BlobStore, DirCreated, Event, FileType, PathMoved};
+use rewind_ledger::{BlobStore, Digest, DirCreated, Event, FileType, PathMoved};
 use serde::Deserialize;
 
 use super::{KindInfo, Planned, StepContext, StepOutcome, refuse};
@@ -216,10 +216,8 @@ impl Move {
                 }]
             }
         };
-        let mut copied_any = false;
         for pair in &pairs {
             if fs_err::symlink_metadata(&pair.to).is_ok() {
-                cx.flush()?;
                 return Err(refuse(
                     cx.step,
                     INFO.name,
@@ -230,12 +228,21 @@ impl Move {
                     ),
                 ));
             }
+        }
+        let digests = manifests(cx.blobs(), &pairs)?;
+        let mut copied_any = false;
+        for (pair, digest) in pairs.iter().zip(digests) {
+            if fs_err::symlink_metadata(&pair.to).is_ok() {
+                return Err(refuse(
+                    cx.step,
+                    INFO.name,
+                    format!(
+                        "{} appeared while the step ran; refusing to move onto it",
+                        pair.to.display()
+                    ),
+                ));
+            }
             let metadata = fs_err::symlink_metadata(&pair.from)?;
-            // The manifest goes to the blob store under the tree digest, so
-            // that a drift check can name exactly what differs later.
-            let mut manifest = cx.blobs().writer()?;
-            tree::write_manifest(&pair.from, &mut manifest)?;
-            let digest = manifest.finish()?;
             let copied = relocate(&pair.from, &pair.to, false)?;
             copied_any |= copied;
             cx.record(Event::PathMoved(PathMoved {
@@ -260,6 +267,37 @@ impl Move {
             ),
         })
     }
+}
+
+/// The tree digest of each source, computed before anything moves. Each
+/// manifest goes to the blob store under its digest, so that a drift check
+/// can later name exactly what differs. Several are written at once: each
+/// blob is fsynced, and the waits overlap.
+fn manifests(blobs: &BlobStore, pairs: &[Pair]) -> Result<Vec<Digest>, MigrateError> {
+    let threads = pairs.len().clamp(1, 8);
+    let chunk = pairs.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = pairs
+            .chunks(chunk)
+            .map(|group| {
+                scope.spawn(move || {
+                    group
+                        .iter()
+                        .map(|pair| {
+                            let mut manifest = blobs.writer()?;
+                            tree::write_manifest(&pair.from, &mut manifest)?;
+                            Ok(manifest.finish()?)
+                        })
+                        .collect::<Result<Vec<Digest>, MigrateError>>()
+                })
+            })
+            .collect();
+        let mut digests = Vec::with_capacity(pairs.len());
+        for handle in handles {
+            digests.extend(handle.join().expect("manifest threads do not panic")?);
+        }
+        Ok(digests)
+    })
 }
 
 /// Creates the missing ancestors of `path` (not `path`), recording each.

@@ -2,6 +2,7 @@
 //! resolve → plan → apply, and entries → inverse plan → rollback.
 
 #![allow(dead_code)]
+#![allow(clippy::result_large_err)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
