@@ -49,6 +49,11 @@ CREATE TABLE tags (
 INSERT INTO tags VALUES ('red', 1.0, 1), ('green', 2.25, 2), ('blue', NULL, NULL);
 CREATE TABLE pairs (a int, b text, v text, PRIMARY KEY (a, b));
 INSERT INTO pairs VALUES (1, 'x', 'one'), (1, 'y', 'two'), (2, 'x', 'three');
+CREATE TABLE parent (id int PRIMARY KEY, code text UNIQUE);
+CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent (id) ON DELETE SET NULL,
+  parent_code text REFERENCES parent (code) ON UPDATE CASCADE);
+INSERT INTO parent VALUES (1, 'p1');
+INSERT INTO child VALUES (1, 1, 'p1');
 CREATE TABLE nokey (a int, b int);
 INSERT INTO nokey VALUES (1, 2);
 CREATE TABLE ident (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text);
@@ -450,6 +455,38 @@ fn postgres_bad_input_is_refused_with_nothing_changed() {
         )
         .unwrap_err();
     assert!(matches!(&error, DbError::MissingDown { .. }), "{error}");
+    let error = database
+        .delete(
+            &Delete {
+                step: 6,
+                table: "parent".into(),
+                key: None,
+                filter: None,
+                chunk_size: 1000,
+            },
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::CascadingChange { referencing, .. } if referencing == "child"),
+        "{error}"
+    );
+    let error = database
+        .update(
+            &update("parent", "true", &[("code", "'p2'")]),
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            DbError::CascadingChange {
+                action: "update",
+                ..
+            }
+        ),
+        "{error}"
+    );
     let mut failing = |_events: Vec<Event>| Err::<(), _>(std::io::Error::other("disk full"));
     let error = database
         .update(&update("things", "true", &[("flag", "true")]), &mut failing)
@@ -466,10 +503,7 @@ fn postgres_bad_input_is_refused_with_nothing_changed() {
     );
     let error = Database::connect(&wrong).unwrap_err();
     assert!(
-        matches!(
-            &error,
-            DbError::AuthenticationFailed { .. } | DbError::Unreachable { .. }
-        ),
+        matches!(&error, DbError::AuthenticationFailed { .. }),
         "{error}"
     );
     assert!(!error.to_string().contains("hunter2"), "{error}");
@@ -481,32 +515,31 @@ fn postgres_bad_input_is_refused_with_nothing_changed() {
     assert!(!error.to_string().contains("secret"));
 }
 
+/// Credentials the server refuses are their own error, whatever pg_hba
+/// asks for: a wrong password (28P01) where it checks passwords, an
+/// unknown role (28000) where it trusts local users. No role is created,
+/// since roles are shared by the whole cluster.
 #[test]
-fn postgres_wrong_password_is_its_own_error() {
-    let Some((scratch, mut database)) = fixture("rw_auth") else {
+fn postgres_wrong_credentials_are_their_own_error() {
+    let Some(scratch) = PgDatabase::create("rw_auth") else {
         return;
     };
-    // A role that needs a password, on a server that may trust local users:
-    // only meaningful where pg_hba asks for one, so accept either answer but
-    // never leak the password.
-    database
-        .execute_script("DO $$ BEGIN CREATE ROLE rewind_test_login LOGIN PASSWORD 'right'; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
-        .unwrap();
     let url = scratch.url.replacen(
         "postgres://postgres@",
-        "postgres://rewind_test_login:wrong@",
+        "postgres://rewind_no_such_role:hunter2@",
         1,
     );
-    match Database::connect(&url) {
-        Ok(_) => {}
-        Err(error) => {
-            assert!(
-                matches!(error, DbError::AuthenticationFailed { .. }),
-                "{error}"
-            );
-            assert!(error.to_string().contains("rewind_test_login:***@"));
-        }
-    }
+    let error = Database::connect(&url).unwrap_err();
+    assert!(
+        matches!(error, DbError::AuthenticationFailed { .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("rewind_no_such_role:***@"),
+        "{error}"
+    );
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+    assert!(error.hint().unwrap().contains("password"));
 }
 
 #[test]
@@ -669,4 +702,95 @@ fn postgres_chinook_migration_rolls_back_to_identical_dump() {
     assert!(reports.iter().all(|report| report.drift.is_empty()));
     assert_same_dump(&data_before, &scratch.dump(true), "chinook pg data");
     assert_same_dump(&schema_before, &scratch.dump(false), "chinook pg schema");
+}
+
+/// Regression: the chunk's rows were ordered by the text of their key, so
+/// with keys 1…1000 the chunk ended at "999" and row 1000 was updated twice.
+#[test]
+fn postgres_chunks_follow_key_order_not_text_order() {
+    let Some(scratch) = PgDatabase::create("rw_order") else {
+        return;
+    };
+    let mut database = scratch.connect();
+    database
+        .execute_script(
+            "CREATE TABLE t (id bigint PRIMARY KEY, a bigint NOT NULL); \
+             INSERT INTO t SELECT i, 0 FROM generate_series(1, 2500) AS i",
+        )
+        .unwrap();
+    let mut ledger = TestLedger::new();
+    let report = database
+        .update(
+            &Update {
+                step: 1,
+                table: "t".into(),
+                key: None,
+                filter: None,
+                set: set(&[("a", "a + 1")]),
+                chunk_size: 1000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!((report.rows, report.chunks), (2500, 3));
+    let rows = database
+        .query("SELECT count(*) FROM t WHERE a <> 1", &[])
+        .unwrap();
+    assert_eq!(rows[0][0], SqlValue::Integer(0));
+    let deleted = database
+        .delete(
+            &Delete {
+                step: 2,
+                table: "t".into(),
+                key: None,
+                filter: None,
+                chunk_size: 1000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!(deleted.rows, 2500);
+    ledger.roll_back(&mut database, UndoOptions::default());
+    let rows = database
+        .query("SELECT count(*), sum(a)::int8 FROM t", &[])
+        .unwrap();
+    assert_eq!(rows[0], vec![SqlValue::Integer(2500), SqlValue::Integer(0)]);
+}
+
+/// An insert from a select commits chunk by chunk: when a later chunk
+/// fails, the earlier ones stay recorded and roll back exactly, and the
+/// step can run again.
+#[test]
+fn postgres_insert_select_failing_mid_way_keeps_recorded_chunks() {
+    let Some((scratch, mut database)) = fixture("rw_insert_fail") else {
+        return;
+    };
+    let before = scratch.dump(true);
+    let mut ledger = TestLedger::new();
+    let insert = |select: &str| Insert {
+        step: 1,
+        table: "tags".into(),
+        key: None,
+        source: InsertSource::Select(select.into()),
+        chunk_size: 2,
+    };
+    let error = database
+        .insert(
+            &insert(
+                "SELECT name FROM (VALUES ('a', 1), ('b', 2), ('red', 3)) AS v(name, n) ORDER BY n",
+            ),
+            &mut ledger.recorder(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::Statement { message, .. } if message.contains("duplicate")),
+        "{error}"
+    );
+    assert_eq!(ledger.events().len(), 1);
+    let report = database
+        .insert(&insert("SELECT 'c' AS name"), &mut ledger.recorder())
+        .unwrap();
+    assert_eq!(report.rows, 1);
+    ledger.roll_back(&mut database, UndoOptions::default());
+    assert_same_dump(&before, &scratch.dump(true), "insert select rolled back");
 }

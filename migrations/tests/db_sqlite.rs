@@ -34,6 +34,13 @@ break', 0.1, 9223372036854775807, NULL, 'text', NULL),
 CREATE TABLE tags (name TEXT PRIMARY KEY, weight REAL) ;
 INSERT INTO tags VALUES ('red', 1.0), ('green', 2.25), ('blue', NULL);
 CREATE TABLE nokey (a, b);
+CREATE TABLE parent (id INTEGER PRIMARY KEY, code TEXT UNIQUE, label TEXT);
+CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER REFERENCES parent (id) ON DELETE CASCADE,
+  parent_code TEXT REFERENCES parent (code) ON UPDATE CASCADE);
+INSERT INTO parent VALUES (1, 'p1', 'one');
+INSERT INTO child VALUES (1, 1, 'p1');
+CREATE TABLE pairs (x TEXT, y INTEGER, v BLOB, PRIMARY KEY (x, y)) WITHOUT ROWID;
+INSERT INTO pairs VALUES ('a', 1, x'01'), ('a', 2, NULL), ('b', 1, 'text');
 INSERT INTO nokey VALUES (1, 2);
 "#;
 
@@ -99,7 +106,7 @@ fn sqlite_round_trip_every_operation_restores_identical_dump() {
             )
             .unwrap();
         assert_eq!(report.rows, 2);
-        database
+        let report = database
             .insert(
                 &Insert {
                     step: 3,
@@ -114,6 +121,8 @@ fn sqlite_round_trip_every_operation_restores_identical_dump() {
                 &mut recorder,
             )
             .unwrap();
+        // A select is materialized once, then inserted one transaction per chunk.
+        assert_eq!((report.rows, report.chunks), (4, 4));
         database
             .delete(
                 &Delete {
@@ -134,6 +143,31 @@ fn sqlite_round_trip_every_operation_restores_identical_dump() {
                     key: None,
                     filter: Some("id IN (2, 4)".into()),
                     chunk_size: 1,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .update(
+                &Update {
+                    step: 5,
+                    table: "pairs".into(),
+                    key: None,
+                    filter: Some("x = 'a'".into()),
+                    set: set(&[("v", "'changed'")]),
+                    chunk_size: 1,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .delete(
+                &Delete {
+                    step: 5,
+                    table: "pairs".into(),
+                    key: None,
+                    filter: Some("y = 1".into()),
+                    chunk_size: 1000,
                 },
                 &mut recorder,
             )
@@ -252,6 +286,11 @@ fn sqlite_drift_is_detected_and_left_alone() {
     // Stop: nothing changes.
     let stopped = database.undo(event, UndoOptions::default()).unwrap();
     assert!(!stopped.applied);
+    assert_eq!(
+        (stopped.restored, stopped.drift.len()),
+        (2, 1),
+        "counts what it would restore"
+    );
     let qty = |database: &mut Database, id: i64| {
         database
             .query(
@@ -279,16 +318,7 @@ fn sqlite_drift_is_detected_and_left_alone() {
     assert_eq!(qty(&mut database, 2), SqlValue::Integer(555));
     assert_eq!(qty(&mut database, 3), SqlValue::Integer(i64::MAX));
     assert_eq!(qty(&mut database, 5), SqlValue::Integer(777));
-    let drift_event = skipped.drift[0].to_event(
-        events[0].0,
-        &[
-            "rowid".into(),
-            "id".into(),
-            "name".into(),
-            "price".into(),
-            "qty".into(),
-        ],
-    );
+    let drift_event = skipped.drift[0].to_event(events[0].0);
     let Event::DriftFound(found) = drift_event else {
         panic!()
     };
@@ -430,6 +460,45 @@ fn sqlite_bad_input_is_refused_with_nothing_changed() {
         matches!(&error, DbError::Statement { step: 9, .. }),
         "{error}"
     );
+    // Foreign keys that would change rows of another table, uncaptured.
+    let error = database
+        .delete(
+            &Delete {
+                step: 10,
+                table: "parent".into(),
+                key: None,
+                filter: None,
+                chunk_size: 1000,
+            },
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::CascadingChange { action: "delete", referencing, .. } if referencing == "child"),
+        "{error}"
+    );
+    let error = database
+        .update(
+            &update("parent", None, "1=1", &[("code", "'p2'")]),
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            DbError::CascadingChange {
+                action: "update",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    database
+        .update(
+            &update("parent", None, "1=1", &[("label", "label")]),
+            &mut recorder,
+        )
+        .unwrap();
     // A recorder that fails: the chunk's transaction is rolled back.
     let mut failing = |_events: Vec<Event>| Err::<(), _>(std::io::Error::other("disk full"));
     let error = database
@@ -441,7 +510,11 @@ fn sqlite_bad_input_is_refused_with_nothing_changed() {
     assert!(matches!(&error, DbError::Record { .. }), "{error}");
     drop(recorder);
     expect_nothing_changed(&mut database, &before);
-    assert!(ledger.events().is_empty());
+    assert_eq!(
+        ledger.events().len(),
+        1,
+        "only the harmless update of parent.label"
+    );
     // Unreachable: a file that does not exist is not created.
     let missing = file.path.with_file_name("missing.db");
     let error = Database::connect(&format!("sqlite://{}", missing.display())).unwrap_err();
@@ -707,4 +780,48 @@ fn sqlite_chinook_migration_rolls_back_to_identical_dump() {
             "sqlite3 .dump"
         );
     }
+}
+
+/// Ledger first: a chunk whose images were recorded but whose transaction
+/// never committed (the process died in between) leaves every row at its
+/// before image, which `check_drift` reports so that `recover` can tell.
+#[test]
+fn sqlite_recorded_but_uncommitted_chunk_is_recognised() {
+    let (_file, mut database) = fixture();
+    let before = database.dump_sqlite().unwrap();
+    let mut ledger = TestLedger::new();
+    {
+        let mut append = ledger.recorder();
+        // Records durably, then fails as a crash before the commit would.
+        let mut record_then_die = |events: Vec<Event>| -> Result<(), std::io::Error> {
+            append(events).unwrap();
+            Err(std::io::Error::other("killed before commit"))
+        };
+        let error = database
+            .update(
+                &Update {
+                    step: 1,
+                    table: "things".into(),
+                    key: None,
+                    filter: None,
+                    set: set(&[("qty", "12345")]),
+                    chunk_size: 1000,
+                },
+                &mut record_then_die,
+            )
+            .unwrap_err();
+        assert!(matches!(error, DbError::Record { .. }), "{error}");
+    }
+    assert_same_dump(
+        &before,
+        &database.dump_sqlite().unwrap(),
+        "uncommitted chunk",
+    );
+    let events = ledger.events();
+    assert_eq!(events.len(), 1);
+    let report = database.check_drift(&events[0].1).unwrap();
+    assert_eq!(
+        (report.restored, report.already_restored, report.drift.len()),
+        (0, 7, 0)
+    );
 }

@@ -12,7 +12,7 @@ use rewind_ledger::{
     CheckRecorded, Event, RowImage, RowsChanged, SchemaChanged, SequenceMoved, SqlValue,
 };
 
-use super::catalog::{SequenceState, TableInfo, sequences, table_info};
+use super::catalog::{SequenceState, TableInfo, cascades, sequences, table_info};
 use super::error::{DbError, Result};
 use super::executor::{Bind, Engine, Executor, quote_ident};
 
@@ -200,6 +200,13 @@ impl Context<'_> {
         }
     }
 
+    pub async fn execute_many(&mut self, step: u32, sql: &str, rows: &[Vec<Bind>]) -> Result<u64> {
+        match self.executor.execute_many(sql, rows).await {
+            Ok(count) => Ok(count),
+            Err(error) => Err(self.statement_error(step, sql, error)),
+        }
+    }
+
     pub async fn script(&mut self, step: u32, sql: &str) -> Result<()> {
         match self.executor.script(sql).await {
             Ok(()) => Ok(()),
@@ -229,6 +236,40 @@ impl Context<'_> {
         table_info(self.executor, self.database, table, key).await
     }
 
+    /// Refuses a change that a foreign key would cascade into another table.
+    async fn refuse_cascades(
+        &mut self,
+        step: u32,
+        table: &TableInfo,
+        set: Option<&BTreeMap<String, String>>,
+    ) -> Result<()> {
+        let found = match cascades(self.executor, table).await {
+            Ok(found) => found,
+            Err(error) => return Err(self.statement_error(step, "read foreign keys", error)),
+        };
+        for cascade in found {
+            let hit = match set {
+                None => cascade.on_delete,
+                Some(set) => {
+                    cascade.on_update
+                        && cascade
+                            .columns
+                            .iter()
+                            .any(|column| set.contains_key(column))
+                }
+            };
+            if hit {
+                return Err(DbError::CascadingChange {
+                    step,
+                    action: if set.is_none() { "delete" } else { "update" },
+                    table: table.name.clone(),
+                    referencing: cascade.referencing,
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn sequences(&mut self, step: u32, table: &TableInfo) -> Result<Vec<SequenceState>> {
         match sequences(self.executor, table).await {
             Ok(states) => Ok(states),
@@ -236,8 +277,9 @@ impl Context<'_> {
         }
     }
 
-    /// Runs `body` inside a transaction, records its events, then commits;
-    /// on any error the transaction is rolled back.
+    /// Hands the open transaction's events to the recorder and commits only
+    /// once they are durable; if recording or the commit fails, the
+    /// transaction is rolled back.
     async fn record_then_commit(
         &mut self,
         step: u32,
@@ -379,6 +421,9 @@ pub(crate) async fn update(
             });
         }
     }
+    context
+        .refuse_cascades(step, &info, Some(&operation.set))
+        .await?;
     let engine = context.executor.engine();
     let filter = operation.filter.as_deref().unwrap_or("TRUE");
     let table = &info.quoted;
@@ -450,16 +495,18 @@ pub(crate) async fn update(
                     .chain((0..column_count).map(|i| format!("_rw_a{i}")))
                     .collect::<Vec<_>>()
                     .join(", ");
+                // Qualified, so that it names the typed key and not the
+                // text column of the same name in the select list.
                 let order = (0..info.key.len())
-                    .map(|i| format!("_rw_k{i}"))
+                    .map(|i| format!("_rw_result._rw_k{i}"))
                     .collect::<Vec<_>>()
                     .join(", ");
                 let sql = format!(
                     "WITH _rw_old AS (SELECT {old_keys}, {old_images} FROM {table} WHERE ({filter}){lower_sql} \
                      ORDER BY {keys} LIMIT {chunk_size} FOR UPDATE), \
-                     _rw_new AS (UPDATE {table} SET {sets} FROM _rw_old WHERE {join} \
+                     _rw_new AS (UPDATE {table} SET {sets} FROM _rw_old WHERE {join}{lower_sql} \
                      RETURNING {returning_keys}, {returning_before}, {returning_after}) \
-                     SELECT {select_keys}, {select_images} FROM _rw_new ORDER BY {order}"
+                     SELECT {select_keys}, {select_images} FROM _rw_new AS _rw_result ORDER BY {order}"
                 );
                 let rows = match context.fetch(step, &sql, &lower_binds).await {
                     Ok(rows) => rows,
@@ -578,6 +625,7 @@ pub(crate) async fn delete(
     let info = context
         .table(&operation.table, operation.key.as_deref())
         .await?;
+    context.refuse_cascades(step, &info, None).await?;
     let engine = context.executor.engine();
     let filter = operation.filter.as_deref().unwrap_or("TRUE");
     let table = &info.quoted;
@@ -625,15 +673,17 @@ pub(crate) async fn delete(
                     .map(|i| format!("_rw_b{i}"))
                     .collect::<Vec<_>>()
                     .join(", ");
+                // Qualified, so that it names the typed key and not the
+                // text column of the same name in the select list.
                 let order = (0..info.key.len())
-                    .map(|i| format!("_rw_k{i}"))
+                    .map(|i| format!("_rw_result._rw_k{i}"))
                     .collect::<Vec<_>>()
                     .join(", ");
                 let sql = format!(
                     "WITH _rw_old AS (SELECT {old_keys}, {old_images} FROM {table} WHERE ({filter}){lower_sql} \
                      ORDER BY {keys} LIMIT {chunk_size} FOR UPDATE), \
-                     _rw_gone AS (DELETE FROM {table} USING _rw_old WHERE {join} RETURNING _rw_old.*) \
-                     SELECT {select_keys}, {select_images} FROM _rw_gone ORDER BY {order}"
+                     _rw_gone AS (DELETE FROM {table} USING _rw_old WHERE {join}{lower_sql} RETURNING _rw_old.*) \
+                     SELECT {select_keys}, {select_images} FROM _rw_gone AS _rw_result ORDER BY {order}"
                 );
                 let rows = match context.fetch(step, &sql, &lower_binds).await {
                     Ok(rows) => rows,
@@ -753,6 +803,7 @@ pub(crate) async fn insert(
         }
         Ok(())
     };
+    let mut dropped_source: Option<&str> = None;
     // Each batch is the SQL that inserts it plus its binds.
     let batches: Vec<(String, Vec<Bind>)> = match &operation.source {
         InsertSource::Select(select) => {
@@ -767,13 +818,52 @@ pub(crate) async fn insert(
                 .map(|name| quote_ident(name))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let sql = match engine {
-                Engine::Sqlite => {
-                    format!("INSERT INTO {table} ({target}) SELECT * FROM ({select}) WHERE TRUE")
-                }
-                Engine::Postgres => format!("INSERT INTO {table} ({target}) {select}"),
+            // The select runs once, into a temporary table numbered by row,
+            // so that each chunk is its own transaction over a fixed source.
+            let source = match engine {
+                Engine::Sqlite => "temp._rw_source",
+                Engine::Postgres => "pg_temp._rw_source",
             };
-            vec![(sql, Vec::new())]
+            context
+                .script(step, &format!("DROP TABLE IF EXISTS {source}"))
+                .await?;
+            context
+                .script(
+                    step,
+                    &format!(
+                        "CREATE TEMP TABLE _rw_source AS SELECT row_number() OVER () AS _rw_n, _rw_s.* FROM ({select}) AS _rw_s"
+                    ),
+                )
+                .await?;
+            dropped_source = Some(source);
+            let count = match context
+                .fetch(step, &format!("SELECT count(*) FROM {source}"), &[])
+                .await
+            {
+                Ok(rows) => match rows.first().and_then(|row| row.first()) {
+                    Some(SqlValue::Integer(count)) => *count as usize,
+                    _ => 0,
+                },
+                Err(error) => {
+                    let _ = context
+                        .script(step, &format!("DROP TABLE IF EXISTS {source}"))
+                        .await;
+                    return Err(error);
+                }
+            };
+            (0..count)
+                .step_by(chunk_size)
+                .map(|low| {
+                    let high = low + chunk_size;
+                    (
+                        format!(
+                            "INSERT INTO {table} ({target}) SELECT {target} FROM {source} \
+                             WHERE _rw_n > {low} AND _rw_n <= {high} ORDER BY _rw_n"
+                        ),
+                        Vec::new(),
+                    )
+                })
+                .collect()
         }
         InsertSource::Rows(rows) => {
             let Some(first) = rows.first() else {
@@ -824,94 +914,103 @@ pub(crate) async fn insert(
         .map(|column| engine_text_column(engine, &quote_ident(&column.name)))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut report = StepReport::default();
-    for (insert_sql, binds) in batches {
-        let sql = match engine {
-            Engine::Sqlite => format!("{insert_sql} RETURNING {returning}"),
-            Engine::Postgres => {
-                let keys = (0..info.key.len())
-                    .map(|i| format!("_rw_k{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let returning_keys = info
-                    .key
-                    .iter()
-                    .enumerate()
-                    .map(|(i, name)| format!("{} AS _rw_k{i}", quote_ident(name)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let returning_images = info
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, column)| format!("{}::text AS _rw_a{i}", quote_ident(&column.name)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let images = (0..column_count)
-                    .map(|i| format!("_rw_a{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                format!(
-                    "WITH _rw_new AS ({insert_sql} RETURNING {returning_keys}, {returning_images}) \
-                     SELECT {images} FROM _rw_new ORDER BY {keys}"
-                )
+    let result = async {
+        let mut report = StepReport::default();
+        for (insert_sql, binds) in batches {
+            let sql = match engine {
+                Engine::Sqlite => format!("{insert_sql} RETURNING {returning}"),
+                Engine::Postgres => {
+                    let keys = (0..info.key.len())
+                        .map(|i| format!("_rw_k{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let returning_keys = info
+                        .key
+                        .iter()
+                        .enumerate()
+                        .map(|(i, name)| format!("{} AS _rw_k{i}", quote_ident(name)))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let returning_images = info
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, column)| format!("{}::text AS _rw_a{i}", quote_ident(&column.name)))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let images = (0..column_count)
+                        .map(|i| format!("_rw_a{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!(
+                        "WITH _rw_new AS ({insert_sql} RETURNING {returning_keys}, {returning_images}) \
+                         SELECT {images} FROM _rw_new ORDER BY {keys}"
+                    )
+                }
+            };
+            context.begin(step).await?;
+            let before_sequences = match context.sequences(step, &info).await {
+                Ok(states) => states,
+                Err(error) => {
+                    context.rollback().await;
+                    return Err(error);
+                }
+            };
+            let rows = match context.fetch(step, &sql, &binds).await {
+                Ok(rows) => rows,
+                Err(error) => {
+                    context.rollback().await;
+                    return Err(error);
+                }
+            };
+            let after_sequences = match context.sequences(step, &info).await {
+                Ok(states) => states,
+                Err(error) => {
+                    context.rollback().await;
+                    return Err(error);
+                }
+            };
+            let mut events =
+                sequence_events(context.database, step, &before_sequences, &after_sequences);
+            let count = rows.len() as u64;
+            let images: Vec<RowImage> = rows
+                .into_iter()
+                .map(|row| RowImage {
+                    key: key_of(&row, &key_positions),
+                    before: None,
+                    after: Some(row),
+                })
+                .collect();
+            let mut images = images.into_iter().peekable();
+            let mut chunks = 0;
+            while images.peek().is_some() {
+                let chunk: Vec<RowImage> = images.by_ref().take(chunk_size).collect();
+                events.push(rows_changed(
+                    context.database,
+                    &info,
+                    step,
+                    report.chunks + chunks,
+                    chunk,
+                ));
+                chunks += 1;
             }
-        };
-        context.begin(step).await?;
-        let before_sequences = match context.sequences(step, &info).await {
-            Ok(states) => states,
-            Err(error) => {
-                context.rollback().await;
-                return Err(error);
-            }
-        };
-        let rows = match context.fetch(step, &sql, &binds).await {
-            Ok(rows) => rows,
-            Err(error) => {
-                context.rollback().await;
-                return Err(error);
-            }
-        };
-        let after_sequences = match context.sequences(step, &info).await {
-            Ok(states) => states,
-            Err(error) => {
-                context.rollback().await;
-                return Err(error);
-            }
-        };
-        let mut events =
-            sequence_events(context.database, step, &before_sequences, &after_sequences);
-        let count = rows.len() as u64;
-        let images: Vec<RowImage> = rows
-            .into_iter()
-            .map(|row| RowImage {
-                key: key_of(&row, &key_positions),
-                before: None,
-                after: Some(row),
-            })
-            .collect();
-        let mut images = images.into_iter().peekable();
-        let mut chunks = 0;
-        while images.peek().is_some() {
-            let chunk: Vec<RowImage> = images.by_ref().take(chunk_size).collect();
-            events.push(rows_changed(
-                context.database,
-                &info,
-                step,
-                report.chunks + chunks,
-                chunk,
-            ));
-            chunks += 1;
+            let event_count = events.len() as u64;
+            context
+                .record_then_commit(step, &info.name, events, recorder)
+                .await?;
+            report.rows += count;
+            report.chunks += chunks;
+            report.events += event_count;
         }
-        let event_count = events.len() as u64;
-        context
-            .record_then_commit(step, &info.name, events, recorder)
-            .await?;
-        report.rows += count;
-        report.chunks += chunks;
-        report.events += event_count;
+        Ok(report)
     }
-    Ok(report)
+    .await;
+    if let Some(source) = dropped_source {
+        let _ = context
+            .script(step, &format!("DROP TABLE IF EXISTS {source}"))
+            .await;
+    }
+    result
 }
 
 pub(crate) async fn schema(

@@ -280,3 +280,61 @@ pub(crate) async fn sequences(
         }
     }
 }
+
+/// A foreign key of another table that references this one and changes
+/// its own rows when a referenced row is deleted or its key updated
+/// (`CASCADE`, `SET NULL`, `SET DEFAULT`): rows rewind would not capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Cascade {
+    pub referencing: String,
+    /// The referenced columns; empty means the primary key.
+    pub columns: Vec<String>,
+    pub on_delete: bool,
+    pub on_update: bool,
+}
+
+/// The foreign keys that cascade into other tables from `table`.
+pub(crate) async fn cascades(
+    executor: &mut dyn Executor,
+    table: &TableInfo,
+) -> Result<Vec<Cascade>, sqlx::Error> {
+    let rows = match executor.engine() {
+        Engine::Sqlite => {
+            executor
+                .fetch(
+                    "SELECT m.name, coalesce(f.\"to\", ''), \
+                     f.on_delete IN ('CASCADE', 'SET NULL', 'SET DEFAULT'), \
+                     f.on_update IN ('CASCADE', 'SET NULL', 'SET DEFAULT') \
+                     FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f \
+                     WHERE m.type = 'table' AND f.\"table\" = ?1 COLLATE NOCASE",
+                    &[Bind::Value(SqlValue::Text(table.name.clone()))],
+                )
+                .await?
+        }
+        Engine::Postgres => {
+            executor
+                .fetch(
+                    "SELECT c.conrelid::regclass::text, \
+                     (SELECT string_agg(a.attname::text, ',' ORDER BY a.attnum) FROM pg_attribute a \
+                      WHERE a.attrelid = c.confrelid AND a.attnum = ANY(c.confkey)), \
+                     c.confdeltype IN ('c', 'n', 'd'), c.confupdtype IN ('c', 'n', 'd') \
+                     FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid = to_regclass($1)",
+                    &[Bind::Value(SqlValue::Text(table.quoted.clone()))],
+                )
+                .await?
+        }
+    };
+    Ok(rows
+        .iter()
+        .map(|row| Cascade {
+            referencing: text(&row[0]),
+            columns: text(&row[1])
+                .split(',')
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            on_delete: row[2] == SqlValue::Integer(1),
+            on_update: row[3] == SqlValue::Integer(1),
+        })
+        .collect())
+}

@@ -34,6 +34,16 @@ pub enum DbError {
         column: String,
     },
 
+    #[error(
+        "step {step}: {action} on table {table} would cascade to table {referencing}, whose rows would not be captured"
+    )]
+    CascadingChange {
+        step: u32,
+        action: &'static str,
+        table: String,
+        referencing: String,
+    },
+
     #[error("step {step}: {kind} step has neither a down statement nor irreversible = true")]
     MissingDown { step: u32, kind: &'static str },
 
@@ -99,6 +109,9 @@ impl DbError {
             }
             DbError::SetsKeyColumn { .. } => Some(
                 "key columns identify rows in the ledger; change them with a delete and an insert",
+            ),
+            DbError::CascadingChange { .. } => Some(
+                "change the referencing rows in an earlier step of their own, or use a sql step with a down",
             ),
             DbError::MissingDown { .. } => {
                 Some("add `down = \"…\"`, or `irreversible = true` if it cannot be undone")

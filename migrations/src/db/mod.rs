@@ -15,6 +15,12 @@
 //! database url in events and messages has its password removed
 //! ([`redact_url`]).
 //!
+//! Recovery after a crash: a `RowsChanged` chunk is in the ledger before
+//! its transaction commits, so the newest chunk of an unfinished step may
+//! never have committed. [`Database::check_drift`] on it tells: every row
+//! at its before image (`already_restored`) means it did not commit; every
+//! row at its after image (`restored`) means it did.
+//!
 //! This module never prints and never writes the ledger itself.
 
 mod capture;
@@ -136,10 +142,7 @@ impl Database {
         &self.url
     }
 
-    fn run<'a, T>(
-        &'a mut self,
-        work: impl AsyncFnOnce(&mut Context<'_>) -> Result<T>,
-    ) -> Result<T> {
+    fn run<T>(&mut self, work: impl AsyncFnOnce(&mut Context<'_>) -> Result<T>) -> Result<T> {
         let mut context = Context {
             executor: &mut *self.executor,
             database: &self.url,

@@ -19,9 +19,15 @@ pub struct SqliteExecutor {
 }
 
 impl SqliteExecutor {
-    /// Opens an existing database file; a missing file is an error, never created.
+    /// Opens an existing database file; a missing file is an error, never
+    /// created, unless the url asks for it with `mode=rwc`.
     pub async fn connect(url: &str) -> Result<SqliteExecutor, sqlx::Error> {
-        let options = SqliteConnectOptions::from_str(url)?.create_if_missing(false);
+        let create = url.contains("mode=rwc");
+        // A large row buffer lets sqlx's worker thread run ahead instead of
+        // handing over (and waking this thread) every few rows.
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(create)
+            .row_buffer_size(4096);
         let connection = SqliteConnection::connect_with(&options).await?;
         Ok(SqliteExecutor { connection })
     }
@@ -101,6 +107,17 @@ impl Executor for SqliteExecutor {
                 binds,
             )?;
             Ok(query.execute(&mut self.connection).await?.rows_affected())
+        })
+    }
+
+    fn execute_many<'a>(&'a mut self, sql: &'a str, rows: &'a [Vec<Bind>]) -> BoxFuture<'a, u64> {
+        Box::pin(async move {
+            let mut count = 0;
+            for binds in rows {
+                let query = bind_all(sqlx::query(AssertSqlSafe(sql.to_owned())), binds)?;
+                count += query.execute(&mut self.connection).await?.rows_affected();
+            }
+            Ok(count)
         })
     }
 

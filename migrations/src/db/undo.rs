@@ -44,6 +44,8 @@ pub struct RowDrift {
     /// The columns that differ from the after image; every column when the
     /// row is missing or present against expectation.
     pub columns: Vec<String>,
+    /// Every column of the images, in order.
+    pub image_columns: Vec<String>,
     /// The after image (`None`: the row should be absent).
     pub expected: Option<Vec<SqlValue>>,
     /// The row now (`None`: it is absent).
@@ -51,11 +53,14 @@ pub struct RowDrift {
 }
 
 impl RowDrift {
-    /// The `DriftFound` event recording this drift of the event at `seq`.
-    pub fn to_event(&self, seq: u64, column_names: &[String]) -> Event {
+    /// The `DriftFound` event recording this drift of the event at `seq`:
+    /// subject `table key`, expected and actual as `column=value` pairs of
+    /// the differing columns, or `absent`.
+    pub fn to_event(&self, seq: u64) -> Event {
         let render = |image: &Option<Vec<SqlValue>>| match image {
             None => "absent".to_owned(),
-            Some(values) => column_names
+            Some(values) => self
+                .image_columns
                 .iter()
                 .zip(values)
                 .filter(|(name, _)| self.columns.contains(name))
@@ -78,9 +83,12 @@ pub struct UndoReport {
     /// Whether anything was changed: false when drift stopped the undo,
     /// on a dry run, and for a passed-over irreversible statement.
     pub applied: bool,
-    /// Rows put back to their before image (or removed, or re-inserted).
+    /// Rows found at their after image: put back to their before image (or
+    /// removed, or re-inserted) when `applied`, otherwise the rows that would be.
     pub restored: u64,
-    /// Rows that already equalled their before image.
+    /// Rows that already equalled their before image. After a crash between
+    /// recording a chunk and its commit, [`super::Database::check_drift`]
+    /// finds every row of the chunk here: the chunk never committed.
     pub already_restored: u64,
     pub drift: Vec<RowDrift>,
 }
@@ -219,12 +227,13 @@ fn classify(rows: &RowsChanged, image: &RowImage, current: Option<Vec<SqlValue>>
             .filter(|(_, (now, after))| now != after)
             .map(|(name, _)| name.clone())
             .collect(),
-        _ => names,
+        _ => names.clone(),
     };
     State::Drifted(RowDrift {
         table: rows.table.clone(),
         key: image.key.clone(),
         columns,
+        image_columns: names,
         expected: image.after.clone(),
         actual: current,
     })
@@ -281,6 +290,19 @@ async fn undo_rows(
         let current_sql = format!(
             "SELECT i.idx, {present}, {current_columns} FROM {images} AS i LEFT JOIN {table} AS t ON {join} ORDER BY i.idx"
         );
+        if engine == Engine::Postgres {
+            // Lock the rows first, so nobody changes them between the drift
+            // check and the restore (SQLite's BEGIN IMMEDIATE already excludes writers).
+            context
+                .fetch(
+                    step,
+                    &format!(
+                        "SELECT count(*) FROM (SELECT 1 FROM {table} AS t JOIN {images} AS i ON {join} FOR UPDATE OF t) AS locked"
+                    ),
+                    &[],
+                )
+                .await?;
+        }
         let current = context.fetch(step, &current_sql, &[]).await?;
         let mut report = UndoReport::default();
         let mut leave_alone: Vec<i64> = Vec::new();
@@ -303,7 +325,6 @@ async fn undo_rows(
             }
         }
         if dry_run || (!report.drift.is_empty() && options.on_drift == OnDrift::Stop) {
-            report.restored = 0;
             return Ok(report);
         }
         if !leave_alone.is_empty() {
@@ -498,16 +519,19 @@ async fn load_images(
                     &format!("CREATE TEMP TABLE _rw_images ({})", names.join(", ")),
                 )
                 .await?;
-            let per_row = names.len();
-            let rows_per_statement = (30_000 / per_row).max(1);
-            for (batch_index, batch) in rows.rows.chunks(rows_per_statement).enumerate() {
-                let mut binds = Vec::with_capacity(batch.len() * per_row);
-                let mut tuples = Vec::with_capacity(batch.len());
-                for (offset, row) in batch.iter().enumerate() {
-                    let start = binds.len();
-                    binds.push(Bind::Value(SqlValue::Integer(
-                        (batch_index * rows_per_statement + offset) as i64,
-                    )));
+            // One prepared single-row insert, run per row: SQLite compiles a
+            // statement with thousands of placeholders far more slowly.
+            let marks = (1..=names.len())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let values: Vec<Vec<Bind>> = rows
+                .rows
+                .iter()
+                .enumerate()
+                .map(|(index, row)| {
+                    let mut binds = Vec::with_capacity(names.len());
+                    binds.push(Bind::Value(SqlValue::Integer(index as i64)));
                     binds.push(Bind::Value(SqlValue::Integer(i64::from(
                         row.before.is_some(),
                     ))));
@@ -529,20 +553,26 @@ async fn load_images(
                             ));
                         }
                     }
-                    let marks = (start + 1..=binds.len())
-                        .map(|i| format!("?{i}"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    tuples.push(format!("({marks})"));
-                }
-                context
-                    .execute(
-                        step,
-                        &format!("INSERT INTO temp._rw_images VALUES {}", tuples.join(", ")),
-                        &binds,
-                    )
-                    .await?;
-            }
+                    binds
+                })
+                .collect();
+            context
+                .execute_many(
+                    step,
+                    &format!("INSERT INTO temp._rw_images VALUES ({marks})"),
+                    &values,
+                )
+                .await?;
+            let image_keys = (0..key_count)
+                .map(|i| format!("k{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            context
+                .script(
+                    step,
+                    &format!("CREATE INDEX temp._rw_images_key ON _rw_images ({image_keys})"),
+                )
+                .await?;
         }
     }
     Ok(())

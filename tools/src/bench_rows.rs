@@ -1,0 +1,374 @@
+//! Benchmark of the database half: a forward `update` of every row of a
+//! 1M-row table with images captured into a real ledger, against the bare
+//! set-based `UPDATE` on the same engine; and the rollback of 10k changed
+//! rows against a set-based restore from a before-table. Each case runs in
+//! its own child process so that its peak RSS (VmHWM) is its own.
+//!
+//! `cargo run --release -p rewind-tools --bin bench-rows -- [--rows N] [--changed N] [--chunk N] [--engine sqlite|postgres|both] [--cases a,b] [--pg URL]`
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use rewind_ledger::{Draft, Event, Ledger, Origin};
+use rewind_migrations::db::{Database, UndoOptions, Update};
+
+const CASES: &[&str] = &[
+    "bare-update",
+    "capture-update",
+    "capture-update-no-ledger",
+    "bare-restore",
+    "capture-rollback",
+];
+
+struct Options {
+    rows: u64,
+    changed: u64,
+    engines: Vec<String>,
+    pg: String,
+    chunk: usize,
+    cases: Vec<String>,
+}
+
+fn parse() -> (Options, Option<(String, String, String)>) {
+    let mut options = Options {
+        rows: 1_000_000,
+        changed: 10_000,
+        engines: vec!["sqlite".into(), "postgres".into()],
+        pg: std::env::var("REWIND_TEST_PG")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        chunk: 1000,
+        cases: CASES.iter().map(|case| (*case).to_owned()).collect(),
+    };
+    let mut child = None;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut index = 0;
+    while index < args.len() {
+        let value = args.get(index + 1).cloned().unwrap_or_default();
+        match args[index].as_str() {
+            "--rows" => options.rows = value.parse().expect("--rows N"),
+            "--changed" => options.changed = value.parse().expect("--changed N"),
+            "--chunk" => options.chunk = value.parse().expect("--chunk N"),
+            "--engine" if value == "both" => {}
+            "--engine" => options.engines = vec![value],
+            "--pg" => options.pg = value,
+            "--cases" => options.cases = value.split(',').map(str::to_owned).collect(),
+            "--case" => {
+                let parts: Vec<&str> = value.splitn(3, '|').collect();
+                child = Some((
+                    parts[0].to_owned(),
+                    parts[1].to_owned(),
+                    parts[2].to_owned(),
+                ));
+            }
+            other => panic!("unknown argument {other}"),
+        }
+        index += 2;
+    }
+    (options, child)
+}
+
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn ledger_in(dir: &Path) -> Ledger {
+    Ledger::init(
+        &dir.join("ledger"),
+        "bench",
+        Origin {
+            actor: "bench".into(),
+            host: "bench".into(),
+        },
+    )
+    .expect("ledger")
+}
+
+fn capture_update(
+    database: &mut Database,
+    ledger: &mut Ledger,
+    filter: Option<String>,
+    chunk: usize,
+) -> u64 {
+    let mut recorder = |events: Vec<Event>| {
+        ledger
+            .append_batch(
+                events
+                    .into_iter()
+                    .map(|event| Draft::new(Some("bench"), event))
+                    .collect(),
+            )
+            .map(|_| ())
+    };
+    let report = database
+        .update(
+            &Update {
+                step: 1,
+                table: "t".into(),
+                key: None,
+                filter,
+                set: BTreeMap::from([
+                    ("a".to_owned(), "a + 1".to_owned()),
+                    ("b".to_owned(), "b || 'x'".to_owned()),
+                ]),
+                chunk_size: chunk,
+            },
+            &mut recorder,
+        )
+        .expect("update");
+    report.rows
+}
+
+/// Runs one case in this (child) process; prints `seconds rss_kb`.
+fn run_case(case: &str, url: &str, options: &Options) {
+    let mut database = Database::connect(url).expect("connect");
+    let every = (options.rows / options.changed).max(1);
+    let changed_filter = format!("id % {every} = 0");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seconds = match case {
+        "bare-update" => {
+            let start = Instant::now();
+            database
+                .execute_script("UPDATE t SET a = a + 1, b = b || 'x'")
+                .expect("update");
+            start.elapsed().as_secs_f64()
+        }
+        "capture-update" => {
+            let mut ledger = ledger_in(dir.path());
+            let start = Instant::now();
+            let rows = capture_update(&mut database, &mut ledger, None, options.chunk);
+            assert_eq!(rows, options.rows);
+            start.elapsed().as_secs_f64()
+        }
+        "capture-update-no-ledger" => {
+            let start = Instant::now();
+            let report = database
+                .update(
+                    &Update {
+                        step: 1,
+                        table: "t".into(),
+                        key: None,
+                        filter: None,
+                        set: BTreeMap::from([
+                            ("a".to_owned(), "a + 1".to_owned()),
+                            ("b".to_owned(), "b || 'x'".to_owned()),
+                        ]),
+                        chunk_size: options.chunk,
+                    },
+                    &mut |_events: Vec<Event>| Ok::<(), std::io::Error>(()),
+                )
+                .expect("update");
+            assert_eq!(report.rows, options.rows);
+            start.elapsed().as_secs_f64()
+        }
+        "bare-restore" => {
+            database
+                .execute_script(&format!(
+                    "CREATE TABLE before_t AS SELECT * FROM t WHERE {changed_filter}; \
+                     CREATE UNIQUE INDEX before_t_id ON before_t (id); \
+                     UPDATE t SET a = a + 1, b = b || 'x' WHERE {changed_filter}"
+                ))
+                .expect("setup");
+            let start = Instant::now();
+            database
+                .execute_script(
+                    "UPDATE t SET a = b.a, b = b.b, c = b.c FROM before_t AS b WHERE t.id = b.id",
+                )
+                .expect("restore");
+            start.elapsed().as_secs_f64()
+        }
+        "capture-rollback" => {
+            let mut ledger = ledger_in(dir.path());
+            let rows = capture_update(
+                &mut database,
+                &mut ledger,
+                Some(changed_filter),
+                options.chunk,
+            );
+            assert_eq!(rows, options.rows / every);
+            let start = Instant::now();
+            let (head, _) = ledger.head();
+            let events: Vec<Event> = ledger
+                .range(1..=head)
+                .map(|entry| entry.expect("entry").record.event)
+                .collect();
+            for event in events.iter().rev() {
+                let report = database.undo(event, UndoOptions::default()).expect("undo");
+                assert!(report.drift.is_empty());
+            }
+            start.elapsed().as_secs_f64()
+        }
+        other => panic!("unknown case {other}"),
+    };
+    println!("{seconds:.3} {}", peak_rss_kb());
+}
+
+fn with_database(admin: &str, name: &str) -> String {
+    let scheme_end = admin.find("://").map_or(0, |i| i + 3);
+    let path_start = admin[scheme_end..]
+        .find('/')
+        .map_or(admin.len(), |i| scheme_end + i);
+    format!("{}/{name}", &admin[..path_start])
+}
+
+fn populate_sql(engine: &str, rows: u64) -> String {
+    match engine {
+        "sqlite" => format!(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER NOT NULL, b TEXT NOT NULL, c REAL); \
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {rows}) \
+             INSERT INTO t SELECT i, i * 7, 'name-' || i, i * 0.5 FROM s"
+        ),
+        _ => format!(
+            "CREATE TABLE t (id bigint PRIMARY KEY, a bigint NOT NULL, b text NOT NULL, c float8); \
+             INSERT INTO t SELECT i, i * 7, 'name-' || i, i * 0.5 FROM generate_series(1, {rows}) AS i"
+        ),
+    }
+}
+
+fn main() {
+    let (options, child) = parse();
+    if let Some((_engine, case, url)) = child {
+        run_case(&case, &url, &options);
+        return;
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = tempfile::tempdir().expect("tempdir");
+    println!("| engine | rows | case | seconds | peak RSS (MB) |\n| --- | --- | --- | --- | --- |");
+    for engine in &options.engines {
+        let mut results = BTreeMap::new();
+        let template_path = dir.path().join("template.db");
+        let mut admin = None;
+        let template_name = format!("rewind_bench_template_{}", std::process::id());
+        match engine.as_str() {
+            "sqlite" => {
+                let url = format!("sqlite://{}?mode=rwc", template_path.display());
+                std::fs::write(&template_path, b"").expect("create file");
+                let mut database = Database::connect(&url).expect("sqlite");
+                database
+                    .execute_script(&populate_sql("sqlite", options.rows))
+                    .expect("populate");
+            }
+            _ => {
+                let mut connection = match Database::connect(&options.pg) {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        eprintln!("skipping postgres: {error}");
+                        continue;
+                    }
+                };
+                connection
+                    .execute_script(&format!("CREATE DATABASE {template_name}"))
+                    .expect("create");
+                let mut database = Database::connect(&with_database(&options.pg, &template_name))
+                    .expect("connect");
+                database
+                    .execute_script(&populate_sql("postgres", options.rows))
+                    .expect("populate");
+                database.execute_script("VACUUM ANALYZE t").expect("vacuum");
+                drop(database);
+                admin = Some(connection);
+            }
+        }
+        for case in CASES
+            .iter()
+            .filter(|case| options.cases.iter().any(|wanted| wanted == *case))
+        {
+            let (url, cleanup) = match engine.as_str() {
+                "sqlite" => {
+                    let path = dir.path().join(format!("{case}.db"));
+                    std::fs::copy(&template_path, &path).expect("copy");
+                    (format!("sqlite://{}", path.display()), None)
+                }
+                _ => {
+                    let name = format!(
+                        "rewind_bench_{}_{}",
+                        case.replace('-', "_"),
+                        std::process::id()
+                    );
+                    let admin = admin.as_mut().expect("admin");
+                    admin
+                        .execute_script(&format!("CREATE DATABASE {name} TEMPLATE {template_name}"))
+                        .expect("copy database");
+                    (with_database(&options.pg, &name), Some(name))
+                }
+            };
+            let output = Command::new(&exe)
+                .args([
+                    "--rows",
+                    &options.rows.to_string(),
+                    "--changed",
+                    &options.changed.to_string(),
+                    "--chunk",
+                    &options.chunk.to_string(),
+                    "--case",
+                    &format!("{engine}|{case}|{url}"),
+                ])
+                .output()
+                .expect("child");
+            assert!(
+                output.status.success(),
+                "{case}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let text = String::from_utf8_lossy(&output.stdout);
+            let mut parts = text.split_whitespace();
+            let seconds: f64 = parts.next().and_then(|s| s.parse().ok()).expect("seconds");
+            let rss: f64 = parts.next().and_then(|s| s.parse().ok()).expect("rss");
+            println!(
+                "| {engine} | {} | {case} | {seconds:.3} | {:.0} |",
+                options.rows,
+                rss / 1024.0
+            );
+            results.insert(*case, seconds);
+            if let (Some(name), Some(admin)) = (cleanup, admin.as_mut()) {
+                admin
+                    .execute_script(&format!("DROP DATABASE {name}"))
+                    .expect("drop");
+            } else if engine == "sqlite" {
+                let _ = std::fs::remove_file(dir.path().join(format!("{case}.db")));
+            }
+        }
+        if let Some(admin) = admin.as_mut() {
+            admin
+                .execute_script(&format!("DROP DATABASE {template_name}"))
+                .expect("drop template");
+        }
+        if let (Some(capture), Some(bare)) =
+            (results.get("capture-update"), results.get("bare-update"))
+        {
+            println!(
+                "| {engine} | {} | ratio capture/bare update | {:.2} | |",
+                options.rows,
+                capture / bare
+            );
+        }
+        if let (Some(capture), Some(bare)) = (
+            results.get("capture-update-no-ledger"),
+            results.get("bare-update"),
+        ) {
+            println!(
+                "| {engine} | {} | ratio capture without ledger/bare update | {:.2} | |",
+                options.rows,
+                capture / bare
+            );
+        }
+        if let (Some(rollback), Some(bare)) =
+            (results.get("capture-rollback"), results.get("bare-restore"))
+        {
+            println!(
+                "| {engine} | {} | ratio rollback/bare restore ({} rows) | {:.2} | |",
+                options.rows,
+                options.changed,
+                rollback / bare
+            );
+        }
+    }
+}
