@@ -2,6 +2,7 @@
 //! layout): each module a part of the product.
 
 mod db_cli;
+mod db_examples_cli;
 mod fs_bad_input;
 mod fs_cli;
 mod ledger_cli;
