@@ -182,3 +182,40 @@ fn both_examples_round_trip_on_postgres() {
         std::panic::resume_unwind(panic);
     }
 }
+
+#[test]
+fn wrong_credentials_on_postgres_are_refused_without_showing_the_password() {
+    let admin_url = admin_url();
+    if let Err(error) = Database::connect(&admin_url) {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI=true but PostgreSQL is not reachable at {admin_url}: {error}"
+        );
+        eprintln!("skipped: PostgreSQL is not reachable at {admin_url} ({error})");
+        return;
+    }
+    let env = TestEnv::with_ledger();
+    let path = env.root().join("teams.toml");
+    std::fs::write(&path, TEAMS).unwrap();
+    // An unknown role with a password: refused whatever pg_hba asks for.
+    let url = with_database(&admin_url, "postgres").replacen(
+        "postgres://postgres@",
+        "postgres://rewind_no_such_role:hunter2@",
+        1,
+    );
+    let head = env.run(&["verify"]).stdout;
+    let output = env.run(&[
+        "apply",
+        &path.display().to_string(),
+        "--target",
+        &format!("db={url}"),
+        "--yes",
+    ]);
+    assert_eq!(output.code, 1, "{output:?}");
+    assert!(output.stderr.contains("refused the credentials"), "{output:?}");
+    assert!(output.stderr.contains("rewind_no_such_role:***@"), "{output:?}");
+    assert!(!output.stderr.contains("hunter2"), "{output:?}");
+    assert!(!output.stdout.contains("hunter2"), "{output:?}");
+    assert_eq!(head, env.run(&["verify"]).stdout, "the ledger is unchanged");
+}
