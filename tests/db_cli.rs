@@ -284,3 +284,51 @@ fn rollback_past_an_irreversible_step_is_refused_unless_allowed() {
         "the irreversible delete stays"
     );
 }
+
+#[test]
+fn demo_tours_the_teams_database_and_ends_with_an_identical_dump() {
+    let env = TestEnv::new();
+    let out = env.run(&["demo"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for section in [
+        "== 8.", "== 9.", "== 10.", "== 11.", "== 12.", "== 13.", "== 14.",
+    ] {
+        assert!(
+            out.stdout.contains(section),
+            "{section} missing:\n{}",
+            out.stdout
+        );
+    }
+    assert!(
+        out.stdout.contains("organization_id  NULL    1"),
+        "before and after side by side:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("4 inverse(s) applied, 0 drifted, outcome succeeded"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("identical: "), "{}", out.stdout);
+}
+
+#[test]
+fn rolling_back_one_step_whose_rows_a_later_step_changed_names_the_dependents() {
+    let spec = format!(
+        "[migration]\nid = \"twice\"\ndatabase = \"{{db}}\"\n[vars]\ndb = {{ required = true }}\n\n\
+         {UPDATE_LICENCES}[[step]]\nkind = \"update\"\ntable = \"licences\"\nwhere = \"id = 2\"\nset = {{ product = \"'panel pro'\" }}\n"
+    );
+    let db = DbEnv::with_spec(&spec);
+    let before = db.dump();
+    assert!(db.apply().starts_with("exit: 0"));
+    let refused = db.env.run(&["rollback", "r1:1", "--yes"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("later dependents") && refused.stderr.contains("licences(2)"),
+        "{refused:?}"
+    );
+    let cascaded = db.env.run(&["rollback", "r1:1", "--cascade", "--yes"]);
+    assert_eq!(cascaded.code, 0, "{cascaded:?}");
+    assert_eq!(before, db.dump());
+}

@@ -213,8 +213,14 @@ fn wrong_credentials_on_postgres_are_refused_without_showing_the_password() {
         "--yes",
     ]);
     assert_eq!(output.code, 1, "{output:?}");
-    assert!(output.stderr.contains("refused the credentials"), "{output:?}");
-    assert!(output.stderr.contains("rewind_no_such_role:***@"), "{output:?}");
+    assert!(
+        output.stderr.contains("refused the credentials"),
+        "{output:?}"
+    );
+    assert!(
+        output.stderr.contains("rewind_no_such_role:***@"),
+        "{output:?}"
+    );
     assert!(!output.stderr.contains("hunter2"), "{output:?}");
     assert!(!output.stdout.contains("hunter2"), "{output:?}");
     assert_eq!(head, env.run(&["verify"]).stdout, "the ledger is unchanged");

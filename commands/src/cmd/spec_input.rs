@@ -47,6 +47,15 @@ fn db_exit_code(error: &DbError) -> u8 {
     }
 }
 
+impl From<DbError> for CliError {
+    fn from(error: DbError) -> CliError {
+        let hint = error.hint();
+        let mut cli = CliError::new(db_exit_code(&error), error);
+        cli.hints.extend(hint.map(str::to_owned));
+        cli
+    }
+}
+
 impl From<MigrateError> for CliError {
     fn from(error: MigrateError) -> CliError {
         if let MigrateError::Db {
