@@ -312,7 +312,11 @@ pub fn subject(event: &Event) -> String {
 }
 
 /// Undoes `items` in the order given (newest first), recording the
-/// rollback. `run` is the run the rollback's own events belong to.
+/// rollback. `run` is the run the rollback's own events belong to;
+/// database events go through `databases` (connected once per database).
+// Each argument is a separate decision of the caller; a struct would only
+// rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn rollback(
     recorder: &Recorder,
     run: Option<&str>,
