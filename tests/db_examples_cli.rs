@@ -228,3 +228,76 @@ fn wrong_credentials_on_postgres_are_refused_without_showing_the_password() {
     assert!(!output.stdout.contains("hunter2"), "{output:?}");
     assert_eq!(head, env.run(&["verify"]).stdout, "the ledger is unchanged");
 }
+
+#[test]
+fn a_password_in_the_target_never_reaches_the_ledger_or_the_output() {
+    let Some((admin_url, mut admin)) = pg_admin() else {
+        return;
+    };
+    let name = format!("rewind_cli_secret_{}", std::process::id());
+    admin
+        .execute_script(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+        .unwrap();
+    admin
+        .execute_script(&format!("CREATE DATABASE \"{name}\""))
+        .unwrap();
+    let plain = with_database(&admin_url, &name);
+    let result = std::panic::catch_unwind(|| {
+        Database::connect(&plain)
+            .unwrap()
+            .execute_script(&rewind_migrations::fixtures::teams_script(4))
+            .unwrap();
+        // The local server trusts user postgres, so any password connects;
+        // what matters is where the password shows up.
+        let with_password =
+            plain.replacen("postgres://postgres@", "postgres://postgres:s3cret@", 1);
+        assert_ne!(
+            with_password, plain,
+            "REWIND_TEST_PG is not postgres://postgres@…"
+        );
+        let env = TestEnv::with_ledger();
+        let spec = env.root().join("teams.toml");
+        std::fs::write(&spec, rewind_migrations::fixtures::TEAMS_RUNBOOK).unwrap();
+        let spec = spec.display().to_string();
+        let target = format!("db={with_password}");
+        let mut outputs = vec![
+            env.run(&["plan", &spec, "--target", &target]),
+            env.run(&["apply", &spec, "--target", &target, "--yes"]),
+        ];
+        assert_eq!(outputs[1].code, 0, "{:?}", outputs[1]);
+        outputs.push(env.run(&["status", "r1"]));
+        outputs.push(env.run(&["history", "--json"]));
+        outputs.push(env.run(&["audit", "export", "--format", "jsonl"]));
+        outputs.push(env.run(&["rollback", "r1", "--dry-run"]));
+        // The ledger holds `postgres:***@`; `--database` gives the password back.
+        let rolled = env.run(&["rollback", "r1", "--yes", "--database", &with_password]);
+        assert_eq!(rolled.code, 0, "{rolled:?}");
+        outputs.push(rolled);
+        for output in &outputs {
+            assert!(
+                !output.stdout.contains("s3cret") && !output.stderr.contains("s3cret"),
+                "{output:?}"
+            );
+        }
+        assert!(outputs[4].stdout.contains("postgres:***@"));
+        let mut files = vec![env.ledger.clone()];
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(
+                    !bytes.windows(6).any(|window| window == b"s3cret"),
+                    "{} holds the password",
+                    path.display()
+                );
+            }
+        }
+    });
+    admin
+        .execute_script(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .unwrap();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
