@@ -128,7 +128,10 @@ impl SpecError {
                 Some("write one target per line, like `root=/srv/example.com`".into())
             }
             SpecError::BadValue { .. } => None,
-            SpecError::NoRoots { .. } | SpecError::RelativeRoot { .. } => None,
+            SpecError::NoRoots { .. } => None,
+            SpecError::RelativeRoot { .. } => Some(
+                "pass the root as an absolute path, e.g. `--target root=$PWD/example.com`".into(),
+            ),
             SpecError::NoDatabase { .. } => Some(
                 "`database = \"{db}\"` in [migration] with `[vars] db = { required = true }` takes it per target"
                     .into(),

@@ -45,7 +45,7 @@ fn entry() -> impl Strategy<Value = Entry> {
         0..NAMES.len(),
         0..4u8,
         0o600..=0o777u32,
-        prop_oneof![4 => 0..300usize, 1 => 0..70_000usize],
+        prop_oneof![16 => 0..300usize, 3 => 0..70_000usize, 1 => 0..=1_048_576usize],
     )
         .prop_map(|(parent, name, kind, mode, size)| Entry {
             parent,
@@ -102,7 +102,7 @@ struct StepChoice {
 }
 
 fn step_choice() -> impl Strategy<Value = StepChoice> {
-    (0..7u8, any::<usize>(), any::<usize>(), 0o600..=0o777u32)
+    (0..9u8, any::<usize>(), any::<usize>(), 0o600..=0o777u32)
         .prop_map(|(kind, a, b, mode)| StepChoice { kind, a, b, mode })
 }
 
@@ -175,6 +175,12 @@ fn step_toml(choice: &StepChoice, index: usize, all: &[String], dirs: &[String])
             )
         }
         5 => format!("kind = \"remove\"\npath = {}\n", quote(path)),
+        7 => format!(
+            "kind = \"backup\"\npath = {}\ninto = {}\n",
+            quote(dir),
+            quote(&join(dir, &format!(".backups {index}/copies")))
+        ),
+        8 => "kind = \"exec\"\nargv = [\"true\"]\nundo = [\"true\"]\ntimeout = 5\n".to_string(),
         _ => {
             if !rewind_migrations::steps::archive::is_root() {
                 return None;
