@@ -825,3 +825,57 @@ fn sqlite_recorded_but_uncommitted_chunk_is_recognised() {
         (0, 7, 0)
     );
 }
+
+/// SQLite table names are case-insensitive: a step may name `THINGS`; the
+/// events carry the declared name, which `sqlite_sequence` uses too.
+#[test]
+fn sqlite_table_named_in_another_case() {
+    let (_file, mut database) = fixture();
+    let before = database.dump_sqlite().unwrap();
+    let mut ledger = TestLedger::new();
+    {
+        let mut recorder = ledger.recorder();
+        database
+            .insert(
+                &Insert {
+                    step: 1,
+                    table: "THINGS".into(),
+                    key: None,
+                    source: InsertSource::Select(
+                        "SELECT 'copy ' || name AS name FROM things".into(),
+                    ),
+                    chunk_size: 3,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        database
+            .update(
+                &Update {
+                    step: 2,
+                    table: "PAIRS".into(),
+                    key: None,
+                    filter: None,
+                    set: set(&[("v", "x || y")]),
+                    chunk_size: 2,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+    }
+    let events = ledger.events();
+    assert!(
+        events
+            .iter()
+            .any(|(_, event)| matches!(event, Event::RowsChanged(rows) if rows.table == "things"))
+    );
+    assert!(events.iter().any(
+        |(_, event)| matches!(event, Event::SequenceMoved(moved) if moved.sequence == "things")
+    ));
+    ledger.roll_back(&mut database, UndoOptions::default());
+    assert_same_dump(
+        &before,
+        &database.dump_sqlite().unwrap(),
+        "case-insensitive names",
+    );
+}

@@ -43,6 +43,7 @@ fn db_exit_code(error: &DbError) -> u8 {
         | DbError::Concurrent { .. }
         | DbError::Irreversible { .. }
         | DbError::NoInverse { .. }
+        | DbError::Dump { .. }
         | DbError::Runtime { .. } => exit::FAILED,
     }
 }

@@ -885,7 +885,9 @@ pub(crate) async fn insert(
                 .map(|name| quote_ident(name))
                 .collect::<Vec<_>>()
                 .join(", ");
-            rows.chunks(chunk_size)
+            // Keep each statement within the engines' limits on bound values.
+            let rows_per_statement = chunk_size.min((30_000 / names.len().max(1)).max(1));
+            rows.chunks(rows_per_statement)
                 .map(|chunk| {
                     let mut binds = Vec::new();
                     let mut tuples = Vec::new();

@@ -69,6 +69,7 @@ pub(crate) async fn table_info(
 ) -> Result<TableInfo> {
     let engine = executor.engine();
     let quoted = quote_table(engine, table);
+    let mut canonical = table.to_owned();
     let unreachable = |error: sqlx::Error| DbError::Unreachable {
         database: database.to_owned(),
         message: error.to_string(),
@@ -98,21 +99,26 @@ pub(crate) async fn table_info(
             }
             primary_key.sort();
             let primary_key: Vec<String> = primary_key.into_iter().map(|(_, name)| name).collect();
-            let without_rowid = executor
+            // The name as declared, which `sqlite_sequence` uses too.
+            let declared = executor
                 .fetch(
-                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name = ?1 COLLATE NOCASE",
                     &[Bind::Value(SqlValue::Text(table.to_owned()))],
                 )
                 .await
-                .map_err(unreachable)?
+                .map_err(unreachable)?;
+            let without_rowid = declared
                 .first()
                 .map(|row| {
-                    text(&row[0])
+                    text(&row[1])
                         .to_ascii_uppercase()
                         .replace(char::is_whitespace, "")
                         .contains("WITHOUTROWID")
                 })
                 .unwrap_or(false);
+            if let Some(row) = declared.first() {
+                canonical = text(&row[0]);
+            }
             let rowid_alias = primary_key.len() == 1
                 && columns.iter().any(|column| {
                     column.name == primary_key[0] && column.sql_type.eq_ignore_ascii_case("INTEGER")
@@ -197,8 +203,8 @@ pub(crate) async fn table_info(
         );
     }
     Ok(TableInfo {
-        name: table.to_owned(),
-        quoted,
+        quoted: quote_table(engine, &canonical),
+        name: canonical,
         columns,
         key,
     })

@@ -1,14 +1,20 @@
-//! A lossless text dump of a SQLite database, for comparing a database
-//! before and after a rollback (`rehearse`, tests): the schema in
-//! `sqlite_master` order, then every table's rows in rowid (or key) order,
-//! each value with its storage class and REAL values as exact bits. It is
-//! stricter than the `sqlite3` shell's `.dump`, which prints no rowids and
-//! rounds REAL values.
+//! Dumps for comparing a database before and after a rollback (`rehearse`,
+//! tests).
+//!
+//! SQLite: a lossless text dump in Rust: the schema in `sqlite_master`
+//! order, then every table's rows in rowid (or key) order, each value with
+//! its storage class and REAL values as exact bits. It is stricter than the
+//! `sqlite3` shell's `.dump`, which prints no rowids and rounds REAL values.
+//!
+//! PostgreSQL: `pg_dump` (schema or data, sequence values included), with
+//! the rows of each `COPY` block sorted, because pg_dump writes rows in
+//! physical order, which an `UPDATE` changes even when it restores every
+//! value. The password travels in `PGPASSWORD`, not on the command line.
 
 use rewind_ledger::SqlValue;
 
 use super::capture::Context;
-use super::error::Result;
+use super::error::{DbError, Result};
 use super::executor::{Engine, quote_ident};
 
 fn render(value: &SqlValue) -> String {
@@ -63,4 +69,127 @@ pub(crate) async fn sqlite(context: &mut Context<'_>) -> Result<String> {
         }
     }
     Ok(out)
+}
+
+/// What a PostgreSQL dump holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgDumpPart {
+    Schema,
+    /// Rows and sequence values.
+    Data,
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%'
+            && let Some(value) = text
+                .get(index + 1..index + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(value);
+            index += 3;
+            continue;
+        }
+        out.push(bytes[index]);
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Splits the password out of a url: the url without it, and the password.
+fn split_password(url: &str) -> (String, Option<String>) {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return (url.to_owned(), None);
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let Some(at) = url[scheme_end..authority_end]
+        .rfind('@')
+        .map(|i| scheme_end + i)
+    else {
+        return (url.to_owned(), None);
+    };
+    match url[scheme_end..at].find(':').map(|i| scheme_end + i) {
+        Some(colon) => (
+            format!("{}{}", &url[..colon], &url[at..]),
+            Some(percent_decode(&url[colon + 1..at])),
+        ),
+        None => (url.to_owned(), None),
+    }
+}
+
+/// Runs `pg_dump` on `url` and sorts the rows of each `COPY` block.
+pub fn postgres(url: &str, part: PgDumpPart) -> Result<String> {
+    let (url_without_password, password) = split_password(url);
+    let mode = match part {
+        PgDumpPart::Schema => "--schema-only",
+        PgDumpPart::Data => "--data-only",
+    };
+    let mut command = std::process::Command::new("pg_dump");
+    command.args([
+        mode,
+        "--no-owner",
+        "--restrict-key=rewind",
+        "--dbname",
+        &url_without_password,
+    ]);
+    if let Some(password) = password {
+        command.env("PGPASSWORD", password);
+    }
+    let failed = |message: String| DbError::Dump {
+        database: super::redact_url(url),
+        message,
+    };
+    let output = command
+        .output()
+        .map_err(|error| failed(format!("cannot run pg_dump: {error}")))?;
+    if !output.status.success() {
+        return Err(failed(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ));
+    }
+    let text = String::from_utf8(output.stdout).map_err(|error| failed(error.to_string()))?;
+    let mut out = Vec::new();
+    let mut block: Vec<&str> = Vec::new();
+    let mut in_copy = false;
+    for line in text.lines() {
+        if in_copy {
+            if line == "\\." {
+                block.sort_unstable();
+                out.append(&mut block);
+                out.push(line);
+                in_copy = false;
+            } else {
+                block.push(line);
+            }
+        } else {
+            in_copy = line.starts_with("COPY ");
+            out.push(line);
+        }
+    }
+    Ok(out.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_the_password_out() {
+        assert_eq!(
+            split_password("postgres://app:s%40cret@db:5432/x?sslmode=require"),
+            (
+                "postgres://app@db:5432/x?sslmode=require".to_owned(),
+                Some("s@cret".to_owned())
+            )
+        );
+        assert_eq!(
+            split_password("postgres://app@db/x"),
+            ("postgres://app@db/x".to_owned(), None)
+        );
+    }
 }

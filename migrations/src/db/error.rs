@@ -78,6 +78,9 @@ pub enum DbError {
     #[error("step {step}: refusing to roll back irreversible statement {statement}")]
     Irreversible { step: u32, statement: String },
 
+    #[error("cannot dump database {database}: {message}")]
+    Dump { database: String, message: String },
+
     #[error("event kind {kind} has no database inverse")]
     NoInverse { kind: &'static str },
 
@@ -126,6 +129,9 @@ impl DbError {
             DbError::Concurrent { .. } => Some("stop other writers to the table and apply again"),
             DbError::Irreversible { .. } => {
                 Some("pass --allow-irreversible to roll back past it without undoing it")
+            }
+            DbError::Dump { .. } => {
+                Some("check that pg_dump is installed and matches the server's major version")
             }
             DbError::NoInverse { .. } | DbError::Runtime { .. } => None,
         }

@@ -5,10 +5,10 @@
 #![allow(dead_code, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use rewind_ledger::{Draft, Event, Ledger, Origin};
+use rewind_migrations::db::dump::PgDumpPart;
 use rewind_migrations::db::{Database, UndoOptions, UndoReport};
 
 /// A ledger in a temp directory, used as the recorder, like `apply` does.
@@ -197,52 +197,15 @@ impl PgDatabase {
         Database::connect(&self.url).unwrap()
     }
 
-    /// `pg_dump` of the schema, or of the data (with sequence values), with
-    /// the rows of each COPY block sorted: pg_dump writes rows in physical
-    /// order, which an UPDATE changes even when every value is restored.
+    /// `pg_dump` of the schema, or of the data (with sequence values),
+    /// rows sorted within each COPY block (see `db::dump::postgres`).
     pub fn dump(&self, data_only: bool) -> String {
-        let mode = if data_only {
-            "--data-only"
+        let part = if data_only {
+            PgDumpPart::Data
         } else {
-            "--schema-only"
+            PgDumpPart::Schema
         };
-        let output = Command::new("pg_dump")
-            .args([
-                mode,
-                "--no-owner",
-                "--restrict-key=rewindtest",
-                "-d",
-                &self.url,
-            ])
-            .output()
-            .expect("pg_dump runs");
-        assert!(
-            output.status.success(),
-            "pg_dump failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let text = String::from_utf8(output.stdout).unwrap();
-        let mut out = Vec::new();
-        let mut block: Vec<&str> = Vec::new();
-        let mut in_copy = false;
-        for line in text.lines() {
-            if in_copy {
-                if line == "\\." {
-                    block.sort_unstable();
-                    out.append(&mut block);
-                    out.push(line);
-                    in_copy = false;
-                } else {
-                    block.push(line);
-                }
-            } else {
-                if line.starts_with("COPY ") {
-                    in_copy = true;
-                }
-                out.push(line);
-            }
-        }
-        out.join("\n")
+        rewind_migrations::db::dump::postgres(&self.url, part).unwrap()
     }
 }
 
