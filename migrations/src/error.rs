@@ -81,6 +81,13 @@ pub enum SpecError {
         reason: String,
     },
 
+    #[error("{at}: `{field}` is missing: {reason}")]
+    MissingField {
+        at: Location,
+        field: String,
+        reason: String,
+    },
+
     #[error(
         "{at}: the spec declares no roots: add `roots = [\"{{root}}\"]` to [migration] or `root = true` to a variable"
     )]
@@ -127,7 +134,7 @@ impl SpecError {
             SpecError::BadTarget { .. } => {
                 Some("write one target per line, like `root=/srv/example.com`".into())
             }
-            SpecError::BadValue { .. } => None,
+            SpecError::BadValue { .. } | SpecError::MissingField { .. } => None,
             SpecError::NoRoots { .. } => None,
             SpecError::RelativeRoot { .. } => Some(
                 "pass the root as an absolute path, e.g. `--target root=$PWD/example.com`".into(),

@@ -103,7 +103,7 @@ fn specs_that_cannot_work_name_the_step_and_field() {
         true,
     );
     assert!(
-        matches!(&error, SpecError::BadValue { at, field, .. } if at.step == Some(1) && field == "down"),
+        matches!(&error, SpecError::MissingField { at, field, .. } if at.step == Some(1) && field == "down"),
         "{error}"
     );
 

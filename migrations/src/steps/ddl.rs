@@ -41,24 +41,27 @@ pub(crate) fn validate_schema(
     down: &Option<String>,
     irreversible: bool,
 ) -> Result<(), SpecError> {
-    let bad = |field: &str, reason: String| SpecError::BadValue {
-        at: at.clone(),
-        field: field.to_owned(),
-        value: String::new(),
-        reason,
-    };
     if up.trim().is_empty() {
-        return Err(bad("up", "give the statement(s) to run".into()));
+        return Err(SpecError::MissingField {
+            at: at.clone(),
+            field: "up".into(),
+            reason: "give the statement(s) to run".into(),
+        });
     }
     match (down, irreversible) {
-        (None, false) => Err(bad(
-            "down",
-            format!("a `{kind}` step needs `down = \"…\"` to undo it, or `irreversible = true`"),
-        )),
-        (Some(_), true) => Err(bad(
-            "irreversible",
-            "give `down` or `irreversible = true`, not both".into(),
-        )),
+        (None, false) => Err(SpecError::MissingField {
+            at: at.clone(),
+            field: "down".into(),
+            reason: format!(
+                "a `{kind}` step needs `down = \"…\"` to undo it, or `irreversible = true` if nothing can"
+            ),
+        }),
+        (Some(_), true) => Err(SpecError::BadValue {
+            at: at.clone(),
+            field: "irreversible".into(),
+            value: "true".into(),
+            reason: "give `down` or `irreversible = true`, not both".into(),
+        }),
         (Some(_), false) | (None, true) => Ok(()),
     }
 }
