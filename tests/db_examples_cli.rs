@@ -301,3 +301,67 @@ fn a_password_in_the_target_never_reaches_the_ledger_or_the_output() {
         std::panic::resume_unwind(panic);
     }
 }
+
+#[test]
+fn a_refused_postgres_spec_leaves_even_sequences_as_they_were() {
+    let Some((admin_url, mut admin)) = pg_admin() else {
+        return;
+    };
+    let name = format!("rewind_cli_preflight_{}", std::process::id());
+    admin
+        .execute_script(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+        .unwrap();
+    admin
+        .execute_script(&format!("CREATE DATABASE \"{name}\""))
+        .unwrap();
+    let url = with_database(&admin_url, &name);
+    let result = std::panic::catch_unwind(|| {
+        Database::connect(&url)
+            .unwrap()
+            .execute_script(
+                "CREATE TABLE things (id serial PRIMARY KEY, name text NOT NULL);\n\
+                 INSERT INTO things (name) VALUES ('a'), ('b')",
+            )
+            .unwrap();
+        let env = TestEnv::with_ledger();
+        let spec = env.root().join("case.toml");
+        // Step 1 runs in the preflight's transaction and advances the
+        // serial's sequence, which a rollback does not take back; step 2
+        // names a table that does not exist.
+        std::fs::write(
+            &spec,
+            "[migration]\nid = \"case\"\ndatabase = \"{db}\"\n[vars]\ndb = { required = true }\n\n\
+             [[step]]\nkind = \"sql\"\nup = \"INSERT INTO things (name) VALUES ('c')\"\n\
+             down = \"DELETE FROM things WHERE name = 'c'\"\n\n\
+             [[step]]\nkind = \"update\"\ntable = \"nothings\"\nset = { name = \"'x'\" }\n",
+        )
+        .unwrap();
+        let before = pg_dump(&url);
+        let head = env.run(&["verify"]).stdout;
+        let output = env.run(&[
+            "apply",
+            &spec.display().to_string(),
+            "--target",
+            &format!("db={url}"),
+            "--yes",
+        ]);
+        assert_eq!(output.code, 2, "{output:?}");
+        assert!(
+            output
+                .stderr
+                .contains("step 2 (update): unknown table nothings"),
+            "{output:?}"
+        );
+        assert!(
+            before == pg_dump(&url),
+            "the database (sequences included) is unchanged"
+        );
+        assert_eq!(head, env.run(&["verify"]).stdout, "the ledger is unchanged");
+    });
+    admin
+        .execute_script(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .unwrap();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}

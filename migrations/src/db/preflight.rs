@@ -8,10 +8,17 @@
 //! sequence advances. What this finds — an unknown table or column, a
 //! table without a usable key, a syntax error, a `sql` step without `down`
 //! — is refused with the step's number before the run starts.
+//!
+//! PostgreSQL sequences are not transactional: a `sql` step run by the
+//! preflight may advance one, and the rollback would not take it back. So
+//! when the preflight runs statements on PostgreSQL, every sequence's state
+//! is read first and set back afterwards.
+
+use rewind_ledger::SqlValue;
 
 use super::capture::{Context, Delete, InsertSource, Schema, Update, Verify};
 use super::error::{DbError, Result};
-use super::executor::quote_ident;
+use super::executor::{Bind, Engine, quote_ident};
 use super::{Insert, catalog::TableInfo};
 
 /// One database step, as the preflight sees it.
@@ -138,6 +145,39 @@ async fn check_one(context: &mut Context<'_>, operation: &Operation) -> Result<(
     Ok(())
 }
 
+/// Every PostgreSQL sequence with its `last_value` and `is_called`.
+async fn pg_sequences(context: &mut Context<'_>, step: u32) -> Result<Vec<(String, i64, bool)>> {
+    let names = context
+        .fetch(
+            step,
+            "SELECT c.oid::regclass::text FROM pg_class c WHERE c.relkind = 'S' ORDER BY 1",
+            &[],
+        )
+        .await?;
+    let mut states = Vec::new();
+    for row in names {
+        let name = match row.first() {
+            Some(SqlValue::Text(name) | SqlValue::Typed(name)) => name.clone(),
+            Some(other) => other.to_string(),
+            None => continue,
+        };
+        // The name is the catalog's regclass output, quoted as needed.
+        let state = context
+            .fetch(
+                step,
+                &format!("SELECT last_value, is_called FROM {name}"),
+                &[],
+            )
+            .await?;
+        if let Some([SqlValue::Integer(value), SqlValue::Integer(is_called)]) =
+            state.first().map(Vec::as_slice)
+        {
+            states.push((name, *value, *is_called != 0));
+        }
+    }
+    Ok(states)
+}
+
 /// Prepares every operation in order inside one transaction, then rolls it
 /// back whatever happened. An error comes with the step it is about.
 pub(crate) async fn preflight(
@@ -147,10 +187,18 @@ pub(crate) async fn preflight(
     let Some(first) = operations.first() else {
         return Ok(());
     };
-    context
-        .begin(first.step())
-        .await
-        .map_err(|error| (first.step(), error))?;
+    let step = first.step();
+    let runs_statements = operations
+        .iter()
+        .any(|operation| matches!(operation, Operation::Schema(_)));
+    let sequences = if runs_statements && context.executor.engine() == Engine::Postgres {
+        pg_sequences(context, step)
+            .await
+            .map_err(|error| (step, error))?
+    } else {
+        Vec::new()
+    };
+    context.begin(step).await.map_err(|error| (step, error))?;
     let mut outcome = Ok(());
     for operation in operations {
         if let Err(error) = check_one(context, operation).await {
@@ -159,5 +207,27 @@ pub(crate) async fn preflight(
         }
     }
     context.rollback().await;
+    if !sequences.is_empty() {
+        let after = pg_sequences(context, step)
+            .await
+            .map_err(|error| (step, error))?;
+        for (name, value, is_called) in sequences {
+            if after.contains(&(name.clone(), value, is_called)) {
+                continue;
+            }
+            context
+                .fetch(
+                    step,
+                    "SELECT setval($1::regclass, $2, $3)::text",
+                    &[
+                        Bind::Value(SqlValue::Text(name)),
+                        Bind::Value(SqlValue::Integer(value)),
+                        Bind::Bool(is_called),
+                    ],
+                )
+                .await
+                .map_err(|error| (step, error))?;
+        }
+    }
     outcome
 }
