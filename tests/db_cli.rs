@@ -332,3 +332,23 @@ fn rolling_back_one_step_whose_rows_a_later_step_changed_names_the_dependents() 
     assert_eq!(cascaded.code, 0, "{cascaded:?}");
     assert_eq!(before, db.dump());
 }
+
+#[test]
+fn rolling_back_a_schema_step_alone_names_the_row_steps_standing_on_it() {
+    let db = DbEnv::new();
+    let before = db.dump();
+    assert!(db.apply().starts_with("exit: 0"));
+    let applied = db.dump();
+    let refused = db.env.run(&["rollback", "r1:2", "--yes"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("later dependents")
+            && refused.stderr.contains("organizations(1)")
+            && refused.stderr.contains("applications(10)"),
+        "{refused:?}"
+    );
+    assert_eq!(applied, db.dump(), "nothing was changed");
+    let cascaded = db.env.run(&["rollback", "r1:2", "--cascade", "--yes"]);
+    assert_eq!(cascaded.code, 0, "{cascaded:?}");
+    assert_eq!(before, db.dump());
+}

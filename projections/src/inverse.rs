@@ -130,6 +130,48 @@ fn overlaps(a: &Subject, b: &Subject) -> bool {
     }
 }
 
+/// The database a database event belongs to.
+fn database_of(event: &Event) -> Option<&str> {
+    match event {
+        Event::RowsChanged(e) => Some(&e.database),
+        Event::SequenceMoved(e) => Some(&e.database),
+        Event::SchemaChanged(e) => Some(&e.database),
+        Event::RunStarted(_)
+        | Event::RunFinished(_)
+        | Event::StepStarted(_)
+        | Event::StepFinished(_)
+        | Event::StepFailed(_)
+        | Event::BackupTaken(_)
+        | Event::PathMoved(_)
+        | Event::ModeChanged(_)
+        | Event::OwnerChanged(_)
+        | Event::FileWritten(_)
+        | Event::PathRemoved(_)
+        | Event::DirCreated(_)
+        | Event::CommandRun(_)
+        | Event::CheckRecorded(_)
+        | Event::RollbackStarted(_)
+        | Event::Compensated(_)
+        | Event::RollbackFinished(_)
+        | Event::DriftFound(_)
+        | Event::Note(_)
+        | Event::Checkpoint(_) => None,
+    }
+}
+
+/// Whether a later database event depends on an earlier one through the
+/// schema: a schema change names no rows, but what it creates or drops
+/// is what later row events on that database may stand on, and a later
+/// schema change may remove what an earlier row event's inverse needs.
+fn schema_dependent(earlier: &Event, later: &Event) -> bool {
+    match (database_of(earlier), database_of(later)) {
+        (Some(a), Some(b)) if a == b => {
+            matches!(earlier, Event::SchemaChanged(_)) || matches!(later, Event::SchemaChanged(_))
+        }
+        _ => false,
+    }
+}
+
 /// Builds the inverse plan from `entries` (in seq order; for a run or a
 /// step, from the run's first event to the head, so that compensations and
 /// later dependents are seen).
@@ -213,6 +255,11 @@ pub fn plan(
     if let RollbackTarget::Step(..) = target {
         // Later effects touching what the chosen items touched, transitively.
         let mut subjects: Vec<Subject> = chosen.values().flat_map(|i| i.event.subjects()).collect();
+        let mut database_events: Vec<Event> = chosen
+            .values()
+            .filter(|i| database_of(&i.event).is_some())
+            .map(|i| i.event.clone())
+            .collect();
         let first = *chosen.keys().next().expect("not empty");
         let mut dependents: BTreeMap<u64, Item> = BTreeMap::new();
         for entry in entries.iter().filter(|e| e.seq() > first) {
@@ -226,8 +273,14 @@ pub fn plan(
             if touches
                 .iter()
                 .any(|t| subjects.iter().any(|s| overlaps(s, t)))
+                || database_events
+                    .iter()
+                    .any(|earlier| schema_dependent(earlier, &entry.record.event))
             {
                 subjects.extend(touches);
+                if database_of(&entry.record.event).is_some() {
+                    database_events.push(entry.record.event.clone());
+                }
                 dependents.insert(entry.seq(), item(entry, true));
             }
         }
