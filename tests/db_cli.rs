@@ -5,8 +5,6 @@
 //! bad-input cases, each showing that nothing changed (dump identical,
 //! ledger head unchanged).
 
-use std::path::PathBuf;
-
 use insta::assert_snapshot;
 use rewind_migrations::db::Database;
 use rewind_migrations::fixtures::{TEAMS_RUNBOOK, build_teams_sqlite};
@@ -62,10 +60,6 @@ impl DbEnv {
     }
 }
 
-fn spec_path() -> PathBuf {
-    PathBuf::from("teams.toml")
-}
-
 #[test]
 fn plan_apply_status_history_rollback_on_sqlite() {
     let db = DbEnv::new();
@@ -92,7 +86,6 @@ fn plan_apply_status_history_rollback_on_sqlite() {
     assert_eq!(applied, db.dump(), "a dry run changes nothing");
     assert_snapshot!("db_rollback", db.env.snapshot(&["rollback", "r1", "--yes"]));
     assert_eq!(before, db.dump(), "rolled back to a byte-identical dump");
-    let _ = spec_path();
 }
 
 #[test]
@@ -350,5 +343,28 @@ fn rolling_back_a_schema_step_alone_names_the_row_steps_standing_on_it() {
     assert_eq!(applied, db.dump(), "nothing was changed");
     let cascaded = db.env.run(&["rollback", "r1:2", "--cascade", "--yes"]);
     assert_eq!(cascaded.code, 0, "{cascaded:?}");
+    assert_eq!(before, db.dump());
+}
+
+#[test]
+fn one_spec_with_file_and_database_steps_rolls_back_both() {
+    let spec = "[migration]\nid = \"mixed\"\ndatabase = \"{db}\"\n\n[vars]\nroot = { required = true, root = true }\ndb = { required = true }\n\n\
+                [[step]]\nkind = \"mkdir\"\npath = \"{root}/exports\"\n\n\
+                [[step]]\nkind = \"update\"\ntable = \"licences\"\nset = { seats = \"seats * 2\" }\n\n\
+                [[step]]\nkind = \"verify\"\nchecks = [{ exists = \"{root}/exports\" }, { query = \"SELECT min(seats) FROM licences\", at_least = 12 }]\n";
+    let db = DbEnv::with_spec(spec);
+    let root = db.env.root().join("site");
+    std::fs::create_dir(&root).unwrap();
+    let before = db.dump();
+    let target = format!("root={} db={}", root.display(), db.url);
+    let applied = db
+        .env
+        .run(&["apply", &db.spec, "--target", &target, "--yes"]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    assert!(root.join("exports").is_dir());
+    assert_ne!(before, db.dump());
+    let rolled = db.env.run(&["rollback", "r1", "--yes"]);
+    assert_eq!(rolled.code, 0, "{rolled:?}");
+    assert!(!root.join("exports").exists());
     assert_eq!(before, db.dump());
 }
