@@ -214,9 +214,10 @@ fn db_error(event: &Event, error: db::DbError) -> MigrateError {
 /// A drifted row as a [`Drift`]: table and key, the differing columns,
 /// their expected (after image) and found values.
 pub fn row_drift(seq: u64, event: &Event, drift: &RowDrift) -> Drift {
-    let names: Vec<String> = match event {
-        Event::RowsChanged(e) => e.columns.iter().map(|c| c.name.clone()).collect(),
-        _ => Vec::new(),
+    let names: Vec<String> = if let Event::RowsChanged(e) = event {
+        e.columns.iter().map(|c| c.name.clone()).collect()
+    } else {
+        Vec::new()
     };
     let render = |image: &Option<Vec<rewind_ledger::SqlValue>>| match image {
         None => "absent".to_owned(),

@@ -164,12 +164,9 @@ fn database_of(event: &Event) -> Option<&str> {
 /// is what later row events on that database may stand on, and a later
 /// schema change may remove what an earlier row event's inverse needs.
 fn schema_dependent(earlier: &Event, later: &Event) -> bool {
-    match (database_of(earlier), database_of(later)) {
-        (Some(a), Some(b)) if a == b => {
-            matches!(earlier, Event::SchemaChanged(_)) || matches!(later, Event::SchemaChanged(_))
-        }
-        _ => false,
-    }
+    let same_database = database_of(earlier).is_some_and(|a| database_of(later) == Some(a));
+    same_database
+        && (matches!(earlier, Event::SchemaChanged(_)) || matches!(later, Event::SchemaChanged(_)))
 }
 
 /// Builds the inverse plan from `entries` (in seq order; for a run or a
