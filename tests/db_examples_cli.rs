@@ -365,3 +365,54 @@ fn a_refused_postgres_spec_leaves_even_sequences_as_they_were() {
         std::panic::resume_unwind(panic);
     }
 }
+
+#[test]
+fn literal_booleans_insert_on_postgres_and_roll_back() {
+    let Some((admin_url, mut admin)) = pg_admin() else {
+        return;
+    };
+    let name = format!("rewind_cli_literals_{}", std::process::id());
+    admin
+        .execute_script(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+        .unwrap();
+    admin
+        .execute_script(&format!("CREATE DATABASE \"{name}\""))
+        .unwrap();
+    let url = with_database(&admin_url, &name);
+    let result = std::panic::catch_unwind(|| {
+        Database::connect(&url)
+            .unwrap()
+            .execute_script(
+                "CREATE TABLE flags (id int PRIMARY KEY, enabled boolean NOT NULL, weight float8)",
+            )
+            .unwrap();
+        let env = TestEnv::with_ledger();
+        let spec = env.root().join("case.toml");
+        std::fs::write(
+            &spec,
+            "[migration]\nid = \"flags\"\ndatabase = \"{db}\"\n[vars]\ndb = { required = true }\n\n\
+             [[step]]\nkind = \"insert\"\ntable = \"flags\"\n\
+             rows = [{ id = 1, enabled = true, weight = 0.5 }, { id = 2, enabled = false, weight = -1.25 }]\n\n\
+             [[step]]\nkind = \"verify\"\nchecks = [{ query = \"SELECT count(*) FROM flags WHERE enabled\", equals = 1 }]\n",
+        )
+        .unwrap();
+        let before = pg_dump(&url);
+        let output = env.run(&[
+            "apply",
+            &spec.display().to_string(),
+            "--target",
+            &format!("db={url}"),
+            "--yes",
+        ]);
+        assert_eq!(output.code, 0, "{output:?}");
+        let rolled = env.run(&["rollback", "r1", "--yes"]);
+        assert_eq!(rolled.code, 0, "{rolled:?}");
+        assert!(before == pg_dump(&url));
+    });
+    admin
+        .execute_script(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .unwrap();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}

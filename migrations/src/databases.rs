@@ -82,9 +82,9 @@ impl Literal {
         }
     }
 
-    /// The value to bind; booleans go in as 1/0, which SQLite stores and
-    /// PostgreSQL casts to its column's type.
-    pub fn to_sql(&self) -> SqlValue {
+    /// The value to bind on `engine`: SQLite stores booleans as 1/0;
+    /// PostgreSQL casts `true`/`false` text to its column's type.
+    pub fn to_sql(&self, engine: db::Engine) -> SqlValue {
         match self {
             Literal::Integer(value) => SqlValue::Integer(*value),
             Literal::Real(text) => match text.parse::<f64>() {
@@ -92,7 +92,10 @@ impl Literal {
                 Err(_) => SqlValue::Text(text.clone()),
             },
             Literal::Text(text) => SqlValue::Text(text.clone()),
-            Literal::Bool(value) => SqlValue::Integer(i64::from(*value)),
+            Literal::Bool(value) => match engine {
+                db::Engine::Sqlite => SqlValue::Integer(i64::from(*value)),
+                db::Engine::Postgres => SqlValue::Text(value.to_string()),
+            },
         }
     }
 }

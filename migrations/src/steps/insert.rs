@@ -70,7 +70,8 @@ impl Insert {
         Vec::new()
     }
 
-    pub fn operation(&self, step: u32) -> db::Insert {
+    /// The operation on `engine` (literal values are bound per engine).
+    pub fn operation(&self, step: u32, engine: db::Engine) -> db::Insert {
         let source = match (&self.select, &self.rows) {
             (Some(select), _) => db::InsertSource::Select(select.clone()),
             (None, rows) => db::InsertSource::Rows(
@@ -78,7 +79,7 @@ impl Insert {
                     .flatten()
                     .map(|row| {
                         row.iter()
-                            .map(|(column, value)| (column.clone(), value.to_sql()))
+                            .map(|(column, value)| (column.clone(), value.to_sql(engine)))
                             .collect()
                     })
                     .collect(),
@@ -104,9 +105,10 @@ impl Insert {
     }
 
     pub fn apply(&self, cx: &mut StepContext<'_>) -> Result<StepOutcome, MigrateError> {
-        let operation = self.operation(cx.step);
+        let step = cx.step;
         let report =
             cx.on_database(INFO.name, self.database.as_deref(), |database, recorder| {
+                let operation = self.operation(step, database.engine());
                 database.insert(&operation, recorder)
             })?;
         Ok(StepOutcome::Done {

@@ -289,7 +289,10 @@ impl StepSpec {
             | StepSpec::Exec(_) => None,
             StepSpec::Verify(s) => s.db_operation(step),
             StepSpec::Ddl(s) => Some(db::Operation::Schema(s.operation(step))),
-            StepSpec::Insert(s) => Some(db::Operation::Insert(s.operation(step))),
+            // The preflight checks literal rows' columns, never binds them.
+            StepSpec::Insert(s) => {
+                Some(db::Operation::Insert(s.operation(step, db::Engine::Sqlite)))
+            }
             StepSpec::Update(s) => Some(db::Operation::Update(s.operation(step))),
             StepSpec::Delete(s) => Some(db::Operation::Delete(s.operation(step))),
             StepSpec::Sql(s) => Some(db::Operation::Schema(s.operation(step))),
