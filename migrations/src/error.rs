@@ -252,6 +252,13 @@ impl MigrateError {
             MigrateError::BadArchive { .. } => {
                 Some("`rewind backups verify` checks every archive".into())
             }
+            MigrateError::Db {
+                error: crate::db::DbError::Unreachable { database, .. },
+                ..
+            } if database.starts_with("sqlite:") => Some(
+                "check that the SQLite file exists: sqlite://PATH opens an existing file, and a relative PATH is relative to the current directory"
+                    .into(),
+            ),
             MigrateError::Db { error, .. } => error.hint().map(str::to_owned),
             MigrateError::NoDatabase { .. } => Some(
                 "`database = \"{db}\"` with `[vars] db = { required = true }` takes it per target"
