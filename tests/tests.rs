@@ -2,6 +2,8 @@
 //! layout): each module a part of the product.
 
 mod crash;
+mod db_cli;
+mod db_examples_cli;
 mod fs_bad_input;
 mod fs_cli;
 mod ledger_cli;

@@ -301,6 +301,14 @@ pub struct RollbackArgs {
     #[arg(long)]
     pub cascade: bool,
 
+    /// Roll back past irreversible steps, leaving what they did in place
+    #[arg(long)]
+    pub allow_irreversible: bool,
+
+    /// Connect with this database url (with its password) where events name it without
+    #[arg(long = "database", value_name = "URL")]
+    pub databases: Vec<String>,
+
     /// Do not ask for confirmation on a terminal
     #[arg(long, short = 'y')]
     pub yes: bool,

@@ -15,6 +15,8 @@ use rewind_ledger::{
     Event, Ledger, Outcome, RunFinished, RunStarted, StepFailed, StepFinished, StepStarted,
 };
 
+use crate::databases::Databases;
+use crate::db::redact_url;
 use crate::error::MigrateError;
 use crate::plan::{Plan, PlannedStep};
 use crate::recorder::Recorder;
@@ -98,6 +100,17 @@ pub fn check_spec_unchanged(ledger: &Ledger, spec: &Spec) -> Result<(), MigrateE
     Ok(())
 }
 
+/// A target's text (`name=value` words) with passwords removed from urls.
+pub fn redact_words(text: &str) -> String {
+    text.split(' ')
+        .map(|word| match word.split_once('=') {
+            Some((name, value)) => format!("{name}={}", redact_url(value)),
+            None => redact_url(word),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Runs every step of the plan against the world, recording as it goes.
 pub fn apply(
     recorder: &Recorder,
@@ -105,15 +118,28 @@ pub fn apply(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<RunReport, MigrateError> {
     let run = request.run.as_str();
+    // Passwords never reach the ledger: variables and targets holding a
+    // database url are recorded without it, and so is a url written
+    // into the spec text itself.
+    let mut spec_text = request.spec.text.clone();
+    for url in request.resolved.database_urls() {
+        spec_text = spec_text.replace(&url, &redact_url(&url));
+    }
     let mut carry: Vec<Event> = vec![Event::RunStarted(RunStarted {
         description: request.spec.header.description.clone(),
         spec_id: request.spec.header.id.clone(),
         spec_path: request.spec.file.clone(),
         spec_sha256: request.spec.sha256,
-        spec_text: request.spec.text.clone(),
-        target: request.target.clone(),
-        vars: request.resolved.vars.clone(),
+        spec_text,
+        target: request.target.as_deref().map(redact_words),
+        vars: request
+            .resolved
+            .vars
+            .iter()
+            .map(|(name, value)| (name.clone(), redact_url(value)))
+            .collect(),
     })];
+    let mut databases = Databases::new(request.resolved.database_urls());
     let mut report = RunReport {
         run: request.run.clone(),
         target: request.target.clone(),
@@ -142,7 +168,7 @@ pub fn apply(
             kind,
             operation: operation.clone(),
         });
-        let mut cx = StepContext::new(recorder, run, *index);
+        let mut cx = StepContext::new(recorder, run, *index, &mut databases);
         let result = step.spec.apply(&mut cx);
         carry.extend(cx.take_pending());
         let effects = cx.recorded;

@@ -81,10 +81,22 @@ pub enum SpecError {
         reason: String,
     },
 
+    #[error("{at}: `{field}` is missing: {reason}")]
+    MissingField {
+        at: Location,
+        field: String,
+        reason: String,
+    },
+
     #[error(
         "{at}: the spec declares no roots: add `roots = [\"{{root}}\"]` to [migration] or `root = true` to a variable"
     )]
     NoRoots { at: Location },
+
+    #[error(
+        "{at}: the step needs a database and the spec names none: add `database = \"…\"` to [migration] or to the step"
+    )]
+    NoDatabase { at: Location },
 
     #[error("{at}: root `{root}` must be an absolute path")]
     RelativeRoot { at: Location, root: String },
@@ -122,10 +134,14 @@ impl SpecError {
             SpecError::BadTarget { .. } => {
                 Some("write one target per line, like `root=/srv/example.com`".into())
             }
-            SpecError::BadValue { .. } => None,
+            SpecError::BadValue { .. } | SpecError::MissingField { .. } => None,
             SpecError::NoRoots { .. } => None,
             SpecError::RelativeRoot { .. } => Some(
                 "pass the root as an absolute path, e.g. `--target root=$PWD/example.com`".into(),
+            ),
+            SpecError::NoDatabase { .. } => Some(
+                "`database = \"{db}\"` in [migration] with `[vars] db = { required = true }` takes it per target"
+                    .into(),
             ),
             SpecError::EscapesRoot { .. } => Some(
                 "every path must stay under a declared root after `..` and symlinks are resolved"
@@ -186,6 +202,31 @@ pub enum MigrateError {
 
     #[error("the backup archive {archive} is damaged: {reason}")]
     BadArchive { archive: String, reason: String },
+
+    /// A database step or inverse failed, or was refused before anything ran.
+    #[error("{}", db_message(*step, kind, error))]
+    Db {
+        step: Option<u32>,
+        kind: String,
+        error: crate::db::DbError,
+    },
+
+    #[error(
+        "step {step} ({kind}): no database: set `database = \"…\"` in [migration] or in the step"
+    )]
+    NoDatabase { step: u32, kind: String },
+}
+
+fn db_message(step: Option<u32>, kind: &str, source: &crate::db::DbError) -> String {
+    let text = source.to_string();
+    match step {
+        Some(step) if !text.starts_with("step ") => format!("step {step} ({kind}): {text}"),
+        Some(step) => match text.strip_prefix(&format!("step {step}: ")) {
+            Some(rest) => format!("step {step} ({kind}): {rest}"),
+            None => text,
+        },
+        None => text,
+    }
 }
 
 impl MigrateError {
@@ -211,6 +252,18 @@ impl MigrateError {
             MigrateError::BadArchive { .. } => {
                 Some("`rewind backups verify` checks every archive".into())
             }
+            MigrateError::Db {
+                error: crate::db::DbError::Unreachable { database, .. },
+                ..
+            } if database.starts_with("sqlite:") => Some(
+                "check that the SQLite file exists: sqlite://PATH opens an existing file, and a relative PATH is relative to the current directory"
+                    .into(),
+            ),
+            MigrateError::Db { error, .. } => error.hint().map(str::to_owned),
+            MigrateError::NoDatabase { .. } => Some(
+                "`database = \"{db}\"` with `[vars] db = { required = true }` takes it per target"
+                    .into(),
+            ),
         }
     }
 }

@@ -15,6 +15,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod apply;
+pub mod databases;
 pub mod db;
 pub mod error;
 pub mod fixtures;

@@ -118,6 +118,9 @@ mod tests {
         assert_eq!(resolve_parent(&root.join("real/../x")), root.join("x"));
         // A dangling link is judged by where it points.
         std::os::unix::fs::symlink(base.join("outside/missing"), root.join("dangling")).unwrap();
-        assert_eq!(resolve(&root.join("dangling/new")), base.join("outside/missing/new"));
+        assert_eq!(
+            resolve(&root.join("dangling/new")),
+            base.join("outside/missing/new")
+        );
     }
 }

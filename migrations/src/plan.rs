@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use rewind_ledger::FileType;
 
+use crate::db::{self, Database};
 use crate::error::MigrateError;
 use crate::spec::Resolved;
 use crate::steps::Planned;
@@ -29,7 +30,8 @@ pub struct Plan {
     pub steps: Vec<PlannedStep>,
 }
 
-/// Plans every step; the first refusal stops the plan.
+/// Plans every step; the first refusal stops the plan. Database steps are
+/// then prepared against their database ([`preflight`]).
 pub fn plan(resolved: &Resolved) -> Result<Plan, MigrateError> {
     let mut sim = Sim::default();
     let mut steps = Vec::with_capacity(resolved.steps.len());
@@ -42,10 +44,50 @@ pub fn plan(resolved: &Resolved) -> Result<Plan, MigrateError> {
             params,
         });
     }
+    preflight(resolved)?;
     Ok(Plan {
         vars: resolved.vars.clone(),
         steps,
     })
+}
+
+/// Prepares the database steps of `resolved`, per database and in order,
+/// inside a transaction that is rolled back: an unknown table or column, a
+/// table without a usable key or a SQL syntax error is refused, naming the
+/// step, before anything runs. Connects once per database.
+pub fn preflight(resolved: &Resolved) -> Result<(), MigrateError> {
+    let mut by_database: BTreeMap<&str, Vec<db::Operation>> = BTreeMap::new();
+    for step in &resolved.steps {
+        if let (Some(url), Some(operation)) =
+            (step.spec.database(), step.spec.db_operation(step.index))
+        {
+            by_database.entry(url).or_default().push(operation);
+        }
+    }
+    let kind_of = |index: u32| {
+        resolved
+            .steps
+            .iter()
+            .find(|step| step.index == index)
+            .map_or("", |step| step.spec.kind())
+            .to_owned()
+    };
+    for (url, operations) in by_database {
+        let first = operations.first().map_or(0, db::Operation::step);
+        let mut database = Database::connect(url).map_err(|error| MigrateError::Db {
+            step: Some(first),
+            kind: kind_of(first),
+            error,
+        })?;
+        database
+            .preflight(&operations)
+            .map_err(|(step, error)| MigrateError::Db {
+                step: Some(step),
+                kind: kind_of(step),
+                error,
+            })?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone)]

@@ -106,6 +106,21 @@ pub struct Resolved {
     pub steps: Vec<ResolvedStep>,
 }
 
+impl Resolved {
+    /// The database urls its steps talk to, with credentials, each once.
+    pub fn database_urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = Vec::new();
+        for step in &self.steps {
+            if let Some(url) = step.spec.database()
+                && !urls.iter().any(|known| known == url)
+            {
+                urls.push(url.to_owned());
+            }
+        }
+        urls
+    }
+}
+
 /// One step after substitution.
 #[derive(Debug, Clone)]
 pub struct ResolvedStep {
@@ -216,6 +231,9 @@ impl Spec {
         for root in self.header.roots.iter().flatten() {
             check(root, &self.header_at)?;
         }
+        if let Some(database) = &self.header.database {
+            check(database, &self.header_at)?;
+        }
         for (step, at) in &self.steps {
             for text in step.strings() {
                 check(&text, at)?;
@@ -274,9 +292,33 @@ impl Spec {
         }
         let roots = self.roots(&vars)?;
         let mut steps = Vec::with_capacity(self.steps.len());
+        let database = self
+            .header
+            .database
+            .as_deref()
+            .map(|url| substitute(url, &vars))
+            .filter(|url| !url.trim().is_empty());
         for (spec, at) in &self.steps {
-            let resolved = spec.substitute(&|text| substitute(text, &vars))?;
+            let mut resolved = spec.substitute(&|text| substitute(text, &vars))?;
             resolved.validate(at)?;
+            if let Some(field) = resolved.database_mut() {
+                if field.as_deref().is_none_or(|url| url.trim().is_empty()) {
+                    *field = database.clone();
+                }
+                match field.as_deref() {
+                    None => return Err(SpecError::NoDatabase { at: at.clone() }),
+                    Some(url) if crate::db::engine_of(url).is_none() => {
+                        return Err(SpecError::BadValue {
+                            at: at.clone(),
+                            field: "database".into(),
+                            value: crate::db::redact_url(url),
+                            reason: "use sqlite://path/to/file.db or postgres://user@host/dbname"
+                                .into(),
+                        });
+                    }
+                    Some(_) => {}
+                }
+            }
             for (field, path) in resolved.paths() {
                 check_path(at, field, &path, &roots)?;
             }

@@ -13,6 +13,8 @@ use rewind_ledger::{
     RollbackTarget,
 };
 
+use crate::databases::Databases;
+use crate::db::{self, RowDrift, UndoOptions};
 use crate::error::MigrateError;
 use crate::recorder::{BATCH, Recorder};
 use crate::steps::{chmod, chown, exec, mkdir, move_, remove, write};
@@ -171,6 +173,95 @@ fn not_here(seq: u64, event: &Event) -> MigrateError {
     }
 }
 
+/// The database an event of the database layer belongs to, or `None` for
+/// every other event.
+pub fn database_of(event: &Event) -> Option<&str> {
+    match event {
+        Event::RowsChanged(e) => Some(&e.database),
+        Event::SequenceMoved(e) => Some(&e.database),
+        Event::SchemaChanged(e) => Some(&e.database),
+        Event::RunStarted(_)
+        | Event::RunFinished(_)
+        | Event::StepStarted(_)
+        | Event::StepFinished(_)
+        | Event::StepFailed(_)
+        | Event::BackupTaken(_)
+        | Event::PathMoved(_)
+        | Event::ModeChanged(_)
+        | Event::OwnerChanged(_)
+        | Event::FileWritten(_)
+        | Event::PathRemoved(_)
+        | Event::DirCreated(_)
+        | Event::CommandRun(_)
+        | Event::CheckRecorded(_)
+        | Event::RollbackStarted(_)
+        | Event::Compensated(_)
+        | Event::RollbackFinished(_)
+        | Event::DriftFound(_)
+        | Event::Note(_)
+        | Event::Checkpoint(_) => None,
+    }
+}
+
+fn db_error(event: &Event, error: db::DbError) -> MigrateError {
+    MigrateError::Db {
+        step: event.step(),
+        kind: event.kind().to_owned(),
+        error,
+    }
+}
+
+/// A drifted row as a [`Drift`]: table and key, the differing columns,
+/// their expected (after image) and found values.
+pub fn row_drift(seq: u64, event: &Event, drift: &RowDrift) -> Drift {
+    let names: Vec<String> = if let Event::RowsChanged(e) = event {
+        e.columns.iter().map(|c| c.name.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let render = |image: &Option<Vec<rewind_ledger::SqlValue>>| match image {
+        None => "absent".to_owned(),
+        Some(values) => names
+            .iter()
+            .zip(values)
+            .filter(|(name, _)| drift.columns.contains(name))
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    Drift {
+        seq,
+        path: format!(
+            "{} ({})",
+            drift.table,
+            rewind_ledger::render_key(&drift.key)
+        ),
+        what: format!("columns {}", drift.columns.join(", ")),
+        expected: render(&drift.expected),
+        actual: render(&drift.actual),
+    }
+}
+
+/// The drift undoing a database event would meet now; changes nothing.
+pub fn check_db_drift(
+    databases: &mut Databases,
+    seq: u64,
+    event: &Event,
+) -> Result<Vec<Drift>, MigrateError> {
+    let Some(url) = database_of(event) else {
+        return Ok(Vec::new());
+    };
+    let database = databases.get(url).map_err(|e| db_error(event, e))?;
+    let report = database
+        .check_drift(event)
+        .map_err(|e| db_error(event, e))?;
+    Ok(report
+        .drift
+        .iter()
+        .map(|drift| row_drift(seq, event, drift))
+        .collect())
+}
+
 /// One item to undo, as the inverse plan lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UndoItem {
@@ -222,7 +313,11 @@ pub fn subject(event: &Event) -> String {
 }
 
 /// Undoes `items` in the order given (newest first), recording the
-/// rollback. `run` is the run the rollback's own events belong to.
+/// rollback. `run` is the run the rollback's own events belong to;
+/// database events go through `databases` (connected once per database).
+// Each argument is a separate decision of the caller; a struct would only
+// rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn rollback(
     recorder: &Recorder,
     run: Option<&str>,
@@ -230,6 +325,7 @@ pub fn rollback(
     cascade: bool,
     items: &[UndoItem],
     on_drift: OnDrift,
+    databases: &mut Databases,
     progress: &mut dyn FnMut(&RollbackProgress),
 ) -> Result<RollbackReport, MigrateError> {
     recorder.append_one(
@@ -258,6 +354,71 @@ pub fn rollback(
         Ok(())
     };
     for item in items {
+        if let Some(url) = database_of(&item.event) {
+            // The database layer checks drift and undoes in one transaction.
+            let options = UndoOptions {
+                on_drift: match on_drift {
+                    OnDrift::Stop => db::OnDrift::Stop,
+                    OnDrift::Skip => db::OnDrift::Skip,
+                },
+                allow_irreversible: true,
+            };
+            let undone = databases
+                .get(url)
+                .and_then(|database| database.undo(&item.event, options))
+                .map_err(|error| db_error(&item.event, error));
+            let undone = match undone {
+                Ok(undone) => undone,
+                Err(error) => {
+                    report.outcome = Outcome::Failed;
+                    report.error = Some(error.to_string());
+                    break;
+                }
+            };
+            if !undone.drift.is_empty() {
+                flush(&mut pending)?;
+                let mut events = Vec::new();
+                for row in &undone.drift {
+                    let drift = row_drift(item.seq, &item.event, row);
+                    progress(&RollbackProgress::Drifted(drift.clone()));
+                    events.push(Event::DriftFound(DriftFound {
+                        actual: drift.actual.clone(),
+                        expected: drift.expected.clone(),
+                        seq: item.seq,
+                        subject: format!("{}: {}", drift.path, drift.what),
+                    }));
+                    report.drifted.push(drift);
+                }
+                recorder.append(item.run.as_deref(), events)?;
+                match on_drift {
+                    OnDrift::Stop => {
+                        report.outcome = Outcome::Drifted;
+                        break;
+                    }
+                    // The rows that did not drift were restored; the item
+                    // stays uncompensated so that a later rollback, after
+                    // the drift is dealt with, finishes it.
+                    OnDrift::Skip => continue,
+                }
+            }
+            pending.push(Draft::new(
+                item.run.as_deref(),
+                Event::Compensated(Compensated { undoes: item.seq }),
+            ));
+            // A database undo has committed: record it before the next one.
+            flush(&mut pending)?;
+            report.compensated += 1;
+            progress(&RollbackProgress::Undone {
+                seq: item.seq,
+                kind: item.event.kind(),
+                subject: if undone.already_restored > 0 && undone.restored == 0 {
+                    format!("{} (found already undone)", subject(&item.event))
+                } else {
+                    subject(&item.event)
+                },
+            });
+            continue;
+        }
         let mut act = true;
         match check_drift(recorder.blobs(), item.seq, &item.event) {
             Ok(Some(_)) if already_undone(item.seq, &item.event)? => act = false,
@@ -334,6 +495,7 @@ pub fn rollback(
 /// an ancestor does not matter); the others are checked when reached.
 pub fn dry_run(
     blobs: &BlobStore,
+    databases: &mut Databases,
     items: &[UndoItem],
 ) -> Result<Vec<(u64, Option<Drift>, bool)>, MigrateError> {
     use rewind_ledger::Subject;
@@ -356,6 +518,18 @@ pub fn dry_run(
         });
         if shadowed {
             out.push((item.seq, None, false));
+        } else if database_of(&item.event).is_some() {
+            // A schema change may remove what an older item's check reads:
+            // once one is ahead, older database items are checked when reached.
+            let schema_ahead = items[..index]
+                .iter()
+                .any(|newer| matches!(newer.event, Event::SchemaChanged(_)));
+            if schema_ahead || matches!(item.event, Event::SchemaChanged(_)) {
+                out.push((item.seq, None, !schema_ahead));
+            } else {
+                let drift = check_db_drift(databases, item.seq, &item.event)?;
+                out.push((item.seq, drift.into_iter().next(), true));
+            }
         } else {
             out.push((item.seq, check_drift(blobs, item.seq, &item.event)?, true));
         }

@@ -86,6 +86,7 @@ fn interrupted_rollback_run_again_never_undoes_twice() {
         false,
         &items[..3],
         OnDrift::Stop,
+        &mut rewind_migrations::databases::Databases::default(),
         &mut |_| {},
     )
     .unwrap();

@@ -61,6 +61,9 @@ pub struct InversePlan {
     pub items: Vec<Item>,
     /// Effects of the target already compensated by an earlier rollback.
     pub already_compensated: usize,
+    /// Irreversible schema changes in the target, newest first: nothing
+    /// undoes them, so a rollback past them must be allowed explicitly.
+    pub irreversible: Vec<Item>,
 }
 
 /// Why there is no plan.
@@ -127,6 +130,45 @@ fn overlaps(a: &Subject, b: &Subject) -> bool {
     }
 }
 
+/// The database a database event belongs to.
+fn database_of(event: &Event) -> Option<&str> {
+    match event {
+        Event::RowsChanged(e) => Some(&e.database),
+        Event::SequenceMoved(e) => Some(&e.database),
+        Event::SchemaChanged(e) => Some(&e.database),
+        Event::RunStarted(_)
+        | Event::RunFinished(_)
+        | Event::StepStarted(_)
+        | Event::StepFinished(_)
+        | Event::StepFailed(_)
+        | Event::BackupTaken(_)
+        | Event::PathMoved(_)
+        | Event::ModeChanged(_)
+        | Event::OwnerChanged(_)
+        | Event::FileWritten(_)
+        | Event::PathRemoved(_)
+        | Event::DirCreated(_)
+        | Event::CommandRun(_)
+        | Event::CheckRecorded(_)
+        | Event::RollbackStarted(_)
+        | Event::Compensated(_)
+        | Event::RollbackFinished(_)
+        | Event::DriftFound(_)
+        | Event::Note(_)
+        | Event::Checkpoint(_) => None,
+    }
+}
+
+/// Whether a later database event depends on an earlier one through the
+/// schema: a schema change names no rows, but what it creates or drops
+/// is what later row events on that database may stand on, and a later
+/// schema change may remove what an earlier row event's inverse needs.
+fn schema_dependent(earlier: &Event, later: &Event) -> bool {
+    let same_database = database_of(earlier).is_some_and(|a| database_of(later) == Some(a));
+    same_database
+        && (matches!(earlier, Event::SchemaChanged(_)) || matches!(later, Event::SchemaChanged(_)))
+}
+
 /// Builds the inverse plan from `entries` (in seq order; for a run or a
 /// step, from the run's first event to the head, so that compensations and
 /// later dependents are seen).
@@ -191,6 +233,16 @@ pub fn plan(
             chosen.insert(entry.seq(), item(entry, false));
         }
     }
+    let irreversible: Vec<Item> = entries
+        .iter()
+        .filter(|e| {
+            in_target(e)
+                && matches!(&e.record.event, Event::SchemaChanged(s) if s.irreversible)
+                && chosen.keys().next().is_some_and(|first| e.seq() > *first)
+        })
+        .rev()
+        .map(|e| item(e, false))
+        .collect();
     if chosen.is_empty() {
         return Err(PlanRefusal::NothingToUndo {
             target: target.clone(),
@@ -200,6 +252,11 @@ pub fn plan(
     if let RollbackTarget::Step(..) = target {
         // Later effects touching what the chosen items touched, transitively.
         let mut subjects: Vec<Subject> = chosen.values().flat_map(|i| i.event.subjects()).collect();
+        let mut database_events: Vec<Event> = chosen
+            .values()
+            .filter(|i| database_of(&i.event).is_some())
+            .map(|i| i.event.clone())
+            .collect();
         let first = *chosen.keys().next().expect("not empty");
         let mut dependents: BTreeMap<u64, Item> = BTreeMap::new();
         for entry in entries.iter().filter(|e| e.seq() > first) {
@@ -213,8 +270,14 @@ pub fn plan(
             if touches
                 .iter()
                 .any(|t| subjects.iter().any(|s| overlaps(s, t)))
+                || database_events
+                    .iter()
+                    .any(|earlier| schema_dependent(earlier, &entry.record.event))
             {
                 subjects.extend(touches);
+                if database_of(&entry.record.event).is_some() {
+                    database_events.push(entry.record.event.clone());
+                }
                 dependents.insert(entry.seq(), item(entry, true));
             }
         }
@@ -232,6 +295,7 @@ pub fn plan(
         target: target.clone(),
         items: chosen.into_values().rev().collect(),
         already_compensated,
+        irreversible,
     })
 }
 

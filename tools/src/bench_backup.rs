@@ -294,6 +294,7 @@ fn main() {
         false,
         &items,
         OnDrift::Stop,
+        &mut rewind_migrations::databases::Databases::default(),
         &mut |_| {},
     )
     .unwrap();

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rewind_ledger::{Outcome, RollbackTarget};
 use rewind_migrations::Recorder;
 use rewind_migrations::apply::{Progress, RunReport, RunRequest, apply, check_spec_unchanged};
+use rewind_migrations::databases::Databases;
 use rewind_migrations::spec::Spec;
 use rewind_migrations::undo::OnDrift;
 use serde::Serialize;
@@ -226,16 +227,31 @@ fn run_one(
         let _ = sender.send(Message::Note(format!(
             "{run}: a check failed with on_fail = \"rollback\"; rolling the run back"
         )));
+        let mut databases = Databases::new(planned.resolved.database_urls());
         match roll_back(
             recorder,
             RollbackTarget::Run(run.to_owned()),
             false,
             OnDrift::Stop,
+            false,
+            &mut databases,
             &mut |_| {},
         ) {
             Ok(Rollback::Done(rolled)) if rolled.outcome == Outcome::Succeeded => {
                 result.outcome = "rolled back".into();
+                result.error = Some(format!(
+                    "{}; rolled back: {} inverse(s) applied",
+                    result.error.unwrap_or_default(),
+                    rolled.compensated
+                ));
                 result.hint = None;
+            }
+            Ok(Rollback::Irreversible(items)) => {
+                result.error = Some(format!(
+                    "{}; the automatic rollback was refused: it would pass {} irreversible step(s)",
+                    result.error.unwrap_or_default(),
+                    items.len()
+                ));
             }
             Ok(Rollback::Done(rolled)) => {
                 result.error = Some(format!(

@@ -1,14 +1,21 @@
 //! `rewind demo`: a self-contained tour on temporary data. It builds a
 //! NetServa 1.0-style vhost, then runs the vhost runbook
 //! (`migrations/examples/ns3-vhost.toml`) through plan → apply → status →
-//! history → rollback, and compares the tree with the original. Needs
-//! nothing installed; leaves nothing behind unless `--keep`.
+//! history → rollback, and compares the tree with the original; then the
+//! same for a small SQLite panel database and the teams-to-organizations
+//! runbook (`rewind_migrations::fixtures::TEAMS_RUNBOOK`), ending with a
+//! byte-identical dump. Needs nothing installed; leaves nothing behind
+//! unless `--keep`.
 
 use rewind_ledger::{Ledger, RollbackTarget};
 use rewind_migrations::Recorder;
+use rewind_migrations::databases::Databases;
+use rewind_migrations::db::Database;
+use rewind_migrations::fixtures;
 use rewind_migrations::tree::manifest;
 use rewind_migrations::undo::{OnDrift, RollbackProgress};
 use rewind_projections::describe::summary;
+use rewind_projections::history;
 use rewind_projections::status::runs;
 
 use super::apply::{apply_all, render_results};
@@ -121,6 +128,8 @@ pub fn run(ctx: &mut Ctx, args: DemoArgs) -> CliResult {
         RollbackTarget::Run(run.clone()),
         false,
         OnDrift::Stop,
+        false,
+        &mut Databases::default(),
         &mut |progress| match progress {
             RollbackProgress::Undone { seq, kind, subject } => {
                 printer.status(&format!("undid seq {seq} {kind} {subject}"))
@@ -136,6 +145,10 @@ pub fn run(ctx: &mut Ctx, args: DemoArgs) -> CliResult {
             report.outcome
         )),
         Rollback::Refused(refusal) => text.push_str(&format!("rollback refused: {refusal}\n")),
+        Rollback::Irreversible(items) => text.push_str(&format!(
+            "rollback refused: {} irreversible step(s)\n",
+            items.len()
+        )),
     }
 
     heading(
@@ -156,6 +169,7 @@ pub fn run(ctx: &mut Ctx, args: DemoArgs) -> CliResult {
         }
     }
     ctx.printer.data(&text)?;
+    let database_identical = teams_tour(ctx, &base, &recorder)?;
     if args.keep {
         let kept = temp.keep();
         ctx.printer.note(&format!(
@@ -173,5 +187,141 @@ pub fn run(ctx: &mut Ctx, args: DemoArgs) -> CliResult {
             ),
         ));
     }
+    if !database_identical {
+        return Err(CliError::new(
+            exit::FAILED,
+            anyhow::anyhow!("the rolled-back teams database differs from the original"),
+        ));
+    }
     Ok(())
+}
+
+/// The SQLite half of the tour: a small panel database, the teams runbook
+/// through plan → apply → status → history of one row → rollback, and the
+/// dump compared with the original. Returns whether it is identical.
+fn teams_tour(ctx: &mut Ctx, base: &std::path::Path, recorder: &Recorder) -> CliResult<bool> {
+    let database = base.join("panel.db");
+    let url = fixtures::build_teams_sqlite(&database, 5)?;
+    let spec_path = base.join("teams-to-organizations.toml");
+    fs_err::write(&spec_path, fixtures::TEAMS_RUNBOOK)?;
+    let dump = || -> CliResult<String> { Ok(Database::connect(&url)?.dump_sqlite()?) };
+    let before = dump()?;
+
+    let mut text = String::new();
+    heading(
+        &mut text,
+        "8. a hosting panel database (SQLite): 5 teams, their users, licences and applications",
+    );
+    text.push_str(&format!(
+        "{} rows in {} tables\n",
+        before.matches("\nINSERT INTO").count(),
+        before.matches("-- table ").count()
+    ));
+    heading(
+        &mut text,
+        "9. rewind plan teams-to-organizations.toml --target db=sqlite://panel.db",
+    );
+    let spec_args = SpecArgs {
+        spec: spec_path,
+        vars: Vec::new(),
+        targets: vec![format!("db={url}")],
+        targets_file: None,
+    };
+    let (spec, targets) = load(&spec_args)?;
+    for planned in &targets {
+        text.push_str(&super::plan::render(&spec.header.id, planned));
+    }
+    heading(&mut text, "10. rewind apply --yes (progress on stderr)");
+    ctx.printer.data(&text)?;
+    text.clear();
+    let ids = run_ids(true, &recorder.lock(), targets.len());
+    let run = ids[0].clone();
+    let results = apply_all(&mut ctx.printer, recorder, spec, targets, ids, 1, false)?;
+    text.push_str(&render_results(&results));
+
+    heading(&mut text, &format!("11. rewind status {run}"));
+    let entries = all_entries(&recorder.lock())?;
+    let statuses = runs(&entries);
+    if let Some(status) = statuses.iter().find(|status| status.run == run) {
+        text.push_str(&super::status::render_run(status));
+    }
+
+    heading(
+        &mut text,
+        "12. rewind history --table applications --key 10 (before and after, side by side)",
+    );
+    for entry in entries
+        .iter()
+        .filter(|e| e.record.run.as_deref() == Some(run.as_str()))
+    {
+        let changes = history::row_changes(&entry.record.event, "applications", "10");
+        if changes.is_empty() {
+            continue;
+        }
+        text.push_str(&format!(
+            "seq {} {}\n",
+            entry.seq(),
+            summary(&entry.record.event)
+        ));
+        let rows: Vec<Vec<String>> = changes
+            .into_iter()
+            .map(|change| {
+                vec![
+                    format!("    {}", change.column),
+                    change.before.unwrap_or_else(|| "(no row)".into()),
+                    change.after.unwrap_or_else(|| "(no row)".into()),
+                ]
+            })
+            .collect();
+        text.push_str(&table(&["    COLUMN", "BEFORE", "AFTER"], &rows));
+    }
+
+    heading(&mut text, &format!("13. rewind rollback {run}"));
+    ctx.printer.data(&text)?;
+    text.clear();
+    let printer = &mut ctx.printer;
+    let outcome = roll_back(
+        recorder,
+        RollbackTarget::Run(run.clone()),
+        false,
+        OnDrift::Stop,
+        false,
+        &mut Databases::new([url.clone()]),
+        &mut |progress| match progress {
+            RollbackProgress::Undone { seq, kind, subject } => {
+                printer.status(&format!("undid seq {seq} {kind} {subject}"))
+            }
+            RollbackProgress::Drifted(drift) => printer.warning(&format!("drift at {drift}")),
+        },
+    )?;
+    match outcome {
+        Rollback::Done(report) => text.push_str(&format!(
+            "rolled back run {run}: {} inverse(s) applied, {} drifted, outcome {}\n",
+            report.compensated,
+            report.drifted.len(),
+            report.outcome
+        )),
+        Rollback::Refused(refusal) => text.push_str(&format!("rollback refused: {refusal}\n")),
+        Rollback::Irreversible(items) => text.push_str(&format!(
+            "rollback refused: {} irreversible step(s)\n",
+            items.len()
+        )),
+    }
+
+    heading(
+        &mut text,
+        "14. the database dump compared with the original",
+    );
+    let after = dump()?;
+    let identical = before == after;
+    if identical {
+        text.push_str(&format!(
+            "identical: {} bytes of schema and rows (storage classes, rowids) before and after\n",
+            after.len()
+        ));
+    } else {
+        text.push_str("the dump differs from the original\n");
+    }
+    ctx.printer.data(&text)?;
+    Ok(identical)
 }

@@ -7,6 +7,7 @@
 
 use rewind_ledger::RollbackTarget;
 use rewind_migrations::Recorder;
+use rewind_migrations::databases::Databases;
 use rewind_migrations::undo::{self, Drift, OnDrift, RollbackProgress, RollbackReport, UndoItem};
 use rewind_projections::inverse::{self, InversePlan, PlanRefusal, describe_inverse};
 use serde::Serialize;
@@ -22,6 +23,23 @@ use crate::printer::table;
 pub enum Rollback {
     Done(RollbackReport),
     Refused(PlanRefusal),
+    /// It would pass irreversible steps and was not allowed to.
+    Irreversible(Vec<inverse::Item>),
+}
+
+/// The refusal to roll back past irreversible steps.
+pub fn irreversible_error(items: &[inverse::Item]) -> CliError {
+    let names = items
+        .iter()
+        .map(inverse::describe)
+        .collect::<Vec<_>>()
+        .join("; ");
+    CliError::new(
+        exit::FAILED,
+        anyhow::anyhow!("the rollback would pass irreversible step(s): {names}"),
+    )
+    .hint("pass --allow-irreversible to undo everything else and leave those changes in place")
+    .hint("nothing was changed")
 }
 
 /// Plans from the ledger's entries.
@@ -56,17 +74,23 @@ fn own_run(target: &RollbackTarget) -> Option<&str> {
 }
 
 /// Plans and carries out a rollback.
+#[allow(clippy::too_many_arguments)]
 pub fn roll_back(
     recorder: &Recorder,
     target: RollbackTarget,
     cascade: bool,
     on_drift: OnDrift,
+    allow_irreversible: bool,
+    databases: &mut Databases,
     progress: &mut dyn FnMut(&RollbackProgress),
 ) -> CliResult<Rollback> {
     let plan = match plan(recorder, &target, cascade)? {
         Ok(plan) => plan,
         Err(refusal) => return Ok(Rollback::Refused(refusal)),
     };
+    if !allow_irreversible && !plan.irreversible.is_empty() {
+        return Ok(Rollback::Irreversible(plan.irreversible));
+    }
     let run = own_run(&target).map(str::to_owned);
     let report = undo::rollback(
         recorder,
@@ -75,6 +99,7 @@ pub fn roll_back(
         cascade,
         &items(&plan),
         on_drift,
+        databases,
         progress,
     )?;
     Ok(Rollback::Done(report))
@@ -145,8 +170,12 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
     let ledger = ctx.open_write()?;
     let recorder = Recorder::new(ledger);
     let plan = plan(&recorder, &target, args.cascade)?.map_err(refusal_error)?;
+    let mut databases = Databases::new(args.databases.clone());
+    if !args.allow_irreversible && !plan.irreversible.is_empty() && !args.dry_run {
+        return Err(irreversible_error(&plan.irreversible));
+    }
     if args.dry_run {
-        let checks = undo::dry_run(recorder.blobs(), &items(&plan))?;
+        let checks = undo::dry_run(recorder.blobs(), &mut databases, &items(&plan))?;
         let mut drifted = 0;
         let rows: Vec<DryItem> = plan
             .items
@@ -246,6 +275,7 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
         args.cascade,
         &items(&plan),
         on_drift,
+        &mut databases,
         &mut |progress| match progress {
             RollbackProgress::Undone { seq, kind, subject } => {
                 printer.status(&format!("undid seq {seq} {kind} {subject}"))
@@ -295,7 +325,7 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
             ),
         )
         .hint(if stopped {
-            "put the path back as expected and run the rollback again, or pass `--on-drift skip`"
+            "put the path or row back as expected and run the rollback again, or pass `--on-drift skip`"
         } else {
             "the skipped items are recorded as DriftFound; `rewind history --kind DriftFound` lists them"
         }));

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 
 use rewind_ledger::{Entry, Ledger, RollbackTarget, Selector};
+use rewind_migrations::apply::redact_words;
+use rewind_migrations::db::DbError;
 use rewind_migrations::plan::{Plan, plan};
 use rewind_migrations::spec::{Resolved, Spec, parse_assignments, parse_targets_file};
 use rewind_migrations::{MigrateError, SpecError};
@@ -22,8 +24,51 @@ impl From<SpecError> for CliError {
     }
 }
 
+/// A spec that cannot work on this database is bad usage (exit 2); a
+/// database that cannot be reached, or fails, is a failure (exit 1).
+fn db_exit_code(error: &DbError) -> u8 {
+    match error {
+        DbError::UnsupportedUrl { .. }
+        | DbError::UnknownTable { .. }
+        | DbError::UnknownColumn { .. }
+        | DbError::NoKey { .. }
+        | DbError::SetsKeyColumn { .. }
+        | DbError::CascadingChange { .. }
+        | DbError::MissingDown { .. }
+        | DbError::InvalidStep { .. }
+        | DbError::Statement { .. } => exit::USAGE,
+        DbError::Unreachable { .. }
+        | DbError::AuthenticationFailed { .. }
+        | DbError::Record { .. }
+        | DbError::Concurrent { .. }
+        | DbError::Irreversible { .. }
+        | DbError::NoInverse { .. }
+        | DbError::Dump { .. }
+        | DbError::Runtime { .. } => exit::FAILED,
+    }
+}
+
+impl From<DbError> for CliError {
+    fn from(error: DbError) -> CliError {
+        let hint = error.hint();
+        let mut cli = CliError::new(db_exit_code(&error), error);
+        cli.hints.extend(hint.map(str::to_owned));
+        cli
+    }
+}
+
 impl From<MigrateError> for CliError {
     fn from(error: MigrateError) -> CliError {
+        if let MigrateError::Db {
+            error: db_error, ..
+        } = &error
+        {
+            let code = db_exit_code(db_error);
+            let hint = error.hint();
+            let mut cli = CliError::new(code, error);
+            cli.hints.extend(hint);
+            return cli;
+        }
         match error {
             MigrateError::Spec(spec) => spec.into(),
             MigrateError::Ledger(ledger) => ledger.into(),
@@ -45,11 +90,36 @@ pub struct TargetPlan {
     pub plan: Plan,
 }
 
+/// `sqlite://panel.db` with its path made absolute, so that the events
+/// name the file wherever a later rollback runs; other values unchanged.
+pub fn absolute_sqlite(value: &str) -> String {
+    let Some(rest) = value.strip_prefix("sqlite://") else {
+        return value.to_owned();
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, format!("?{query}")),
+        None => (rest, String::new()),
+    };
+    if path.is_empty() || path.starts_with('/') || path.starts_with(':') {
+        return value.to_owned();
+    }
+    match std::path::absolute(path) {
+        Ok(absolute) => format!("sqlite://{}{query}", absolute.display()),
+        Err(_) => value.to_owned(),
+    }
+}
+
+fn absolute_sqlite_vars(vars: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    vars.into_iter()
+        .map(|(name, value)| (name, absolute_sqlite(&value)))
+        .collect()
+}
+
 /// Reads the spec, binds every target's variables, checks every path and
 /// plans every step — all before anything runs.
 pub fn load(args: &SpecArgs) -> CliResult<(Spec, Vec<TargetPlan>)> {
     let spec = Spec::load(&args.spec)?;
-    let given = parse_assignments(args.vars.iter().map(String::as_str))?;
+    let given = absolute_sqlite_vars(parse_assignments(args.vars.iter().map(String::as_str))?);
     let mut targets: Vec<String> = args.targets.clone();
     if let Some(file) = &args.targets_file {
         let text = fs_err::read_to_string(file)?;
@@ -71,11 +141,13 @@ pub fn load(args: &SpecArgs) -> CliResult<(Spec, Vec<TargetPlan>)> {
     }
     for target in targets {
         let mut vars: BTreeMap<String, String> = given.clone();
-        vars.extend(spec.target_vars(&target)?);
+        vars.extend(absolute_sqlite_vars(spec.target_vars(&target)?));
         let resolved = spec.resolve(&vars)?;
-        let plan = plan(&resolved).map_err(|e| refused(e, Some(&target)))?;
+        // A target may hold a database url: it is shown without its password.
+        let shown = redact_words(target.trim());
+        let plan = plan(&resolved).map_err(|e| refused(e, Some(&shown)))?;
         planned.push(TargetPlan {
-            target: Some(target.trim().to_owned()),
+            target: Some(shown),
             resolved,
             plan,
         });
@@ -140,4 +212,24 @@ pub fn all_entries(ledger: &Ledger) -> CliResult<Vec<Entry>> {
         return Ok(Vec::new());
     }
     Ok(ledger.range(1..=head).collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absolute_sqlite;
+
+    #[test]
+    fn relative_sqlite_paths_become_absolute() {
+        let url = absolute_sqlite("sqlite://panel.db?mode=ro");
+        assert!(url.starts_with("sqlite:///"), "{url}");
+        assert!(url.ends_with("/panel.db?mode=ro"), "{url}");
+        for unchanged in [
+            "sqlite:///srv/panel.db",
+            "sqlite://:memory:",
+            "postgres://u@h/db",
+            "/srv/site",
+        ] {
+            assert_eq!(absolute_sqlite(unchanged), unchanged);
+        }
+    }
 }

@@ -168,7 +168,7 @@ pub(crate) struct Context<'a> {
 }
 
 impl Context<'_> {
-    fn statement_error(&self, step: u32, sql: &str, error: sqlx::Error) -> DbError {
+    pub(crate) fn statement_error(&self, step: u32, sql: &str, error: sqlx::Error) -> DbError {
         let message = match &error {
             sqlx::Error::Database(database_error) => database_error.message().to_owned(),
             other => other.to_string(),

@@ -29,6 +29,7 @@ pub mod dump;
 mod error;
 mod executor;
 mod postgres;
+mod preflight;
 mod sqlite;
 mod undo;
 
@@ -43,6 +44,7 @@ pub use capture::{
 pub use error::{DbError, Result};
 pub use executor::{Bind, BoxFuture, Engine, Executor, quote_ident, quote_table, redact_url};
 pub use postgres::PgExecutor;
+pub use preflight::Operation;
 pub use sqlite::SqliteExecutor;
 pub use undo::{OnDrift, RowDrift, UndoOptions, UndoReport};
 
@@ -190,6 +192,17 @@ impl Database {
         recorder: &mut dyn Recorder,
     ) -> Result<VerifyReport> {
         self.run(async |context| capture::verify(context, operation, earlier, recorder).await)
+    }
+
+    /// Prepares every operation against the real schema, in order, inside a
+    /// transaction that is rolled back: refuses what would fail, changes nothing.
+    pub fn preflight(&mut self, operations: &[Operation]) -> Result<(), (u32, DbError)> {
+        let mut context = Context {
+            executor: &mut *self.executor,
+            database: &self.url,
+        };
+        self.runtime
+            .block_on(preflight::preflight(&mut context, operations))
     }
 
     /// Applies the inverse of one database event, after its drift check.

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use rewind_ledger::Event;
 use serde::Deserialize;
 
+use crate::databases::Databases;
+use crate::db::{self, Database};
 use crate::error::{Location, MigrateError, SpecError};
 use crate::plan::Sim;
 use crate::recorder::{BATCH, Recorder};
@@ -20,10 +22,15 @@ pub mod archive;
 pub mod backup;
 pub mod chmod;
 pub mod chown;
+pub mod ddl;
+pub mod delete;
 pub mod exec;
+pub mod insert;
 pub mod mkdir;
 pub mod move_;
 pub mod remove;
+pub mod sql;
+pub mod update;
 pub mod verify;
 pub mod write;
 
@@ -40,6 +47,11 @@ pub enum StepSpec {
     Remove(remove::Remove),
     Exec(exec::Exec),
     Verify(verify::Verify),
+    Ddl(ddl::Ddl),
+    Insert(insert::Insert),
+    Update(update::Update),
+    Delete(delete::Delete),
+    Sql(sql::Sql),
 }
 
 /// What the registry knows about a kind.
@@ -65,6 +77,11 @@ pub const REGISTRY: &[KindInfo] = &[
     remove::INFO,
     exec::INFO,
     verify::INFO,
+    ddl::INFO,
+    insert::INFO,
+    update::INFO,
+    delete::INFO,
+    sql::INFO,
 ];
 
 /// A step's plan: the concrete operation, in words and as parameters.
@@ -107,19 +124,65 @@ pub struct StepContext<'a> {
     pub recorder: &'a Recorder,
     pub run: &'a str,
     pub step: u32,
+    /// The run's database connections (opened on first use).
+    pub databases: &'a mut Databases,
     pending: Vec<Event>,
     pub recorded: u64,
 }
 
 impl<'a> StepContext<'a> {
-    pub fn new(recorder: &'a Recorder, run: &'a str, step: u32) -> StepContext<'a> {
+    pub fn new(
+        recorder: &'a Recorder,
+        run: &'a str,
+        step: u32,
+        databases: &'a mut Databases,
+    ) -> StepContext<'a> {
         StepContext {
             recorder,
             run,
             step,
+            databases,
             pending: Vec::new(),
             recorded: 0,
         }
+    }
+
+    /// Runs `work` on the database at `url`; the events it hands to the
+    /// recorder are appended (durably) at once, before its transaction
+    /// commits, through the one appender.
+    pub fn on_database<T>(
+        &mut self,
+        kind: &str,
+        url: Option<&str>,
+        work: impl FnOnce(&mut Database, &mut dyn db::Recorder) -> db::Result<T>,
+    ) -> Result<T, MigrateError> {
+        let step = self.step;
+        let Some(url) = url else {
+            return Err(MigrateError::NoDatabase {
+                step,
+                kind: kind.to_owned(),
+            });
+        };
+        self.flush()?;
+        let recorder = self.recorder;
+        let run = self.run;
+        let database = self.databases.get(url).map_err(|error| MigrateError::Db {
+            step: Some(step),
+            kind: kind.to_owned(),
+            error,
+        })?;
+        let mut count = 0u64;
+        let mut sink = |events: Vec<Event>| -> Result<(), MigrateError> {
+            count += events.len() as u64;
+            recorder.append(Some(run), events).map(|_| ())
+        };
+        let result = work(database, &mut sink);
+        self.recorded += count;
+        result.map_err(|error| MigrateError::Db {
+            step: Some(step),
+            kind: kind.to_owned(),
+            error,
+        })
     }
 
     pub fn blobs(&self) -> &rewind_ledger::BlobStore {
@@ -171,6 +234,71 @@ pub fn mode_of(text: &str) -> u32 {
 }
 
 impl StepSpec {
+    /// The step's `database` field, for steps that talk to a database
+    /// (a `verify` only when it has SQL checks); `None` for file steps.
+    pub fn database_mut(&mut self) -> Option<&mut Option<String>> {
+        match self {
+            StepSpec::Backup(_)
+            | StepSpec::Move(_)
+            | StepSpec::Chmod(_)
+            | StepSpec::Chown(_)
+            | StepSpec::Mkdir(_)
+            | StepSpec::Write(_)
+            | StepSpec::Remove(_)
+            | StepSpec::Exec(_) => None,
+            StepSpec::Verify(s) => s.database_mut(),
+            StepSpec::Ddl(s) => Some(&mut s.database),
+            StepSpec::Insert(s) => Some(&mut s.database),
+            StepSpec::Update(s) => Some(&mut s.database),
+            StepSpec::Delete(s) => Some(&mut s.database),
+            StepSpec::Sql(s) => Some(&mut s.database),
+        }
+    }
+
+    /// The database this step talks to, once resolved.
+    pub fn database(&self) -> Option<&str> {
+        match self {
+            StepSpec::Backup(_)
+            | StepSpec::Move(_)
+            | StepSpec::Chmod(_)
+            | StepSpec::Chown(_)
+            | StepSpec::Mkdir(_)
+            | StepSpec::Write(_)
+            | StepSpec::Remove(_)
+            | StepSpec::Exec(_) => None,
+            StepSpec::Verify(s) => s.database.as_deref().filter(|_| s.has_sql()),
+            StepSpec::Ddl(s) => s.database.as_deref(),
+            StepSpec::Insert(s) => s.database.as_deref(),
+            StepSpec::Update(s) => s.database.as_deref(),
+            StepSpec::Delete(s) => s.database.as_deref(),
+            StepSpec::Sql(s) => s.database.as_deref(),
+        }
+    }
+
+    /// What the database preflight prepares for this step (`step` is its
+    /// 1-based index); `None` for file steps.
+    pub fn db_operation(&self, step: u32) -> Option<db::Operation> {
+        match self {
+            StepSpec::Backup(_)
+            | StepSpec::Move(_)
+            | StepSpec::Chmod(_)
+            | StepSpec::Chown(_)
+            | StepSpec::Mkdir(_)
+            | StepSpec::Write(_)
+            | StepSpec::Remove(_)
+            | StepSpec::Exec(_) => None,
+            StepSpec::Verify(s) => s.db_operation(step),
+            StepSpec::Ddl(s) => Some(db::Operation::Schema(s.operation(step))),
+            // The preflight checks literal rows' columns, never binds them.
+            StepSpec::Insert(s) => {
+                Some(db::Operation::Insert(s.operation(step, db::Engine::Sqlite)))
+            }
+            StepSpec::Update(s) => Some(db::Operation::Update(s.operation(step))),
+            StepSpec::Delete(s) => Some(db::Operation::Delete(s.operation(step))),
+            StepSpec::Sql(s) => Some(db::Operation::Schema(s.operation(step))),
+        }
+    }
+
     /// The kind's name as written in specs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -183,6 +311,11 @@ impl StepSpec {
             StepSpec::Remove(_) => remove::INFO.name,
             StepSpec::Exec(_) => exec::INFO.name,
             StepSpec::Verify(_) => verify::INFO.name,
+            StepSpec::Ddl(_) => ddl::INFO.name,
+            StepSpec::Insert(_) => insert::INFO.name,
+            StepSpec::Update(_) => update::INFO.name,
+            StepSpec::Delete(_) => delete::INFO.name,
+            StepSpec::Sql(_) => sql::INFO.name,
         }
     }
 
@@ -198,6 +331,11 @@ impl StepSpec {
             StepSpec::Remove(s) => s.strings(),
             StepSpec::Exec(s) => s.strings(),
             StepSpec::Verify(s) => s.strings(),
+            StepSpec::Ddl(s) => s.strings(),
+            StepSpec::Insert(s) => s.strings(),
+            StepSpec::Update(s) => s.strings(),
+            StepSpec::Delete(s) => s.strings(),
+            StepSpec::Sql(s) => s.strings(),
         }
     }
 
@@ -213,6 +351,11 @@ impl StepSpec {
             StepSpec::Remove(s) => StepSpec::Remove(s.substitute(sub)),
             StepSpec::Exec(s) => StepSpec::Exec(s.substitute(sub)),
             StepSpec::Verify(s) => StepSpec::Verify(s.substitute(sub)),
+            StepSpec::Ddl(s) => StepSpec::Ddl(s.substitute(sub)),
+            StepSpec::Insert(s) => StepSpec::Insert(s.substitute(sub)),
+            StepSpec::Update(s) => StepSpec::Update(s.substitute(sub)),
+            StepSpec::Delete(s) => StepSpec::Delete(s.substitute(sub)),
+            StepSpec::Sql(s) => StepSpec::Sql(s.substitute(sub)),
         })
     }
 
@@ -228,6 +371,11 @@ impl StepSpec {
             StepSpec::Remove(s) => s.validate(at),
             StepSpec::Exec(s) => s.validate(at),
             StepSpec::Verify(s) => s.validate(at),
+            StepSpec::Ddl(s) => s.validate(at),
+            StepSpec::Insert(s) => s.validate(at),
+            StepSpec::Update(s) => s.validate(at),
+            StepSpec::Delete(s) => s.validate(at),
+            StepSpec::Sql(s) => s.validate(at),
         }
     }
 
@@ -243,6 +391,11 @@ impl StepSpec {
             StepSpec::Remove(s) => s.paths(),
             StepSpec::Exec(s) => s.paths(),
             StepSpec::Verify(s) => s.paths(),
+            StepSpec::Ddl(s) => s.paths(),
+            StepSpec::Insert(s) => s.paths(),
+            StepSpec::Update(s) => s.paths(),
+            StepSpec::Delete(s) => s.paths(),
+            StepSpec::Sql(s) => s.paths(),
         }
     }
 
@@ -258,6 +411,11 @@ impl StepSpec {
             StepSpec::Remove(s) => s.plan(step, sim),
             StepSpec::Exec(s) => s.plan(step, sim),
             StepSpec::Verify(s) => s.plan(step, sim),
+            StepSpec::Ddl(s) => s.plan(step, sim),
+            StepSpec::Insert(s) => s.plan(step, sim),
+            StepSpec::Update(s) => s.plan(step, sim),
+            StepSpec::Delete(s) => s.plan(step, sim),
+            StepSpec::Sql(s) => s.plan(step, sim),
         }
     }
 
@@ -273,6 +431,11 @@ impl StepSpec {
             StepSpec::Remove(s) => s.apply(cx),
             StepSpec::Exec(s) => s.apply(cx),
             StepSpec::Verify(s) => s.apply(cx),
+            StepSpec::Ddl(s) => s.apply(cx),
+            StepSpec::Insert(s) => s.apply(cx),
+            StepSpec::Update(s) => s.apply(cx),
+            StepSpec::Delete(s) => s.apply(cx),
+            StepSpec::Sql(s) => s.apply(cx),
         }
     }
 }
@@ -298,6 +461,13 @@ mod tests {
         std::fs::create_dir_all(root.join("web")).unwrap();
         std::fs::write(root.join("web/index.html"), "<h1>hi</h1>\n").unwrap();
         std::fs::create_dir_all(root.join("var/log")).unwrap();
+        // An empty file is an empty SQLite database.
+        std::fs::write(root.join("fixture.db"), b"").unwrap();
+        let url = format!("sqlite://{}/fixture.db", root.display());
+        Database::connect(&url)
+            .unwrap()
+            .execute_script("CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER)")
+            .unwrap();
         for info in REGISTRY {
             assert!(info.docs.len() > 40, "{} needs docs", info.name);
             if let Some(inverse) = info.inverse {
@@ -316,6 +486,6 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{}: {e}", info.name));
             crate::plan::plan(&resolved).unwrap_or_else(|e| panic!("{}: {e}", info.name));
         }
-        assert_eq!(REGISTRY.len(), 9);
+        assert_eq!(REGISTRY.len(), 14);
     }
 }

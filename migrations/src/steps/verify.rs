@@ -8,6 +8,14 @@
 //! `{ path = P, sha256 = HEX }`, `{ path = P, tree_digest = HEX }`,
 //! `{ path = P, free_disk = "2G" }`, `{ writable = P }`.
 //!
+//! SQL, on the step's database (`database`, or the one of `[migration]`):
+//! `record = { name = "SELECT count(*) …" }` records named scalar
+//! snapshots before the checks run; checks `{ query = Q, equals = V }`,
+//! `{ query = Q, equals_recorded = NAME }` (a snapshot of this step or an
+//! earlier one of the run), `{ query = Q, at_least = N }`,
+//! `{ query_returns_no_rows = Q }`. Snapshots are `CheckRecorded` events
+//! named `record:NAME`.
+//!
 //! Inverse: none; checks change nothing.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -16,14 +24,18 @@ use std::path::Path;
 use rewind_ledger::{CheckRecorded, Event};
 use serde::Deserialize;
 
+use std::collections::BTreeMap;
+
 use super::{KindInfo, Planned, StepContext, StepOutcome, parse_mode};
+use crate::databases::Literal;
+use crate::db;
 use crate::error::{Location, MigrateError, SpecError};
 use crate::plan::Sim;
 use crate::tree;
 
 pub const INFO: KindInfo = KindInfo {
     name: "verify",
-    docs: "Evaluates `checks` (exists, absent, mode, owner, sha256, tree_digest, free_disk, writable) and records each result. `on_fail = \"stop\"` (default) stops the run at a failed check; `on_fail = \"rollback\"` rolls the run back.",
+    docs: "Evaluates `checks` (exists, absent, mode, owner, sha256, tree_digest, free_disk, writable; SQL: `query` with equals, equals_recorded or at_least, and query_returns_no_rows) and records each result; `record` keeps named SQL snapshots for later `equals_recorded`. `on_fail = \"stop\"` (default) stops the run at a failed check; `on_fail = \"rollback\"` rolls the run back.",
     inverse: None,
     fixture: "checks = [{ exists = \"{root}/web/index.html\" }, { absent = \"{root}/nope\" }, { path = \"{root}\", free_disk = \"1K\" }]\non_fail = \"stop\"",
 };
@@ -39,9 +51,15 @@ pub enum OnFail {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Verify {
+    #[serde(default)]
     pub checks: Vec<Check>,
+    /// Named SQL snapshots: name → a query returning one value.
+    #[serde(default)]
+    pub record: BTreeMap<String, String>,
     #[serde(default)]
     pub on_fail: OnFail,
+    #[serde(default)]
+    pub database: Option<String>,
 }
 
 /// One check; exactly one kind of key besides `path`.
@@ -66,6 +84,16 @@ pub struct Check {
     pub tree_digest: Option<String>,
     #[serde(default)]
     pub free_disk: Option<String>,
+    #[serde(default)]
+    pub query: Option<String>,
+    #[serde(default)]
+    pub equals: Option<Literal>,
+    #[serde(default)]
+    pub equals_recorded: Option<String>,
+    #[serde(default)]
+    pub at_least: Option<Literal>,
+    #[serde(default)]
+    pub query_returns_no_rows: Option<String>,
 }
 
 /// Parses `2G`, `500M`, `10K` or a number of bytes.
@@ -120,6 +148,13 @@ impl Check {
             ("sha256", self.sha256.is_some()),
             ("tree_digest", self.tree_digest.is_some()),
             ("free_disk", self.free_disk.is_some()),
+            ("equals", self.equals.is_some()),
+            ("equals_recorded", self.equals_recorded.is_some()),
+            ("at_least", self.at_least.is_some()),
+            (
+                "query_returns_no_rows",
+                self.query_returns_no_rows.is_some(),
+            ),
         ] {
             if set {
                 kinds.push(name);
@@ -140,7 +175,34 @@ impl Check {
             sha256: s(&self.sha256),
             tree_digest: s(&self.tree_digest),
             free_disk: s(&self.free_disk),
+            ..self.clone()
         }
+    }
+
+    /// Whether the check runs SQL.
+    pub fn is_sql(&self) -> bool {
+        self.query.is_some() || self.query_returns_no_rows.is_some()
+    }
+
+    /// The check for the database layer, if it is a SQL check.
+    fn db_check(&self) -> Option<db::Check> {
+        if let Some(query) = &self.query_returns_no_rows {
+            return Some(db::Check {
+                query: query.clone(),
+                expect: db::Expectation::ReturnsNoRows,
+            });
+        }
+        let query = self.query.clone()?;
+        let expect = if let Some(value) = &self.equals {
+            db::Expectation::Equals(value.text())
+        } else if let Some(name) = &self.equals_recorded {
+            db::Expectation::EqualsRecorded(name.clone())
+        } else if let Some(bound) = &self.at_least {
+            db::Expectation::AtLeast(bound.text())
+        } else {
+            return None;
+        };
+        Some(db::Check { query, expect })
     }
 
     /// The check in words.
@@ -162,6 +224,14 @@ impl Check {
             format!("tree digest of {path} is {digest}")
         } else if let Some(free) = &self.free_disk {
             format!("free disk at {path} ≥ {free}")
+        } else if let Some(query) = &self.query_returns_no_rows {
+            format!("{query} returns no rows")
+        } else if let (Some(query), Some(value)) = (&self.query, &self.equals) {
+            format!("{query} equals {}", value.text())
+        } else if let (Some(query), Some(name)) = (&self.query, &self.equals_recorded) {
+            format!("{query} equals recorded {name}")
+        } else if let (Some(query), Some(bound)) = (&self.query, &self.at_least) {
+            format!("{query} at least {}", bound.text())
         } else {
             String::new()
         }
@@ -250,9 +320,10 @@ impl Check {
 
 impl Verify {
     pub fn strings(&self) -> Vec<String> {
-        self.checks
+        self.database
             .iter()
-            .flat_map(|c| {
+            .cloned()
+            .chain(self.checks.iter().flat_map(|c| {
                 [
                     &c.exists,
                     &c.absent,
@@ -268,18 +339,54 @@ impl Verify {
                 .flatten()
                 .cloned()
                 .collect::<Vec<_>>()
-            })
+            }))
             .collect()
     }
 
     pub fn substitute(&self, sub: &dyn Fn(&str) -> String) -> Verify {
         Verify {
             checks: self.checks.iter().map(|c| c.substitute(sub)).collect(),
+            record: self.record.clone(),
             on_fail: self.on_fail,
+            database: self.database.as_deref().map(sub),
         }
     }
 
+    /// Whether the step runs SQL (records snapshots or has SQL checks).
+    pub fn has_sql(&self) -> bool {
+        !self.record.is_empty() || self.checks.iter().any(Check::is_sql)
+    }
+
+    pub fn database_mut(&mut self) -> Option<&mut Option<String>> {
+        if self.has_sql() {
+            Some(&mut self.database)
+        } else {
+            None
+        }
+    }
+
+    fn sql_operation(&self, step: u32) -> db::Verify {
+        db::Verify {
+            step,
+            record: self.record.clone(),
+            checks: self.checks.iter().filter_map(Check::db_check).collect(),
+        }
+    }
+
+    pub fn db_operation(&self, step: u32) -> Option<db::Operation> {
+        self.has_sql()
+            .then(|| db::Operation::Verify(self.sql_operation(step)))
+    }
+
     pub fn validate(&self, at: &Location) -> Result<(), SpecError> {
+        if self.checks.is_empty() && self.record.is_empty() {
+            return Err(SpecError::BadValue {
+                at: at.clone(),
+                field: "checks".into(),
+                value: "[]".into(),
+                reason: "give at least one check (or a `record` snapshot)".into(),
+            });
+        }
         for (index, check) in self.checks.iter().enumerate() {
             let bad = |reason: String| SpecError::BadValue {
                 at: at.clone(),
@@ -288,6 +395,22 @@ impl Verify {
                 reason,
             };
             let kinds = check.kinds();
+            if check.is_sql() {
+                let fine = match (&check.query, &check.query_returns_no_rows) {
+                    (Some(_), None) => kinds.len() == 1 && kinds[0] != "query_returns_no_rows",
+                    (None, Some(_)) => kinds == ["query_returns_no_rows"],
+                    (Some(_), Some(_)) | (None, None) => false,
+                };
+                if !fine || check.path.is_some() {
+                    return Err(bad("a SQL check is `{ query = \"…\", equals = V }` (or equals_recorded, at_least), or `{ query_returns_no_rows = \"…\" }`".into()));
+                }
+                if let Some(name) = &check.equals_recorded
+                    && name.trim().is_empty()
+                {
+                    return Err(bad("equals_recorded names a snapshot of `record`".into()));
+                }
+                continue;
+            }
             if kinds.len() != 1 {
                 return Err(bad("each check has exactly one of exists, absent, writable, mode, owner, sha256, tree_digest, free_disk".into()));
             }
@@ -333,17 +456,26 @@ impl Verify {
             OnFail::Stop => "stop",
             OnFail::Rollback => "roll back",
         };
-        let checks: Vec<String> = self.checks.iter().map(Check::describe).collect();
-        Ok(Planned::new(format!(
+        let mut checks: Vec<String> = self
+            .record
+            .iter()
+            .map(|(name, query)| format!("record {name} = {query}"))
+            .collect();
+        checks.extend(self.checks.iter().map(Check::describe));
+        let mut planned = Planned::new(format!(
             "check {} (on failure: {on_fail})",
             checks.join("; ")
         ))
-        .param("checks", self.checks.len().to_string()))
+        .param("checks", self.checks.len().to_string());
+        if self.has_sql() {
+            planned = planned.param("database", super::update::shown(&self.database));
+        }
+        Ok(planned)
     }
 
     pub fn apply(&self, cx: &mut StepContext<'_>) -> Result<StepOutcome, MigrateError> {
         let mut failed = Vec::new();
-        for check in &self.checks {
+        for check in self.checks.iter().filter(|check| !check.is_sql()) {
             let (expected, actual, passed) = check.evaluate();
             if !passed {
                 failed.push(format!("{}: found {actual}", check.describe()));
@@ -356,6 +488,21 @@ impl Verify {
                 step: cx.step,
             }))?;
         }
+        if self.has_sql() {
+            let operation = self.sql_operation(cx.step);
+            let earlier = cx.databases.recorded.clone();
+            let report =
+                cx.on_database(INFO.name, self.database.as_deref(), |database, recorder| {
+                    database.verify(&operation, &earlier, recorder)
+                })?;
+            cx.databases.recorded.extend(report.recorded.clone());
+            for check in report.checks.iter().filter(|check| !check.passed) {
+                failed.push(format!(
+                    "{}: expected {}, found {}",
+                    check.check, check.expected, check.actual
+                ));
+            }
+        }
         if failed.is_empty() {
             Ok(StepOutcome::Done {
                 summary: format!("{} check(s) passed", self.checks.len()),
@@ -365,7 +512,7 @@ impl Verify {
                 summary: format!(
                     "{} of {} check(s) failed: {}",
                     failed.len(),
-                    self.checks.len(),
+                    self.checks.len() + self.record.len(),
                     failed.join("; ")
                 ),
                 rollback: self.on_fail == OnFail::Rollback,

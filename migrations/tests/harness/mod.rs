@@ -112,6 +112,7 @@ impl Harness {
             cascade,
             &items,
             on_drift,
+            &mut rewind_migrations::databases::Databases::default(),
             &mut |_| {},
         )
         .unwrap())

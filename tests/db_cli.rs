@@ -1,0 +1,370 @@
+//! Database migrations end to end through the same commands as file ones:
+//! the teams runbook (`rewind_migrations::fixtures::TEAMS_RUNBOOK`) on a
+//! SQLite panel database — plan, apply, status, history of one row,
+//! rollback (dry run, drift, skip) back to a byte-identical dump — and the
+//! bad-input cases, each showing that nothing changed (dump identical,
+//! ledger head unchanged).
+
+use insta::assert_snapshot;
+use rewind_migrations::db::Database;
+use rewind_migrations::fixtures::{TEAMS_RUNBOOK, build_teams_sqlite};
+use rewind_tests::TestEnv;
+
+/// A ledger, a panel database of five teams at `[TEMP]/panel.db` and the
+/// runbook at `[TEMP]/teams.toml`.
+pub struct DbEnv {
+    pub env: TestEnv,
+    pub url: String,
+    pub spec: String,
+}
+
+impl DbEnv {
+    pub fn new() -> DbEnv {
+        DbEnv::with_spec(TEAMS_RUNBOOK)
+    }
+
+    pub fn with_spec(text: &str) -> DbEnv {
+        let env = TestEnv::with_ledger();
+        let url = build_teams_sqlite(&env.root().join("panel.db"), 5).unwrap();
+        let spec = env.root().join("teams.toml");
+        std::fs::write(&spec, text).unwrap();
+        DbEnv {
+            env,
+            url,
+            spec: spec.display().to_string(),
+        }
+    }
+
+    pub fn target(&self) -> String {
+        format!("db={}", self.url)
+    }
+
+    pub fn dump(&self) -> String {
+        Database::connect(&self.url).unwrap().dump_sqlite().unwrap()
+    }
+
+    pub fn sql(&self, script: &str) {
+        Database::connect(&self.url)
+            .unwrap()
+            .execute_script(script)
+            .unwrap();
+    }
+
+    pub fn head(&self) -> String {
+        self.env.run(&["verify"]).stdout
+    }
+
+    pub fn apply(&self) -> String {
+        self.env
+            .snapshot(&["apply", &self.spec, "--target", &self.target(), "--yes"])
+    }
+}
+
+#[test]
+fn plan_apply_status_history_rollback_on_sqlite() {
+    let db = DbEnv::new();
+    let before = db.dump();
+    let target = db.target();
+    assert_snapshot!(
+        "db_plan",
+        db.env.snapshot(&["plan", &db.spec, "--target", &target])
+    );
+    assert_eq!(before, db.dump(), "plan changes nothing");
+    assert_snapshot!("db_apply", db.apply());
+    let applied = db.dump();
+    assert_ne!(before, applied);
+    assert_snapshot!("db_status_run", db.env.snapshot(&["status", "r1"]));
+    assert_snapshot!(
+        "db_history_row",
+        db.env
+            .snapshot(&["history", "--table", "applications", "--key", "10"])
+    );
+    assert_snapshot!(
+        "db_rollback_dry_run",
+        db.env.snapshot(&["rollback", "r1", "--dry-run"])
+    );
+    assert_eq!(applied, db.dump(), "a dry run changes nothing");
+    assert_snapshot!("db_rollback", db.env.snapshot(&["rollback", "r1", "--yes"]));
+    assert_eq!(before, db.dump(), "rolled back to a byte-identical dump");
+}
+
+#[test]
+fn drift_on_a_row_stops_the_rollback_and_names_table_key_and_columns() {
+    let db = DbEnv::new();
+    let before = db.dump();
+    assert!(db.apply().starts_with("exit: 0"));
+    // Someone re-owns an application the migration touched, and edits a
+    // row it did not touch.
+    db.sql(
+        "UPDATE applications SET organization_id = 4 WHERE id = 10;\n\
+         UPDATE users SET name = 'renamed' WHERE id = 1",
+    );
+    let drifted = db.dump();
+    assert_snapshot!(
+        "db_drift_dry_run",
+        db.env.snapshot(&["rollback", "r1", "--dry-run"])
+    );
+    assert_snapshot!(
+        "db_drift_report",
+        db.env.snapshot(&["rollback", "r1", "--yes"])
+    );
+    // Newest first: the licences deleted by step 5 came back, then the
+    // drifted applications chunk stopped the rollback untouched.
+    let stopped = db.dump();
+    assert_ne!(drifted, stopped);
+    assert!(
+        stopped.contains("'app 10 — \"Platform\"',4)"),
+        "the drifted row is left alone"
+    );
+    assert!(
+        stopped.contains("'panel',9)"),
+        "the deleted licence is back"
+    );
+    // Skipping leaves the drifted row (and the untouched one) as found and
+    // restores the rest.
+    let skipped = db
+        .env
+        .snapshot(&["rollback", "r1", "--yes", "--on-drift", "skip"]);
+    assert!(skipped.starts_with("exit: 3"), "{skipped}");
+    let now = db.dump();
+    assert!(
+        now.contains("renamed"),
+        "rows the migration did not touch keep later writes"
+    );
+    assert_ne!(before, now);
+}
+
+#[test]
+fn a_failing_verify_with_on_fail_rollback_rolls_the_run_back() {
+    let spec = TEAMS_RUNBOOK.replace("equals_recorded = \"owned\" }", "equals = 12345 }");
+    let db = DbEnv::with_spec(&spec);
+    let before = db.dump();
+    assert_snapshot!("db_verify_rollback", db.apply());
+    assert_eq!(before, db.dump(), "the run was rolled back");
+}
+
+#[test]
+fn two_sqlite_targets_with_jobs() {
+    let db = DbEnv::new();
+    let second = build_teams_sqlite(&db.env.root().join("second.db"), 3).unwrap();
+    let before = (
+        db.dump(),
+        Database::connect(&second).unwrap().dump_sqlite().unwrap(),
+    );
+    let output = db.env.run(&[
+        "apply",
+        &db.spec,
+        "--target",
+        &db.target(),
+        "--target",
+        &format!("db={second}"),
+        "--jobs",
+        "2",
+        "--yes",
+    ]);
+    assert_eq!(output.code, 0, "{output:?}");
+    for run in ["r1", "r2"] {
+        let rolled = db.env.run(&["rollback", run, "--yes"]);
+        assert_eq!(rolled.code, 0, "{rolled:?}");
+    }
+    let after = (
+        db.dump(),
+        Database::connect(&second).unwrap().dump_sqlite().unwrap(),
+    );
+    assert_eq!(before, after);
+}
+
+/// Applies a one-off spec to the panel database and checks that it was
+/// refused before anything ran: exit code, dump and ledger head unchanged.
+fn refused(name: &str, steps: &str, database: Option<&str>) -> String {
+    let header = match database {
+        Some(url) => format!("database = \"{url}\"\n"),
+        None => String::new(),
+    };
+    let text = format!(
+        "[migration]\nid = \"{name}\"\n{header}[vars]\ndb = {{ required = true }}\n\n{steps}"
+    );
+    let db = DbEnv::with_spec(&text);
+    let before = db.dump();
+    let head = db.head();
+    let output = db.apply();
+    assert_eq!(before, db.dump(), "{name}: the database is unchanged");
+    assert_eq!(head, db.head(), "{name}: the ledger is unchanged");
+    output
+}
+
+const UPDATE_LICENCES: &str =
+    "[[step]]\nkind = \"update\"\ntable = \"licences\"\nset = { seats = \"seats + 1\" }\n\n";
+
+#[test]
+fn bad_input_is_refused_before_anything_runs() {
+    let cases: Vec<(&str, String, Option<&str>)> = vec![
+        ("no_database", UPDATE_LICENCES.to_owned(), None),
+        (
+            "unknown_table",
+            format!(
+                "{UPDATE_LICENCES}[[step]]\nkind = \"update\"\ntable = \"licenses\"\nset = {{ seats = \"1\" }}\n"
+            ),
+            Some("{db}"),
+        ),
+        (
+            "unknown_column",
+            format!(
+                "{UPDATE_LICENCES}[[step]]\nkind = \"update\"\ntable = \"licences\"\nset = {{ seats_total = \"1\" }}\n"
+            ),
+            Some("{db}"),
+        ),
+        (
+            "sql_syntax_error",
+            format!(
+                "{UPDATE_LICENCES}[[step]]\nkind = \"delete\"\ntable = \"licences\"\nwhere = \"seats >< 3\"\n"
+            ),
+            Some("{db}"),
+        ),
+        (
+            "table_without_key",
+            format!(
+                "[[step]]\nkind = \"ddl\"\nup = \"CREATE TABLE audit_log (message TEXT)\"\ndown = \"DROP TABLE audit_log\"\n\n\
+                 {UPDATE_LICENCES}[[step]]\nkind = \"insert\"\ntable = \"audit_log\"\nselect = \"SELECT name AS message FROM teams\"\n"
+            ),
+            Some("{db}"),
+        ),
+        (
+            "sql_without_down",
+            format!(
+                "{UPDATE_LICENCES}[[step]]\nkind = \"sql\"\nup = \"UPDATE teams SET name = upper(name)\"\n"
+            ),
+            Some("{db}"),
+        ),
+        (
+            "unreachable_database",
+            UPDATE_LICENCES.to_owned(),
+            Some("sqlite:///nonexistent/panel.db"),
+        ),
+    ];
+    let mut all = String::new();
+    for (name, steps, database) in cases {
+        all.push_str(&format!(
+            "### {name}\n{}\n",
+            refused(name, &steps, database)
+        ));
+    }
+    assert_snapshot!("db_bad_input", all);
+}
+
+#[test]
+fn rollback_past_an_irreversible_step_is_refused_unless_allowed() {
+    let spec = format!(
+        "[migration]\nid = \"irreversible\"\ndatabase = \"{{db}}\"\n[vars]\ndb = {{ required = true }}\n\n\
+         {UPDATE_LICENCES}[[step]]\nkind = \"sql\"\nup = \"DELETE FROM applications WHERE team_id IS NULL\"\nirreversible = true\n"
+    );
+    let db = DbEnv::with_spec(&spec);
+    assert!(db.apply().starts_with("exit: 0"));
+    let applied = db.dump();
+    let head = db.head();
+    assert_snapshot!(
+        "db_irreversible_refused",
+        db.env.snapshot(&["rollback", "r1", "--yes"])
+    );
+    assert_eq!(applied, db.dump());
+    assert_eq!(head, db.head());
+    let allowed = db
+        .env
+        .snapshot(&["rollback", "r1", "--yes", "--allow-irreversible"]);
+    assert!(allowed.starts_with("exit: 0"), "{allowed}");
+    assert!(
+        !db.dump().contains("unowned"),
+        "the irreversible delete stays"
+    );
+}
+
+#[test]
+fn demo_tours_the_teams_database_and_ends_with_an_identical_dump() {
+    let env = TestEnv::new();
+    let out = env.run(&["demo"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    for section in [
+        "== 8.", "== 9.", "== 10.", "== 11.", "== 12.", "== 13.", "== 14.",
+    ] {
+        assert!(
+            out.stdout.contains(section),
+            "{section} missing:\n{}",
+            out.stdout
+        );
+    }
+    assert!(
+        out.stdout.contains("organization_id  NULL    1"),
+        "before and after side by side:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("4 inverse(s) applied, 0 drifted, outcome succeeded"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("identical: "), "{}", out.stdout);
+}
+
+#[test]
+fn rolling_back_one_step_whose_rows_a_later_step_changed_names_the_dependents() {
+    let spec = format!(
+        "[migration]\nid = \"twice\"\ndatabase = \"{{db}}\"\n[vars]\ndb = {{ required = true }}\n\n\
+         {UPDATE_LICENCES}[[step]]\nkind = \"update\"\ntable = \"licences\"\nwhere = \"id = 2\"\nset = {{ product = \"'panel pro'\" }}\n"
+    );
+    let db = DbEnv::with_spec(&spec);
+    let before = db.dump();
+    assert!(db.apply().starts_with("exit: 0"));
+    let refused = db.env.run(&["rollback", "r1:1", "--yes"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("later dependents") && refused.stderr.contains("licences(2)"),
+        "{refused:?}"
+    );
+    let cascaded = db.env.run(&["rollback", "r1:1", "--cascade", "--yes"]);
+    assert_eq!(cascaded.code, 0, "{cascaded:?}");
+    assert_eq!(before, db.dump());
+}
+
+#[test]
+fn rolling_back_a_schema_step_alone_names_the_row_steps_standing_on_it() {
+    let db = DbEnv::new();
+    let before = db.dump();
+    assert!(db.apply().starts_with("exit: 0"));
+    let applied = db.dump();
+    let refused = db.env.run(&["rollback", "r1:2", "--yes"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("later dependents")
+            && refused.stderr.contains("organizations(1)")
+            && refused.stderr.contains("applications(10)"),
+        "{refused:?}"
+    );
+    assert_eq!(applied, db.dump(), "nothing was changed");
+    let cascaded = db.env.run(&["rollback", "r1:2", "--cascade", "--yes"]);
+    assert_eq!(cascaded.code, 0, "{cascaded:?}");
+    assert_eq!(before, db.dump());
+}
+
+#[test]
+fn one_spec_with_file_and_database_steps_rolls_back_both() {
+    let spec = "[migration]\nid = \"mixed\"\ndatabase = \"{db}\"\n\n[vars]\nroot = { required = true, root = true }\ndb = { required = true }\n\n\
+                [[step]]\nkind = \"mkdir\"\npath = \"{root}/exports\"\n\n\
+                [[step]]\nkind = \"update\"\ntable = \"licences\"\nset = { seats = \"seats * 2\" }\n\n\
+                [[step]]\nkind = \"verify\"\nchecks = [{ exists = \"{root}/exports\" }, { query = \"SELECT min(seats) FROM licences\", at_least = 12 }]\n";
+    let db = DbEnv::with_spec(spec);
+    let root = db.env.root().join("site");
+    std::fs::create_dir(&root).unwrap();
+    let before = db.dump();
+    let target = format!("root={} db={}", root.display(), db.url);
+    let applied = db
+        .env
+        .run(&["apply", &db.spec, "--target", &target, "--yes"]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    assert!(root.join("exports").is_dir());
+    assert_ne!(before, db.dump());
+    let rolled = db.env.run(&["rollback", "r1", "--yes"]);
+    assert_eq!(rolled.code, 0, "{rolled:?}");
+    assert!(!root.join("exports").exists());
+    assert_eq!(before, db.dump());
+}
