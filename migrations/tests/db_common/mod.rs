@@ -220,8 +220,17 @@ impl Drop for PgDatabase {
     }
 }
 
-/// The Chinook dataset shared by the team; never written in place.
+/// The Chinook dataset shared by the team (`shared/` beside the checkout, or
+/// `REWIND_DATASETS`); never written in place.
 pub fn chinook_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("REWIND_DATASETS") {
+        return PathBuf::from(dir).join("chinook");
+    }
+    let beside =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets/chinook");
+    if beside.is_dir() {
+        return beside;
+    }
     PathBuf::from("/work/shared/datasets/chinook")
 }
 
