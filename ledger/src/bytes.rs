@@ -19,7 +19,15 @@ impl Digest {
 
     /// Lowercase hex, 64 characters.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        String::from_utf8(self.hex_bytes().to_vec()).expect("hex digits")
+    }
+
+    /// Lowercase hex, 64 ASCII bytes, without allocating: every record
+    /// written or verified carries digests.
+    pub fn hex_bytes(&self) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        write_hex(&self.0, &mut out);
+        out
     }
 
     /// Parses 64 hex characters.
@@ -50,7 +58,8 @@ impl fmt::Display for Digest {
 impl Serialize for Digest {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         if serializer.is_human_readable() {
-            serializer.serialize_str(&self.to_hex())
+            let hex = self.hex_bytes();
+            serializer.serialize_str(std::str::from_utf8(&hex).expect("hex digits"))
         } else {
             serializer.serialize_bytes(&self.0)
         }
@@ -92,7 +101,9 @@ impl From<Vec<u8>> for Bytes {
 impl Serialize for Bytes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         if serializer.is_human_readable() {
-            serializer.serialize_str(&hex::encode(&self.0))
+            let mut hex = vec![0u8; self.0.len() * 2];
+            write_hex(&self.0, &mut hex);
+            serializer.serialize_str(std::str::from_utf8(&hex).expect("hex digits"))
         } else {
             serializer.serialize_bytes(&self.0)
         }
@@ -102,6 +113,15 @@ impl Serialize for Bytes {
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserialize_bytes(deserializer).map(Bytes)
+    }
+}
+
+/// Writes `bytes` as lowercase hex into `out`, which holds twice as many bytes.
+pub(crate) fn write_hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0x0f)];
     }
 }
 

@@ -149,11 +149,7 @@ pub fn write_line(
 }
 
 fn push_hex(out: &mut Vec<u8>, digest: &Digest) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for byte in digest.0 {
-        out.push(DIGITS[usize::from(byte >> 4)]);
-        out.push(DIGITS[usize::from(byte & 0x0f)]);
-    }
+    out.extend_from_slice(&digest.hex_bytes());
 }
 
 /// The journal and export line of an entry, without the newline.

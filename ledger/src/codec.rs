@@ -40,11 +40,12 @@ pub fn decode_record(bytes: &[u8], seq: u64) -> Result<Record, LedgerError> {
 
 /// Encodes a stored value: version, hash, record.
 pub fn encode_stored(hash: &Digest, record: &Record) -> Vec<u8> {
-    let body = encode_record(record);
-    let mut out = Vec::with_capacity(33 + body.len());
+    // One buffer, sized for a typical record, that bincode appends to.
+    let mut out = Vec::with_capacity(320);
     out.push(FORMAT_VERSION);
     out.extend_from_slice(&hash.0);
-    out.extend_from_slice(&body);
+    bincode::serde::encode_into_std_write(record, &mut out, config())
+        .expect("records contain only encodable types");
     out
 }
 

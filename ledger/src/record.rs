@@ -33,11 +33,19 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // By hand rather than through strftime: every record written and
-        // every record verified formats one.
+        match self.canonical_bytes() {
+            Some(bytes) => f.write_str(std::str::from_utf8(&bytes).expect("ASCII digits")),
+            None => self.write_general(f),
+        }
+    }
+}
+
+impl Timestamp {
+    /// The canonical form through the formatter, for any year.
+    fn write_general(&self, out: &mut impl fmt::Write) -> fmt::Result {
         let (date, time) = (self.0.date_naive(), self.0.time());
         write!(
-            f,
+            out,
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
             date.year(),
             date.month(),
@@ -48,9 +56,35 @@ impl fmt::Display for Timestamp {
             time.nanosecond() / 1000
         )
     }
-}
 
-impl Timestamp {
+    /// The canonical form written digit by digit, for years 0 to 9999 (any
+    /// other year, and a leap second, take the formatter). Every record
+    /// written and every record verified formats one, so this avoids the
+    /// formatting machinery.
+    fn canonical_bytes(&self) -> Option<[u8; 27]> {
+        let (date, time) = (self.0.date_naive(), self.0.time());
+        let year = u32::try_from(date.year())
+            .ok()
+            .filter(|year| *year <= 9999)?;
+        // chrono keeps a leap second in the fraction (≥ 1e9 ns): the formatter's case.
+        let micros = Some(time.nanosecond() / 1000).filter(|micros| *micros < 1_000_000)?;
+        let mut out = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut value: u32| {
+            for place in (at..at + width).rev() {
+                out[place] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, date.month());
+        put(8, 2, date.day());
+        put(11, 2, time.hour());
+        put(14, 2, time.minute());
+        put(17, 2, time.second());
+        put(20, 6, micros);
+        Some(out)
+    }
+
     /// Parses exactly the canonical form `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
     pub fn parse_canonical(text: &str) -> Option<Timestamp> {
         let bytes = text.as_bytes();
@@ -97,7 +131,12 @@ impl FromStr for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        match self.canonical_bytes() {
+            Some(bytes) => {
+                serializer.serialize_str(std::str::from_utf8(&bytes).expect("ASCII digits"))
+            }
+            None => serializer.collect_str(self),
+        }
     }
 }
 
@@ -172,5 +211,38 @@ mod tests {
         }
         let now = Timestamp::now();
         assert_eq!(Timestamp::parse_canonical(&now.to_string()), Some(now));
+    }
+
+    #[test]
+    fn the_digit_by_digit_form_is_what_the_formatter_writes() {
+        let formatted = |stamp: &Timestamp| {
+            let mut text = String::new();
+            stamp.write_general(&mut text).unwrap();
+            text
+        };
+        for text in [
+            "0000-01-01T00:00:00.000000Z",
+            "0042-02-28T09:08:07.000001Z",
+            "1999-12-31T23:59:59.999999Z",
+            "2026-01-02T03:04:05.000042Z",
+            "9999-12-31T23:59:59.999999Z",
+        ] {
+            let stamp = Timestamp::parse_canonical(text).unwrap();
+            assert_eq!(stamp.to_string(), text);
+            assert_eq!(stamp.to_string(), formatted(&stamp));
+            assert_eq!(
+                serde_json::to_string(&stamp).unwrap(),
+                format!("\"{text}\"")
+            );
+        }
+        let far = Timestamp::new(
+            chrono::NaiveDate::from_ymd_opt(12345, 6, 7)
+                .unwrap()
+                .and_hms_micro_opt(8, 9, 10, 11)
+                .unwrap()
+                .and_utc(),
+        );
+        assert_eq!(far.canonical_bytes(), None);
+        assert_eq!(far.to_string(), formatted(&far));
     }
 }
