@@ -16,6 +16,7 @@ pub mod journal;
 pub mod page;
 pub mod record;
 pub mod store;
+mod subjects;
 pub mod verify;
 pub mod view;
 

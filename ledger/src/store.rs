@@ -20,7 +20,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::RangeInclusive;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::blob::{BlobStore, sync_dir};
@@ -28,10 +28,11 @@ use crate::bytes::Digest;
 use crate::canonical::{genesis, link, record_json, write_line};
 use crate::codec::{FORMAT_VERSION, decode_stored, encode_stored, set_stored_hash};
 use crate::error::{LedgerError, Result};
-use crate::event::{Event, Subject};
+use crate::event::Event;
 use crate::journal::{Journal, JournalReader, offset_after_seq, parse_line};
 use crate::page;
 use crate::record::{Entry, Record, Timestamp};
+use crate::subjects::{self, OpenGroup, SubjectEntry, Wanted};
 
 const MARKER: &str = "LEDGER";
 const MARKER_MAGIC: &str = "rewind-ledger";
@@ -39,7 +40,12 @@ const JOURNAL: &str = "journal.jsonl";
 const STORE: &str = "store";
 const LOCK: &str = "lock";
 const INDEXED_THROUGH: &[u8] = b"\xffindexed_through";
-const SUBJECTS_INDEXED_THROUGH: &[u8] = b"\xffsubjects_indexed_through";
+/// The layout of the `index` tree; an index of another layout is dropped and
+/// rebuilt from the events when the ledger is opened.
+const INDEX_FORMAT: &[u8] = b"\xffindex_format";
+const INDEX_FORMAT_VERSION: &[u8] = b"2";
+/// How many events `catch_up_index` indexes in one sled batch.
+const CATCH_UP_CHUNK: usize = 50_000;
 
 /// Who is appending, recorded in every envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +232,9 @@ pub struct Ledger {
     pending: Mutex<Option<std::thread::JoinHandle<Result<()>>>>,
     /// Why this handle refuses to go on (see `settle`).
     broken: Mutex<Option<String>>,
+    /// The newest group of the path and row index (see `subjects`), which
+    /// the store writer continues with each batch.
+    open_group: Arc<Mutex<OpenGroup>>,
     _lock: Lock,
 }
 
@@ -321,6 +330,7 @@ impl Ledger {
             last_page: Mutex::new(None),
             pending: Mutex::new(None),
             broken: Mutex::new(None),
+            open_group: Arc::new(Mutex::new(OpenGroup::default())),
             _lock: lock,
         };
         if let Some(page) = page::last_page(&ledger.events)?
@@ -332,6 +342,10 @@ impl Ledger {
             ledger.last_time = Some(record.recorded_at);
         }
         ledger.catch_up_from_journal()?;
+        if ledger.index.get(INDEX_FORMAT)?.as_deref() != Some(INDEX_FORMAT_VERSION) {
+            ledger.clear_index()?;
+        }
+        *ledger.lock_group() = OpenGroup::load(&ledger.index)?;
         ledger.catch_up_index()?;
         Ok(ledger)
     }
@@ -391,6 +405,12 @@ impl Ledger {
         self.caught_up
     }
 
+    fn lock_group(&self) -> std::sync::MutexGuard<'_, OpenGroup> {
+        self.open_group.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Indexes the events beyond the index's marker: after a crash between
+    /// the journal and the store, after `repair`, or for `reindex`.
     fn catch_up_index(&mut self) -> Result<()> {
         let indexed = match self.index.get(INDEXED_THROUGH)? {
             Some(bytes) => decode_key(&bytes)?,
@@ -399,78 +419,41 @@ impl Ledger {
         if indexed >= self.head.0 {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        let mut runs = RunRanges::default();
-        for item in page::entries_from(&self.events, indexed + 1) {
-            let (seq, value, place) = item?;
-            let (_, record) = decode_stored(&value[place], seq)?;
-            index_record(&mut batch, &mut runs, &record);
+        let mut entries = page::entries_from(&self.events, indexed + 1).peekable();
+        while entries.peek().is_some() {
+            let mut batch = sled::Batch::default();
+            let mut runs = RunRanges::default();
+            let mut subjects = Vec::new();
+            let mut last = indexed;
+            for item in entries.by_ref().take(CATCH_UP_CHUNK) {
+                let (seq, value, place) = item?;
+                let (_, record) = decode_stored(&value[place], seq)?;
+                index_record(&mut batch, &mut runs, &mut subjects, &record);
+                last = seq;
+            }
+            runs.write(&mut batch);
+            self.lock_group().add(subjects, &mut batch);
+            batch.insert(INDEXED_THROUGH, &last.to_be_bytes());
+            self.index.apply_batch(batch)?;
         }
-        runs.write(&mut batch);
-        batch.insert(INDEXED_THROUGH, &self.head.0.to_be_bytes());
-        self.index.apply_batch(batch)?;
         self.make_store_durable()
     }
 
     /// Drops and rebuilds every index from the events tree.
     pub fn reindex(&mut self) -> Result<u64> {
         self.settle()?;
-        self.index.clear()?;
+        self.clear_index()?;
         self.catch_up_index()?;
-        self.catch_up_subjects()?;
         Ok(self.head.0)
     }
 
-    /// How many events the path and row index has yet to take in.
-    pub fn subjects_behind(&self) -> Result<u64> {
-        self.settle()?;
-        let indexed = match self.index.get(SUBJECTS_INDEXED_THROUGH)? {
-            Some(bytes) => decode_key(&bytes)?,
-            None => 0,
-        };
-        Ok(self.head.0.saturating_sub(indexed))
-    }
-
-    /// Brings the path and row index up to the head; returns how many
-    /// events it indexed.
-    ///
-    /// That index is written behind the appends, not with them: an event
-    /// can touch many paths or rows, one index key each, which would more
-    /// than double sled's work per event on the durable path. Queries by
-    /// path or row call this first, so they always see every event; the
-    /// first such query after a long run pays for the indexing once.
-    pub fn catch_up_subjects(&self) -> Result<u64> {
-        self.settle()?;
-        let indexed = match self.index.get(SUBJECTS_INDEXED_THROUGH)? {
-            Some(bytes) => decode_key(&bytes)?,
-            None => 0,
-        };
-        let head = self.head.0;
-        if indexed >= head {
-            return Ok(0);
-        }
-        let mut batch = sled::Batch::default();
-        let mut pending = 0;
-        for item in page::entries_from(&self.events, indexed + 1) {
-            let (seq, value, place) = item?;
-            if seq > head {
-                break;
-            }
-            let (_, record) = decode_stored(&value[place], seq)?;
-            index_subjects(&mut batch, &record);
-            pending += 1;
-            if pending == 10_000 {
-                batch.insert(SUBJECTS_INDEXED_THROUGH, &seq.to_be_bytes());
-                self.index.apply_batch(std::mem::take(&mut batch))?;
-                pending = 0;
-            }
-        }
-        batch.insert(SUBJECTS_INDEXED_THROUGH, &head.to_be_bytes());
-        self.index.apply_batch(batch)?;
-        // No fsync: the index is derived, and its marker travels in the same
-        // sled batch as its keys, so a crash loses both together.
-        self.db.flush()?;
-        Ok(head - indexed)
+    /// Empties the index, marked with the current layout, so that
+    /// `catch_up_index` rebuilds it from the first event.
+    fn clear_index(&mut self) -> Result<()> {
+        self.index.clear()?;
+        self.index.insert(INDEX_FORMAT, INDEX_FORMAT_VERSION)?;
+        *self.lock_group() = OpenGroup::default();
+        Ok(())
     }
 
     /// Replaces the clock (tests pin it).
@@ -533,6 +516,7 @@ impl Ledger {
         let mut stored_entries = Vec::with_capacity(records.len());
         let mut index = sled::Batch::default();
         let mut runs = RunRanges::default();
+        let mut subjects: Vec<SubjectEntry> = Vec::new();
         let mut entries = Vec::with_capacity(records.len());
         for (record, (json, mut stored)) in records.into_iter().zip(encoded) {
             let hash = link(&prev, &json);
@@ -540,7 +524,7 @@ impl Ledger {
             write_line(&mut lines, record.seq, &prev, &hash, &json);
             lines.push(b'\n');
             stored_entries.push((record.seq, stored));
-            index_record(&mut index, &mut runs, &record);
+            index_record(&mut index, &mut runs, &mut subjects, &record);
             entries.push(Entry { hash, prev, record });
             prev = hash;
         }
@@ -563,14 +547,22 @@ impl Ledger {
                 Some(format!("writing the journal failed: {error}"));
             return Err(error);
         }
-        let (events_tree, index_tree, db) =
-            (self.events.clone(), self.index.clone(), self.db.clone());
+        let (events_tree, index_tree, db, open_group) = (
+            self.events.clone(),
+            self.index.clone(),
+            self.db.clone(),
+            self.open_group.clone(),
+        );
         let writer = std::thread::Builder::new()
             .name("rewind-store-writer".into())
             .spawn(move || -> Result<()> {
                 let mut events = sled::Batch::default();
                 page::write_pages(&mut events, &stored_entries);
                 events_tree.apply_batch(events)?;
+                open_group
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .add(subjects, &mut index);
                 index_tree.apply_batch(index)?;
                 db.flush()?;
                 Ok(())
@@ -710,9 +702,6 @@ impl Ledger {
     /// `None` when no index applies (the caller scans a range instead).
     pub fn candidates(&self, selector: &Selector) -> Result<Option<Vec<u64>>> {
         self.settle()?;
-        if selector.path.is_some() || selector.table.is_some() {
-            self.catch_up_subjects()?;
-        }
         let mut sets: Vec<Vec<u64>> = Vec::new();
         if let Some(run) = &selector.run {
             sets.push(self.scan_index(&prefixed(b'r', &[run.as_bytes()]))?);
@@ -727,31 +716,14 @@ impl Ledger {
         }
         if let Some(path) = &selector.path {
             let path = path.trim_end_matches('/');
-            let mut seqs = self.scan_index(&prefixed(b'p', &[path.as_bytes()]))?;
-            let mut below = Vec::from([b'p']);
-            below.extend_from_slice(path.as_bytes());
-            below.push(b'/');
-            for item in self.index.scan_prefix(&below) {
-                let (key, _) = item?;
-                seqs.push(decode_key(&key[key.len() - 8..])?);
-            }
-            seqs.sort_unstable();
-            seqs.dedup();
-            sets.push(seqs);
+            sets.push(subjects::query(&self.index, Wanted::Path(path))?);
         }
         if let Some(table) = &selector.table {
-            let prefix = match &selector.key {
-                Some(key) => prefixed(b'w', &[table.as_bytes(), key.as_bytes()]),
-                None => prefixed(b'w', &[table.as_bytes()]),
+            let wanted = match &selector.key {
+                Some(key) => Wanted::Row(table, key),
+                None => Wanted::Table(table),
             };
-            let mut seqs = Vec::new();
-            for item in self.index.scan_prefix(&prefix) {
-                let (key, _) = item?;
-                seqs.push(decode_key(&key[key.len() - 8..])?);
-            }
-            seqs.sort_unstable();
-            seqs.dedup();
-            sets.push(seqs);
+            sets.push(subjects::query(&self.index, wanted)?);
         }
         let Some(mut result) = sets.pop() else {
             return Ok(None);
@@ -973,7 +945,12 @@ fn index_value_seqs(key_seq: u64, value: &[u8], seqs: &mut Vec<u64>) -> Result<(
     Ok(())
 }
 
-fn index_record(batch: &mut sled::Batch, runs: &mut RunRanges, record: &Record) {
+fn index_record(
+    batch: &mut sled::Batch,
+    runs: &mut RunRanges,
+    subjects: &mut Vec<SubjectEntry>,
+    record: &Record,
+) {
     let seq = record.seq.to_be_bytes();
     let with_seq = |mut key: Vec<u8>| {
         key.extend_from_slice(&seq);
@@ -993,19 +970,7 @@ fn index_record(batch: &mut sled::Batch, runs: &mut RunRanges, record: &Record) 
     if INDEXED_KINDS.contains(&kind) {
         batch.insert(with_seq(prefixed(b'k', &[kind.as_bytes()])), &[]);
     }
-}
-
-/// Index keys of the paths and rows an event touched (written behind the
-/// appends, see [`Ledger::catch_up_subjects`]).
-fn index_subjects(batch: &mut sled::Batch, record: &Record) {
-    for subject in record.event.subjects() {
-        let mut key = match subject {
-            Subject::Path(path) => prefixed(b'p', &[path.trim_end_matches('/').as_bytes()]),
-            Subject::Row(table, key) => prefixed(b'w', &[table.as_bytes(), key.as_bytes()]),
-        };
-        key.extend_from_slice(&record.seq.to_be_bytes());
-        batch.insert(key, &[]);
-    }
+    subjects::collect(record, subjects);
 }
 
 fn decode_key(bytes: &[u8]) -> Result<u64> {

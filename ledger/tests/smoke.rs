@@ -57,40 +57,136 @@ fn append_reopen_verify() {
     );
 }
 
+/// Events on paths under a few vhosts and on rows of two tables, some
+/// touching many rows, so that the path and row index spans several groups.
+fn subject_drafts(batch: u64) -> Vec<Draft> {
+    use rewind_ledger::{Column, Digest, FileWritten, RowImage, RowsChanged, SqlValue};
+    (0..40)
+        .map(|i| {
+            let n = batch * 40 + i;
+            let event = if n.is_multiple_of(5) {
+                let rows = (0..(n % 300))
+                    .map(|r| RowImage {
+                        after: None,
+                        before: None,
+                        key: vec![SqlValue::Integer(((n * 7 + r) % 500) as i64)],
+                    })
+                    .collect();
+                Event::RowsChanged(RowsChanged {
+                    chunk: 0,
+                    columns: vec![Column {
+                        name: "id".into(),
+                        sql_type: "integer".into(),
+                    }],
+                    database: "sqlite:///tmp/panel.db".into(),
+                    key_columns: vec!["id".into()],
+                    rows,
+                    step: 1,
+                    table: if n.is_multiple_of(2) { "teams" } else { "team" }.into(),
+                })
+            } else {
+                let path = format!("/srv/vhost-{}/web/{}/f{n}", n % 3, n % 4);
+                Event::FileWritten(FileWritten {
+                    mode: 0o644,
+                    new: Digest::of(path.as_bytes()),
+                    old: None,
+                    old_mode: None,
+                    path: if n.is_multiple_of(7) {
+                        format!("{path}/")
+                    } else {
+                        path
+                    },
+                    step: 1,
+                })
+            };
+            Draft::new(Some("run-1"), event)
+        })
+        .collect()
+}
+
 #[test]
-fn the_path_index_is_written_behind_and_caught_up_by_the_first_query() {
-    use rewind_ledger::{Digest, FileWritten, Selector};
+fn the_path_and_row_index_answers_as_a_scan_of_every_event_would() {
+    use rewind_ledger::{Selector, Subject};
     let dir = tempfile::tempdir().unwrap();
-    let mut ledger = Ledger::init(&dir.path().join("ledger"), "ledger-2", origin()).unwrap();
-    let written = |path: &str| {
-        Draft::new(
-            Some("run-1"),
-            Event::FileWritten(FileWritten {
-                mode: 0o644,
-                new: Digest::of(path.as_bytes()),
-                old: None,
-                old_mode: None,
-                path: path.into(),
-                step: 1,
-            }),
-        )
+    let path = dir.path().join("ledger");
+    let queries: Vec<Selector> = [
+        ("/srv", None, None),
+        ("/", None, None),
+        ("/srv/vhost-1", None, None),
+        ("/srv/vhost-1/", None, None),
+        ("/srv/vhost-1/web/2", None, None),
+        ("/srv/vhost-1/web/2/f41", None, None),
+        ("/srv/vhost", None, None),
+        ("", Some("teams"), None),
+        ("", Some("team"), None),
+        ("", Some("teams"), Some("7")),
+        ("", Some("team"), Some("499")),
+        ("", Some("team"), Some("49")),
+        ("", Some("absent"), None),
+    ]
+    .into_iter()
+    .map(|(path, table, key)| Selector {
+        path: (!path.is_empty()).then(|| path.to_owned()),
+        table: table.map(str::to_owned),
+        key: key.map(str::to_owned),
+        ..Selector::default()
+    })
+    .collect();
+    // What each query must find: every event whose subjects match it.
+    let expected = |entries: &[rewind_ledger::Entry], selector: &Selector| -> Vec<u64> {
+        entries
+            .iter()
+            .filter(|entry| {
+                entry
+                    .record
+                    .event
+                    .subjects()
+                    .iter()
+                    .any(|subject| match subject {
+                        Subject::Path(path) => selector.path.as_deref().is_some_and(|wanted| {
+                            let wanted = wanted.trim_end_matches('/');
+                            let path = path.trim_end_matches('/');
+                            path == wanted || path.starts_with(&format!("{wanted}/"))
+                        }),
+                        Subject::Row(table, key) => {
+                            selector.table.as_deref() == Some(table.as_str())
+                                && selector.key.as_deref().is_none_or(|wanted| wanted == key)
+                        }
+                    })
+            })
+            .map(|entry| entry.seq())
+            .collect()
     };
-    ledger
-        .append_batch(vec![
-            written("/srv/a/x"),
-            written("/srv/b/y"),
-            written("/srv/a/z"),
-        ])
-        .unwrap();
-    assert_eq!(ledger.subjects_behind().unwrap(), 3);
-    let selector = Selector {
-        path: Some("/srv/a".into()),
-        ..Default::default()
+    let check = |ledger: &Ledger, moment: &str| {
+        let (head, _) = ledger.head();
+        let entries: Vec<_> = ledger.range(1..=head).map(Result::unwrap).collect();
+        for selector in &queries {
+            assert_eq!(
+                ledger.candidates(selector).unwrap(),
+                Some(expected(&entries, selector)),
+                "{moment}: {selector:?}"
+            );
+        }
+        entries
     };
-    assert_eq!(ledger.candidates(&selector).unwrap(), Some(vec![1, 3]));
-    assert_eq!(ledger.subjects_behind().unwrap(), 0);
-    ledger.append_batch(vec![written("/srv/a/w")]).unwrap();
-    assert_eq!(ledger.candidates(&selector).unwrap(), Some(vec![1, 3, 4]));
+    let mut ledger = Ledger::init(&path, "ledger-2", origin()).unwrap();
+    for batch in 0..30 {
+        ledger.append_batch(subject_drafts(batch)).unwrap();
+    }
+    check(&ledger, "after appending");
+    drop(ledger);
+    // The newest group is continued by the next writer.
+    let mut ledger = Ledger::open(&path, origin()).unwrap();
+    for batch in 30..45 {
+        ledger.append_batch(subject_drafts(batch)).unwrap();
+    }
+    check(&ledger, "after reopening and appending");
+    ledger.reindex().unwrap();
+    let entries = check(&ledger, "after reindex");
+    assert!(
+        !expected(&entries, &queries[9]).is_empty() && expected(&entries, &queries[12]).is_empty(),
+        "the queries cover both hits and misses"
+    );
 }
 
 #[test]

@@ -55,16 +55,6 @@ pub fn run(ctx: &mut Ctx, args: HistoryArgs) -> CliResult {
         Some(target) => view.runs_of_target(target)?,
         None => Vec::new(),
     };
-    if let rewind_ledger::View::Store(ledger) = &view
-        && (query.selector.path.is_some() || query.selector.table.is_some())
-    {
-        let behind = ledger.subjects_behind()?;
-        if behind >= 100_000 {
-            ctx.printer.note(&format!(
-                "indexing the paths and rows of {behind} new events first (once; about 30 s a million)"
-            ));
-        }
-    }
     let candidates = view.select(&query.selector, query.kind.as_deref())?;
     let entries = history::filter(&query, candidates, &target_runs);
     let changes = |entry: &Entry| match (&query.selector.table, &query.selector.key) {
