@@ -423,6 +423,15 @@ mod tests {
         }
     }
 
+    /// The seqs of the entries that match, as a query over one group finds them.
+    fn matching(entries: &[SubjectEntry], wanted: Wanted<'_>) -> Vec<u64> {
+        entries
+            .iter()
+            .filter(|entry| wanted.matches(entry.kind, &entry.subject))
+            .map(|entry| entry.seq)
+            .collect()
+    }
+
     #[test]
     fn a_path_query_matches_the_path_and_what_lies_below_it_only() {
         let entries = [
@@ -433,13 +442,7 @@ mod tests {
             path("/srv", 5),
             path("relative/a", 6),
         ];
-        let matching = |wanted: Wanted<'_>| {
-            entries
-                .iter()
-                .filter(|entry| wanted.matches(entry.kind, &entry.subject))
-                .map(|entry| entry.seq)
-                .collect::<Vec<_>>()
-        };
+        let matching = |wanted| matching(&entries, wanted);
         assert_eq!(matching(Wanted::Path("/srv/a")), [1, 2]);
         assert_eq!(matching(Wanted::Path("/srv")), [1, 2, 3, 4, 5]);
         // The root, as `history --path /` asks for it once trimmed.
@@ -456,13 +459,7 @@ mod tests {
             row("tt", "1", 3),
             path("t", 4),
         ];
-        let matching = |wanted: Wanted<'_>| {
-            entries
-                .iter()
-                .filter(|entry| wanted.matches(entry.kind, &entry.subject))
-                .map(|entry| entry.seq)
-                .collect::<Vec<_>>()
-        };
+        let matching = |wanted| matching(&entries, wanted);
         assert_eq!(matching(Wanted::Row("t", "1")), [1]);
         assert_eq!(matching(Wanted::Row("t", "10")), [2]);
         assert_eq!(matching(Wanted::Table("t")), [1, 2]);
