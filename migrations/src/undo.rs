@@ -81,7 +81,8 @@ pub fn check_drift(
         | Event::RollbackFinished(_)
         | Event::DriftFound(_)
         | Event::Note(_)
-        | Event::Checkpoint(_) => Err(not_here(seq, event)),
+        | Event::Checkpoint(_)
+        | Event::UndoStarted(_) => Err(not_here(seq, event)),
     }
 }
 
@@ -110,7 +111,8 @@ pub fn undo(recorder: &Recorder, seq: u64, event: &Event) -> Result<(), MigrateE
         | Event::RollbackFinished(_)
         | Event::DriftFound(_)
         | Event::Note(_)
-        | Event::Checkpoint(_) => Err(not_here(seq, event)),
+        | Event::Checkpoint(_)
+        | Event::UndoStarted(_) => Err(not_here(seq, event)),
     }
 }
 
@@ -161,7 +163,8 @@ pub fn already_undone(seq: u64, event: &Event) -> Result<bool, MigrateError> {
         | Event::RollbackFinished(_)
         | Event::DriftFound(_)
         | Event::Note(_)
-        | Event::Checkpoint(_) => return Err(not_here(seq, event)),
+        | Event::Checkpoint(_)
+        | Event::UndoStarted(_) => return Err(not_here(seq, event)),
     })
 }
 
@@ -199,7 +202,8 @@ pub fn database_of(event: &Event) -> Option<&str> {
         | Event::RollbackFinished(_)
         | Event::DriftFound(_)
         | Event::Note(_)
-        | Event::Checkpoint(_) => None,
+        | Event::Checkpoint(_)
+        | Event::UndoStarted(_) => None,
     }
 }
 

@@ -39,7 +39,8 @@ pub fn has_inverse(event: &Event) -> bool {
         | Event::RollbackFinished(_)
         | Event::DriftFound(_)
         | Event::Note(_)
-        | Event::Checkpoint(_) => false,
+        | Event::Checkpoint(_)
+        | Event::UndoStarted(_) => false,
     }
 }
 
@@ -155,7 +156,8 @@ fn database_of(event: &Event) -> Option<&str> {
         | Event::RollbackFinished(_)
         | Event::DriftFound(_)
         | Event::Note(_)
-        | Event::Checkpoint(_) => None,
+        | Event::Checkpoint(_)
+        | Event::UndoStarted(_) => None,
     }
 }
 
@@ -340,7 +342,8 @@ pub fn describe_inverse(event: &Event) -> String {
         | Event::RollbackFinished(_)
         | Event::DriftFound(_)
         | Event::Note(_)
-        | Event::Checkpoint(_) => "none".into(),
+        | Event::Checkpoint(_)
+        | Event::UndoStarted(_) => "none".into(),
     }
 }
 
