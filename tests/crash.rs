@@ -1,12 +1,20 @@
 //! Crash tests: a child process appends batches and is killed at random
 //! points; every batch it acknowledged must survive, and the ledger must
-//! verify after the next open.
+//! verify after the next open. A child `rewind apply` killed at points
+//! spread over its file steps must leave a world that `rollback` puts back
+//! exactly (paths, types, modes, owners, contents, no staging leftovers).
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rewind_ledger::{Ledger, Origin};
+use rewind_migrations::tree::manifest;
+use rewind_tests::{PINNED, TestEnv};
+
+const CHILD: &str = env!("CARGO_BIN_EXE_rewind-child");
 
 fn origin() -> Origin {
     Origin {
@@ -59,5 +67,201 @@ fn killed_appenders_lose_nothing_they_acknowledged() {
     assert!(
         acknowledged > 12,
         "the child appended too little to test anything: {acknowledged}"
+    );
+}
+
+/// Every file step kind, with more effects than one batch holds.
+fn steps_spec(as_root: bool) -> String {
+    let chown = if as_root {
+        "[[step]]\nkind = \"chown\"\npath = \"{root}/tree\"\nuser = \"4321\"\ngroup = \"4321\"\nrecursive = true\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"[migration]
+id = "crash-steps"
+[vars]
+root = {{ required = true }}
+[[step]]
+kind = "chmod"
+path = "{{root}}/tree"
+recursive = true
+dirs = "0700"
+files = "0600"
+{chown}[[step]]
+kind = "write"
+path = "{{root}}/config.txt"
+source = "{{root}}/../config.new"
+[[step]]
+kind = "remove"
+path = "{{root}}/old"
+[[step]]
+kind = "move"
+from = "{{root}}/tree/*"
+to = "{{root}}/moved/"
+[[step]]
+kind = "mkdir"
+path = "{{root}}/made/a/b"
+"#
+    )
+}
+
+/// 1,200 files in 12 directories (two chmod batches), a configuration file
+/// of 2 MiB and its new content of 4 MiB beside the tree, and a directory
+/// to remove.
+fn build_tree(root: &Path) {
+    let set = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    for d in 0..12 {
+        let dir = root.join(format!("tree/d{d:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        set(&dir, 0o755);
+        for f in 0..100 {
+            let file = dir.join(format!("f{f:03}.txt"));
+            std::fs::write(&file, format!("file {d} {f}\n")).unwrap();
+            set(&file, if f % 7 == 0 { 0o640 } else { 0o644 });
+        }
+    }
+    set(&root.join("tree"), 0o755);
+    std::fs::write(root.join("config.txt"), "old ".repeat(1 << 19)).unwrap();
+    std::fs::write(root.with_file_name("config.new"), "new ".repeat(1 << 20)).unwrap();
+    set(&root.join("config.txt"), 0o640);
+    std::fs::create_dir_all(root.join("old/sub")).unwrap();
+    for f in 0..50 {
+        std::fs::write(root.join(format!("old/sub/o{f}")), format!("old {f}")).unwrap();
+    }
+    set(root, 0o755);
+}
+
+fn journal_len(ledger: &Path) -> u64 {
+    std::fs::metadata(ledger.join("journal.jsonl"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// Runs the child `rewind ARGS…`; kills it as soon as `kill_now` says so.
+/// Returns whether it was killed.
+fn child_until(env: &TestEnv, args: &[&str], kill_now: &dyn Fn() -> bool) -> bool {
+    let mut child = Command::new(CHILD)
+        .envs(PINNED)
+        .arg("--ledger")
+        .arg(&env.ledger)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if kill_now() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn is_root() -> bool {
+    std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
+}
+
+/// When the crash test kills `rewind apply`.
+#[derive(Debug, Clone, Copy)]
+enum Kill {
+    Never,
+    AtJournalByte(u64),
+    WhenConfigChanges,
+}
+
+/// Where in the journal each step begins (the end of its `StepStarted`
+/// line), and where the journal ends.
+fn step_offsets(ledger: &Path) -> (Vec<u64>, u64) {
+    let text = std::fs::read_to_string(ledger.join("journal.jsonl")).unwrap();
+    let mut offsets = Vec::new();
+    let mut end = 0u64;
+    for line in text.split_inclusive('\n') {
+        end += line.len() as u64;
+        if line.contains("\"StepStarted\":") {
+            offsets.push(end);
+        }
+    }
+    (offsets, end)
+}
+
+#[test]
+fn apply_killed_during_file_steps_rolls_back_to_the_exact_original_tree() {
+    let spec = steps_spec(is_root());
+    let run_apply = |env: &TestEnv, kill: Kill| -> bool {
+        let root = env.root().join("srv");
+        std::fs::write(env.root().join("spec.toml"), &spec).unwrap();
+        let target = format!("root={}", root.display());
+        let spec_path = env.root().join("spec.toml");
+        let args = [
+            "apply",
+            spec_path.to_str().unwrap(),
+            "--target",
+            &target,
+            "--yes",
+        ];
+        let config = root.join("config.txt");
+        let size = std::fs::metadata(&config).map(|m| m.len()).unwrap_or(0);
+        child_until(env, &args, &|| match kill {
+            Kill::Never => false,
+            Kill::AtJournalByte(at) => journal_len(&env.ledger) >= at,
+            // Catches a write that truncates the file in place.
+            Kill::WhenConfigChanges => {
+                std::fs::metadata(&config).map(|m| m.len()).unwrap_or(0) != size
+            }
+        })
+    };
+    // Where each step's events lie in the journal of a whole run, to kill
+    // inside every step: just after its intent, and somewhere later.
+    let calibration = TestEnv::with_ledger();
+    build_tree(&calibration.root().join("srv"));
+    assert!(!run_apply(&calibration, Kill::Never));
+    let (steps, end) = step_offsets(&calibration.ledger);
+    assert_eq!(steps.len(), if is_root() { 6 } else { 5 });
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut kill_points = Vec::new();
+    for (index, &begins) in steps.iter().enumerate() {
+        let ends = steps.get(index + 1).copied().unwrap_or(end);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        kill_points.push(Kill::AtJournalByte(begins + 1));
+        kill_points.push(Kill::AtJournalByte(
+            begins + 1 + seed % (ends - begins).max(1),
+        ));
+    }
+    kill_points.push(Kill::WhenConfigChanges);
+    let mut killed = 0;
+    for (round, kill) in kill_points.iter().copied().enumerate() {
+        let env = TestEnv::with_ledger();
+        let root = env.root().join("srv");
+        build_tree(&root);
+        let before = manifest(&root).unwrap();
+        killed += usize::from(run_apply(&env, kill));
+        let rolled = env.run(&["rollback", "r1", "--yes"]);
+        let context = format!(
+            "round {round}, killed {kill:?} (the journal ends at {end}): exit {}, {}{}",
+            rolled.code,
+            rolled.stdout,
+            rolled.stderr.lines().take(3).collect::<Vec<_>>().join("\n")
+        );
+        assert!(
+            rolled.code == 0 || rolled.stderr.contains("recorded no effect"),
+            "{context}"
+        );
+        assert_eq!(before.diff(&manifest(&root).unwrap()), vec![], "{context}");
+    }
+    assert!(
+        killed * 2 >= kill_points.len(),
+        "only {killed} of {} runs were killed",
+        kill_points.len()
     );
 }

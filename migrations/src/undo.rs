@@ -86,6 +86,40 @@ pub fn check_drift(
     }
 }
 
+/// Clears what an interrupted effect of `event`, or an interrupted inverse,
+/// left under rewind's own staging names, putting back a tree that was
+/// moved aside when its copy never took its place (see
+/// [`crate::steps::staging`]). Run before the drift check.
+pub fn tidy(seq: u64, event: &Event) -> Result<(), MigrateError> {
+    match event {
+        Event::PathMoved(e) => move_::tidy(e),
+        Event::FileWritten(e) => write::tidy(e),
+        Event::PathRemoved(e) => remove::tidy(e),
+        // Atomic effects: nothing is ever left half done.
+        Event::ModeChanged(_)
+        | Event::OwnerChanged(_)
+        | Event::DirCreated(_)
+        | Event::CommandRun(_) => Ok(()),
+        Event::RunStarted(_)
+        | Event::RunFinished(_)
+        | Event::StepStarted(_)
+        | Event::StepFinished(_)
+        | Event::StepFailed(_)
+        | Event::BackupTaken(_)
+        | Event::RowsChanged(_)
+        | Event::SequenceMoved(_)
+        | Event::SchemaChanged(_)
+        | Event::CheckRecorded(_)
+        | Event::RollbackStarted(_)
+        | Event::Compensated(_)
+        | Event::RollbackFinished(_)
+        | Event::DriftFound(_)
+        | Event::Note(_)
+        | Event::Checkpoint(_)
+        | Event::UndoStarted(_) => Err(not_here(seq, event)),
+    }
+}
+
 /// Applies the inverse of `event`; the caller checked drift first.
 pub fn undo(recorder: &Recorder, seq: u64, event: &Event) -> Result<(), MigrateError> {
     match event {
@@ -117,14 +151,18 @@ pub fn undo(recorder: &Recorder, seq: u64, event: &Event) -> Result<(), MigrateE
 }
 
 /// Whether the world is already as it was before `event`: its inverse was
-/// applied by a rollback that stopped before recording it.
+/// applied by a rollback that stopped before recording it, or the effect
+/// itself never happened (its event is durable before the effect, and the
+/// step was interrupted or failed in between).
 pub fn already_undone(seq: u64, event: &Event) -> Result<bool, MigrateError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let metadata = |path: &str| std::fs::symlink_metadata(path).ok();
     Ok(match event {
+        // The source goes aside before its copy takes its place (`tidy`
+        // puts it back), so a whole source means the move did not happen,
+        // whatever is at `to` now.
         Event::PathMoved(e) => {
-            metadata(&e.to).is_none()
-                && metadata(&e.from).is_some()
+            metadata(&e.from).is_some()
                 && crate::tree::digest(std::path::Path::new(&e.from))? == e.digest
         }
         Event::ModeChanged(e) => {
@@ -422,6 +460,11 @@ pub fn rollback(
                 },
             });
             continue;
+        }
+        if let Err(error) = tidy(item.seq, &item.event) {
+            report.outcome = Outcome::Failed;
+            report.error = Some(error.to_string());
+            break;
         }
         let mut act = true;
         match check_drift(recorder.blobs(), item.seq, &item.event) {

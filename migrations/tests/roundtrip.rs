@@ -225,3 +225,28 @@ fn rollback_killed_between_an_inverse_and_its_record_finishes_without_drift() {
     assert_eq!(rolled.compensated as usize, items.len());
     assert_eq!(before.diff(&h.manifest()), vec![]);
 }
+
+#[test]
+fn a_copy_interrupted_between_its_source_going_aside_and_taking_its_place_rolls_back() {
+    use rewind_migrations::steps::staging::{Purpose, beside};
+    let mut h = Harness::new();
+    rewind_migrations::fixtures::build_vhost(&h.root).unwrap();
+    let before = h.manifest();
+    h.apply(
+        "[migration]\nid = \"m\"\n[vars]\nroot = { required = true }\n[[step]]\nkind = \"move\"\nfrom = \"{root}/var/log\"\nto = \"{root}/web/log\"\n",
+    )
+    .unwrap();
+    // The world as a copy across filesystems leaves it when killed between
+    // its two renames: the source aside, its complete copy staged, neither
+    // path there.
+    let (from, to) = (h.path("var/log"), h.path("web/log"));
+    std::fs::rename(&to, beside(&from, Purpose::Remove)).unwrap();
+    rewind_migrations::steps::move_::copy_tree(
+        &beside(&from, Purpose::Remove),
+        &beside(&to, Purpose::Copy),
+    )
+    .unwrap();
+    let rolled = h.rollback(run(1), false, OnDrift::Stop).unwrap();
+    assert_eq!(rolled.outcome, Outcome::Succeeded, "{rolled:#?}");
+    assert_eq!(before.diff(&h.manifest()), vec![]);
+}
