@@ -2,11 +2,12 @@
 //! points; every batch it acknowledged must survive, and the ledger must
 //! verify after the next open. A child `rewind apply` killed at points
 //! spread over its file steps must leave a world that `rollback` puts back
-//! exactly (paths, types, modes, owners, contents, no staging leftovers).
+//! exactly (paths, types, modes, owners, contents, no staging leftovers);
+//! a rollback killed right after an undo command ran must not run it again.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -264,4 +265,107 @@ fn apply_killed_during_file_steps_rolls_back_to_the_exact_original_tree() {
         "only {killed} of {} runs were killed",
         kill_points.len()
     );
+}
+
+/// An undo command that counts its runs in `undo-runs.txt` and, the first
+/// time, kills the rollback that runs it (its parent) before the rollback
+/// can record its end.
+const UNDO_ONCE_THEN_KILL: &str =
+    "echo undone >> undo-runs.txt\n[ $(wc -l < undo-runs.txt) -gt 1 ] || kill -9 $PPID\n";
+
+/// Applies `steps` (`[[step]]` tables; `{root}/undo.sh` is
+/// [`UNDO_ONCE_THEN_KILL`]) as run r1 to a fresh root, then rolls r1 back
+/// in a child that the undo command kills. Returns the world, the root and
+/// the seq of the `CommandRun`.
+fn rollback_killed_by_its_undo(steps: &str) -> (TestEnv, PathBuf, String) {
+    let env = TestEnv::with_ledger();
+    let root = env.root().join("srv");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("undo.sh"), UNDO_ONCE_THEN_KILL).unwrap();
+    let spec =
+        format!("[migration]\nid = \"undo-once\"\n[vars]\nroot = {{ required = true }}\n{steps}");
+    let spec_path = env.root().join("spec.toml");
+    std::fs::write(&spec_path, spec).unwrap();
+    let target = format!("root={}", root.display());
+    let applied = env.run(&[
+        "apply",
+        spec_path.to_str().unwrap(),
+        "--target",
+        &target,
+        "--yes",
+    ]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    assert!(!child_until(&env, &["rollback", "r1", "--yes"], &|| false));
+    assert_eq!(
+        undo_runs(&root),
+        1,
+        "the undo command ran once, then killed the rollback"
+    );
+    let listed = env
+        .run(&["history", "--kind", "CommandRun", "--json"])
+        .stdout;
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let seq = listed[0]["seq"].as_u64().unwrap().to_string();
+    (env, root, seq)
+}
+
+fn undo_runs(root: &Path) -> usize {
+    std::fs::read_to_string(root.join("undo-runs.txt"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+const UNDO_STEP: &str = r#"
+[[step]]
+kind = "exec"
+argv = ["true"]
+cwd = "{root}"
+undo = ["sh", "{root}/undo.sh"]
+"#;
+
+#[test]
+fn a_rollback_killed_after_an_undo_command_ran_does_not_run_it_again() {
+    let mkdir = |name: &str| format!("[[step]]\nkind = \"mkdir\"\npath = \"{{root}}/{name}\"\n");
+    let (env, root, seq) =
+        rollback_killed_by_its_undo(&format!("{}{UNDO_STEP}{}", mkdir("a"), mkdir("b")));
+    assert!(!root.join("b").exists(), "the newer step was undone");
+    assert!(
+        root.join("a").exists(),
+        "the rollback stopped at the command"
+    );
+    // Run again: it stops at the command in doubt, and says what to do.
+    insta::assert_snapshot!(env.snapshot(&["rollback", "r1", "--yes"]), @r"
+    exit: 1
+    ----- stdout -----
+    rolled back run r1: 0 inverse(s) applied, 0 drifted, outcome failed
+    ----- stderr -----
+    error: the rollback stopped: seq 6: the undo command `sh [TEMP]/srv/undo.sh` was started at seq 14 by a rollback that stopped before recording its end; it may or may not have taken effect, and is not run twice
+    hint: check whether `sh [TEMP]/srv/undo.sh` took effect; then run the rollback again with `--mark-undone 6` if it did, or with `--retry-undo 6` to run it again
+    ");
+    assert_eq!(undo_runs(&root), 1, "an undo in doubt is not run again");
+    // The operator checked: it took effect.
+    let marked = env.run(&["rollback", "r1", "--mark-undone", &seq, "--yes"]);
+    assert_eq!(marked.code, 0, "{marked:?}");
+    assert_eq!(undo_runs(&root), 1);
+    assert!(!root.join("a").exists());
+    let notes = env.run(&["history", "--kind", "Note"]);
+    assert!(notes.stdout.contains("took effect"), "{notes:?}");
+}
+
+#[test]
+fn an_undo_command_in_doubt_runs_again_only_when_asked() {
+    let (env, root, seq) = rollback_killed_by_its_undo(UNDO_STEP);
+    let again = env.run(&["rollback", "r1", "--yes"]);
+    assert_eq!(again.code, 1, "{again:?}");
+    let wrong = env.run(&["rollback", "r1", "--retry-undo", "1", "--yes"]);
+    assert_eq!(wrong.code, 2, "{wrong:?}");
+    assert!(
+        wrong.stderr.contains("seq 1 is not an undo in doubt"),
+        "{wrong:?}"
+    );
+    assert_eq!(undo_runs(&root), 1);
+    let retried = env.run(&["rollback", "r1", "--retry-undo", &seq, "--yes"]);
+    assert_eq!(retried.code, 0, "{retried:?}");
+    assert_eq!(undo_runs(&root), 2);
 }

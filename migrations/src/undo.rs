@@ -1,7 +1,8 @@
 //! Undoing effect events: the drift check (the precondition column of
 //! DESIGN.md's table) and the inverse, dispatched to the step module that
 //! recorded the event, and the rollback loop that appends `Compensated`
-//! for each inverse applied.
+//! for each inverse applied (and `UndoStarted` before an undo command,
+//! which runs at most once).
 //!
 //! What to undo and in which order is decided by the inverse-plan
 //! projection; this module only knows how.
@@ -9,8 +10,8 @@
 use std::fmt;
 
 use rewind_ledger::{
-    BlobStore, Compensated, Draft, DriftFound, Event, Outcome, RollbackFinished, RollbackStarted,
-    RollbackTarget,
+    BlobStore, Compensated, Draft, DriftFound, Entry, Event, Note, Outcome, RollbackFinished,
+    RollbackStarted, RollbackTarget, StepStarted, UndoStarted,
 };
 
 use crate::databases::Databases;
@@ -120,8 +121,11 @@ pub fn tidy(seq: u64, event: &Event) -> Result<(), MigrateError> {
     }
 }
 
-/// Applies the inverse of `event`; the caller checked drift first.
-pub fn undo(recorder: &Recorder, seq: u64, event: &Event) -> Result<(), MigrateError> {
+/// Applies the inverse of `event`; the caller checked drift first. An
+/// `exec` undo command runs in its step's `cwd` and with its `timeout`,
+/// read from the ledger.
+pub fn undo(recorder: &Recorder, item: &UndoItem) -> Result<(), MigrateError> {
+    let (seq, event) = (item.seq, &item.event);
     match event {
         Event::PathMoved(e) => move_::undo(e),
         Event::ModeChanged(e) => chmod::undo(e),
@@ -129,7 +133,12 @@ pub fn undo(recorder: &Recorder, seq: u64, event: &Event) -> Result<(), MigrateE
         Event::FileWritten(e) => write::undo(recorder.blobs(), e),
         Event::PathRemoved(e) => remove::undo(recorder.blobs(), e),
         Event::DirCreated(e) => mkdir::undo(e),
-        Event::CommandRun(e) => exec::undo(seq, e),
+        Event::CommandRun(e) => {
+            let params = intent_of(recorder, item.run.as_deref(), seq, e.step)?
+                .map(|started| started.params)
+                .unwrap_or_default();
+            exec::undo(seq, e, &params)
+        }
         Event::RunStarted(_)
         | Event::RunFinished(_)
         | Event::StepStarted(_)
@@ -148,6 +157,31 @@ pub fn undo(recorder: &Recorder, seq: u64, event: &Event) -> Result<(), MigrateE
         | Event::Checkpoint(_)
         | Event::UndoStarted(_) => Err(not_here(seq, event)),
     }
+}
+
+/// The intent of step `step` of `run`: its `StepStarted`, the newest one
+/// recorded before `seq`.
+fn intent_of(
+    recorder: &Recorder,
+    run: Option<&str>,
+    seq: u64,
+    step: u32,
+) -> Result<Option<StepStarted>, MigrateError> {
+    let ledger = recorder.lock();
+    for at in (1..seq).rev() {
+        let entry = ledger.get(at)?;
+        if entry.record.run.as_deref() != run {
+            continue;
+        }
+        if let Event::StepStarted(started) = entry.record.event {
+            if started.step == step {
+                return Ok(Some(started));
+            }
+        } else if let Event::RunStarted(_) = entry.record.event {
+            return Ok(None);
+        }
+    }
+    Ok(None)
 }
 
 /// Whether the world is already as it was before `event`: its inverse was
@@ -310,6 +344,31 @@ pub struct UndoItem {
     pub seq: u64,
     pub run: Option<String>,
     pub event: Event,
+    /// The seq of an `UndoStarted` for this item that nothing says
+    /// finished: its undo command may or may not have taken effect.
+    pub undo_started: Option<u64>,
+    /// What the operator decided for an undo in doubt.
+    pub resolution: Option<Resolution>,
+}
+
+/// What to do with an undo command in doubt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// It took effect: record it compensated, with a note, without running it.
+    Undone,
+    /// Run it again.
+    Retry,
+}
+
+/// An undo command that started and is not known to have taken effect;
+/// it is not run again unless the operator decides so ([`Resolution`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InDoubt {
+    /// The seq of the `CommandRun` it undoes.
+    pub seq: u64,
+    /// The seq of its `UndoStarted`.
+    pub started: u64,
+    pub command: String,
 }
 
 /// What to do on drift.
@@ -340,6 +399,9 @@ pub struct RollbackReport {
     pub outcome: Outcome,
     /// Set when an inverse failed outright (not drift).
     pub error: Option<String>,
+    /// Set when the rollback stopped at an undo command in doubt (with
+    /// `error`): one an earlier rollback started, or one that failed now.
+    pub in_doubt: Option<InDoubt>,
 }
 
 /// The subject of an event in words (its first path).
@@ -383,11 +445,14 @@ pub fn rollback(
         drifted: Vec::new(),
         outcome: Outcome::Succeeded,
         error: None,
+        in_doubt: None,
     };
     // Compensations are appended in batches, one flush per batch. A crash
     // between an inverse and its batch's flush leaves items undone but not
     // recorded; the next run of the rollback finds them in their original
-    // state (`already_undone`) and records them without acting again.
+    // state (`already_undone`) and records them without acting again. An
+    // undo command leaves nothing to find: it is announced by a durable
+    // `UndoStarted` and never run twice without the operator's word.
     let mut pending: Vec<Draft> = Vec::new();
     let flush = |pending: &mut Vec<Draft>| -> Result<(), MigrateError> {
         if !pending.is_empty() {
@@ -461,6 +526,80 @@ pub fn rollback(
             });
             continue;
         }
+        if let Event::CommandRun(command) = &item.event {
+            let argv = command.undo.as_deref().unwrap_or_default().join(" ");
+            match (item.undo_started, item.resolution) {
+                (Some(started), None) => {
+                    report.outcome = Outcome::Failed;
+                    report.error = Some(format!(
+                        "seq {}: the undo command `{argv}` was started at seq {started} by a rollback that stopped before recording its end; it may or may not have taken effect, and is not run twice",
+                        item.seq
+                    ));
+                    report.in_doubt = Some(InDoubt {
+                        seq: item.seq,
+                        started,
+                        command: argv,
+                    });
+                    break;
+                }
+                (Some(started), Some(Resolution::Undone)) => {
+                    pending.push(Draft::new(
+                        item.run.as_deref(),
+                        Event::Note(Note {
+                            about_run: item.run.clone(),
+                            about_seq: Some(item.seq),
+                            text: format!(
+                                "the operator found that the undo command `{argv}` (started at seq {started}) took effect; recorded as undone without running it again"
+                            ),
+                        }),
+                    ));
+                    pending.push(Draft::new(
+                        item.run.as_deref(),
+                        Event::Compensated(Compensated { undoes: item.seq }),
+                    ));
+                    flush(&mut pending)?;
+                    report.compensated += 1;
+                    progress(&RollbackProgress::Undone {
+                        seq: item.seq,
+                        kind: item.event.kind(),
+                        subject: format!("{} (marked undone)", subject(&item.event)),
+                    });
+                    continue;
+                }
+                (None, _) | (Some(_), Some(Resolution::Retry)) => {}
+            }
+            // At most once: the start is durable before the command runs,
+            // with the compensations waiting in the batch.
+            pending.push(Draft::new(
+                item.run.as_deref(),
+                Event::UndoStarted(UndoStarted { undoes: item.seq }),
+            ));
+            let started = recorder
+                .append_drafts(std::mem::take(&mut pending))?
+                .last()
+                .map_or(0, Entry::seq);
+            if let Err(error) = undo(recorder, item) {
+                report.outcome = Outcome::Failed;
+                report.error = Some(error.to_string());
+                report.in_doubt = Some(InDoubt {
+                    seq: item.seq,
+                    started,
+                    command: argv,
+                });
+                break;
+            }
+            recorder.append_one(
+                item.run.as_deref(),
+                Event::Compensated(Compensated { undoes: item.seq }),
+            )?;
+            report.compensated += 1;
+            progress(&RollbackProgress::Undone {
+                seq: item.seq,
+                kind: item.event.kind(),
+                subject: subject(&item.event),
+            });
+            continue;
+        }
         if let Err(error) = tidy(item.seq, &item.event) {
             report.outcome = Outcome::Failed;
             report.error = Some(error.to_string());
@@ -497,7 +636,7 @@ pub fn rollback(
                 break;
             }
         }
-        if act && let Err(error) = undo(recorder, item.seq, &item.event) {
+        if act && let Err(error) = undo(recorder, item) {
             report.outcome = Outcome::Failed;
             report.error = Some(error.to_string());
             break;

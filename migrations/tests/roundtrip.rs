@@ -218,12 +218,48 @@ fn rollback_killed_between_an_inverse_and_its_record_finishes_without_drift() {
     // Compensated events were flushed.
     let items = h.plan_rollback(&run(1), false).unwrap();
     for item in &items[..5] {
-        rewind_migrations::undo::undo(&h.recorder, item.seq, &item.event).unwrap();
+        rewind_migrations::undo::undo(&h.recorder, item).unwrap();
     }
     let rolled = h.rollback(run(1), false, OnDrift::Stop).unwrap();
     assert_eq!(rolled.outcome, Outcome::Succeeded, "{rolled:#?}");
     assert_eq!(rolled.compensated as usize, items.len());
     assert_eq!(before.diff(&h.manifest()), vec![]);
+}
+
+#[test]
+fn exec_undo_runs_in_the_steps_cwd_and_is_killed_at_its_timeout() {
+    let mut h = Harness::new();
+    std::fs::create_dir(h.path("work")).unwrap();
+    h.apply(
+        r#"
+[migration]
+id = "exec-undo"
+[vars]
+root = { required = true }
+[[step]]
+kind = "exec"
+argv = ["true"]
+cwd = "{root}/work"
+timeout = 1
+undo = ["sh", "-c", "pwd > where.txt; exec sleep 30"]
+"#,
+    )
+    .unwrap();
+    let rolled = h.rollback(run(1), false, OnDrift::Stop).unwrap();
+    assert_eq!(rolled.outcome, Outcome::Failed, "{rolled:#?}");
+    let error = rolled.error.unwrap_or_default();
+    assert!(
+        error.contains("did not finish within 1 s and was killed"),
+        "{error}"
+    );
+    assert!(
+        rolled.in_doubt.is_some(),
+        "a failed undo command is in doubt"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.path("work/where.txt")).unwrap(),
+        format!("{}\n", h.path("work").display())
+    );
 }
 
 #[test]
