@@ -10,7 +10,7 @@
 use std::fmt;
 
 use rewind_ledger::{
-    BlobStore, Compensated, Draft, DriftFound, Entry, Event, Note, Outcome, RollbackFinished,
+    BlobStore, CommandRun, Compensated, Draft, DriftFound, Event, Note, Outcome, RollbackFinished,
     RollbackStarted, RollbackTarget, StepStarted, UndoStarted,
 };
 
@@ -527,78 +527,10 @@ pub fn rollback(
             continue;
         }
         if let Event::CommandRun(command) = &item.event {
-            let argv = command.undo.as_deref().unwrap_or_default().join(" ");
-            match (item.undo_started, item.resolution) {
-                (Some(started), None) => {
-                    report.outcome = Outcome::Failed;
-                    report.error = Some(format!(
-                        "seq {}: the undo command `{argv}` was started at seq {started} by a rollback that stopped before recording its end; it may or may not have taken effect, and is not run twice",
-                        item.seq
-                    ));
-                    report.in_doubt = Some(InDoubt {
-                        seq: item.seq,
-                        started,
-                        command: argv,
-                    });
-                    break;
-                }
-                (Some(started), Some(Resolution::Undone)) => {
-                    pending.push(Draft::new(
-                        item.run.as_deref(),
-                        Event::Note(Note {
-                            about_run: item.run.clone(),
-                            about_seq: Some(item.seq),
-                            text: format!(
-                                "the operator found that the undo command `{argv}` (started at seq {started}) took effect; recorded as undone without running it again"
-                            ),
-                        }),
-                    ));
-                    pending.push(Draft::new(
-                        item.run.as_deref(),
-                        Event::Compensated(Compensated { undoes: item.seq }),
-                    ));
-                    flush(&mut pending)?;
-                    report.compensated += 1;
-                    progress(&RollbackProgress::Undone {
-                        seq: item.seq,
-                        kind: item.event.kind(),
-                        subject: format!("{} (marked undone)", subject(&item.event)),
-                    });
-                    continue;
-                }
-                (None, _) | (Some(_), Some(Resolution::Retry)) => {}
+            if undo_command(recorder, item, command, &mut pending, &mut report, progress)? {
+                continue;
             }
-            // At most once: the start is durable before the command runs,
-            // with the compensations waiting in the batch.
-            pending.push(Draft::new(
-                item.run.as_deref(),
-                Event::UndoStarted(UndoStarted { undoes: item.seq }),
-            ));
-            let started = recorder
-                .append_drafts(std::mem::take(&mut pending))?
-                .last()
-                .map_or(0, Entry::seq);
-            if let Err(error) = undo(recorder, item) {
-                report.outcome = Outcome::Failed;
-                report.error = Some(error.to_string());
-                report.in_doubt = Some(InDoubt {
-                    seq: item.seq,
-                    started,
-                    command: argv,
-                });
-                break;
-            }
-            recorder.append_one(
-                item.run.as_deref(),
-                Event::Compensated(Compensated { undoes: item.seq }),
-            )?;
-            report.compensated += 1;
-            progress(&RollbackProgress::Undone {
-                seq: item.seq,
-                kind: item.event.kind(),
-                subject: subject(&item.event),
-            });
-            continue;
+            break;
         }
         if let Err(error) = tidy(item.seq, &item.event) {
             report.outcome = Outcome::Failed;
@@ -672,6 +604,78 @@ pub fn rollback(
         }),
     )?;
     Ok(report)
+}
+
+/// Undoes a `CommandRun` at most once: `UndoStarted` is durable before its
+/// undo command starts (appended with the compensations `pending`), and
+/// `Compensated` right after it exits 0. An undo in doubt stops the
+/// rollback unless the operator resolved it. Returns whether the rollback
+/// goes on.
+fn undo_command(
+    recorder: &Recorder,
+    item: &UndoItem,
+    command: &CommandRun,
+    pending: &mut Vec<Draft>,
+    report: &mut RollbackReport,
+    progress: &mut dyn FnMut(&RollbackProgress),
+) -> Result<bool, MigrateError> {
+    let argv = command.undo.as_deref().unwrap_or_default().join(" ");
+    let run = item.run.as_deref();
+    let compensated = Draft::new(run, Event::Compensated(Compensated { undoes: item.seq }));
+    let stop = |report: &mut RollbackReport, error: String, started: u64| {
+        report.outcome = Outcome::Failed;
+        report.error = Some(error);
+        report.in_doubt = Some(InDoubt {
+            seq: item.seq,
+            started,
+            command: argv.clone(),
+        });
+        Ok(false)
+    };
+    let described = match (item.undo_started, item.resolution) {
+        (Some(started), None) => {
+            return stop(
+                report,
+                format!(
+                    "seq {}: the undo command `{argv}` was started at seq {started} by a rollback that stopped before recording its end; it may or may not have taken effect, and is not run twice",
+                    item.seq
+                ),
+                started,
+            );
+        }
+        (Some(started), Some(Resolution::Undone)) => {
+            let note = Note {
+                about_run: item.run.clone(),
+                about_seq: Some(item.seq),
+                text: format!(
+                    "the operator found that the undo command `{argv}` (started at seq {started}) took effect; recorded as undone without running it again"
+                ),
+            };
+            pending.extend([Draft::new(run, Event::Note(note)), compensated]);
+            recorder.append_drafts(std::mem::take(pending))?;
+            format!("{} (marked undone)", subject(&item.event))
+        }
+        (None, _) | (Some(_), Some(Resolution::Retry)) => {
+            pending.push(Draft::new(
+                run,
+                Event::UndoStarted(UndoStarted { undoes: item.seq }),
+            ));
+            let appended = recorder.append_drafts(std::mem::take(pending))?;
+            let started = appended.last().map_or(0, |entry| entry.seq());
+            if let Err(error) = undo(recorder, item) {
+                return stop(report, error.to_string(), started);
+            }
+            recorder.append_drafts(vec![compensated])?;
+            subject(&item.event)
+        }
+    };
+    report.compensated += 1;
+    progress(&RollbackProgress::Undone {
+        seq: item.seq,
+        kind: item.event.kind(),
+        subject: described,
+    });
+    Ok(true)
 }
 
 /// For `--dry-run`: the drift each item would meet. An item is checked
