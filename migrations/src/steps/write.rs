@@ -175,8 +175,18 @@ impl Write {
 /// it, fsynced, then renamed over it. An existing file's owner and group
 /// are kept.
 fn replace(path: &Path, content: &[u8], mode: u32) -> Result<(), MigrateError> {
+    replace_with(path, mode, |file| Ok(file.write_all(content)?))
+}
+
+/// Like [`replace`], with the content written by `fill` into the staging
+/// file (streamed, for an archive copy).
+pub fn replace_with(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut fs_err::File) -> Result<(), MigrateError>,
+) -> Result<(), MigrateError> {
     let staged = staging::beside(path, Purpose::Write);
-    let result = write_staged(path, &staged, content, mode).and_then(|()| {
+    let result = write_staged(path, &staged, fill, mode).and_then(|()| {
         fs_err::rename(&staged, path)?;
         staging::sync_dir(path.parent().unwrap_or(Path::new("/")))
     });
@@ -187,7 +197,12 @@ fn replace(path: &Path, content: &[u8], mode: u32) -> Result<(), MigrateError> {
     result
 }
 
-fn write_staged(path: &Path, staged: &Path, content: &[u8], mode: u32) -> Result<(), MigrateError> {
+fn write_staged(
+    path: &Path,
+    staged: &Path,
+    fill: impl FnOnce(&mut fs_err::File) -> Result<(), MigrateError>,
+    mode: u32,
+) -> Result<(), MigrateError> {
     let owner = std::fs::symlink_metadata(path)
         .ok()
         .map(|metadata| (metadata.uid(), metadata.gid()));
@@ -199,7 +214,7 @@ fn write_staged(path: &Path, staged: &Path, content: &[u8], mode: u32) -> Result
         .create_new(true)
         .mode(0o600)
         .open(staged)?;
-    file.write_all(content)?;
+    fill(&mut file)?;
     if let Some((uid, gid)) = owner {
         let metadata = file.metadata()?;
         if (metadata.uid(), metadata.gid()) != (uid, gid) {
