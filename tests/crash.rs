@@ -257,6 +257,12 @@ fn apply_killed_during_file_steps_rolls_back_to_the_exact_original_tree() {
         build_tree(&root);
         let before = manifest(&root).unwrap();
         killed += usize::from(run_apply(&env, kill));
+        // Effects recorded and never carried out are no drift.
+        let dry = env.run(&["rollback", "r1", "--dry-run"]);
+        assert!(
+            dry.code == 0 || dry.stderr.contains("recorded no effect"),
+            "round {round}, killed {kill:?}: {dry:?}"
+        );
         let rolled = env.run(&["rollback", "r1", "--yes"]);
         let context = format!(
             "round {round}, killed {kill:?} (the journal ends at {end}): exit {}, {}{}",

@@ -678,11 +678,12 @@ fn undo_command(
     Ok(true)
 }
 
-/// For `--dry-run`: the drift each item would meet. An item is checked
-/// now only when no newer item of the plan will have changed what its
-/// check looks at first — a newer event on the same path or inside it, or
-/// a newer move, removal or creation above it (a newer chmod or chown of
-/// an ancestor does not matter); the others are checked when reached.
+/// For `--dry-run`: the drift each item would meet (none for an item found
+/// in its old state, which the rollback records undone). An item is
+/// checked now only when no newer item of the plan will have changed what
+/// its check looks at first — a newer event on the same path or inside it,
+/// or a newer move, removal or creation above it (a newer chmod or chown
+/// of an ancestor does not matter); the others are checked when reached.
 pub fn dry_run(
     blobs: &BlobStore,
     databases: &mut Databases,
@@ -721,7 +722,14 @@ pub fn dry_run(
                 out.push((item.seq, drift.into_iter().next(), true));
             }
         } else {
-            out.push((item.seq, check_drift(blobs, item.seq, &item.event)?, true));
+            // Found in its old state (its effect never happened, or an
+            // interrupted rollback undid it), it is recorded undone
+            // without acting: no drift.
+            let drift = match check_drift(blobs, item.seq, &item.event)? {
+                Some(_) if already_undone(item.seq, &item.event)? => None,
+                drift => drift,
+            };
+            out.push((item.seq, drift, true));
         }
     }
     Ok(out)

@@ -220,6 +220,17 @@ fn rollback_killed_between_an_inverse_and_its_record_finishes_without_drift() {
     for item in &items[..5] {
         rewind_migrations::undo::undo(&h.recorder, item).unwrap();
     }
+    // The dry run sees them in their old state, not as drift.
+    let checks = rewind_migrations::undo::dry_run(
+        h.recorder.blobs(),
+        &mut rewind_migrations::databases::Databases::default(),
+        &items,
+    )
+    .unwrap();
+    assert!(
+        checks.iter().all(|(_, drift, _)| drift.is_none()),
+        "{checks:#?}"
+    );
     let rolled = h.rollback(run(1), false, OnDrift::Stop).unwrap();
     assert_eq!(rolled.outcome, Outcome::Succeeded, "{rolled:#?}");
     assert_eq!(rolled.compensated as usize, items.len());
