@@ -15,6 +15,16 @@ pub const NOW: &str = "2026-01-02T03:04:05Z";
 /// The pinned ledger id of every test.
 pub const LEDGER_ID: &str = "00000000-0000-4000-8000-000000000001";
 
+/// The pinned environment of every test, in-process or in a child.
+pub const PINNED: [(&str, &str); 6] = [
+    ("REWIND_NOW", NOW),
+    ("REWIND_HOST", "testhost"),
+    ("USER", "tester"),
+    ("REWIND_LEDGER_ID", LEDGER_ID),
+    ("COLUMNS", "100"),
+    ("REWIND_RUN_IDS", "sequential"),
+];
+
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub ledger: PathBuf,
@@ -59,14 +69,7 @@ impl TestEnv {
     pub fn new() -> TestEnv {
         let dir = tempfile::tempdir().expect("temp dir");
         let ledger = dir.path().join("ledger");
-        let env = Env::pinned([
-            ("REWIND_NOW", NOW),
-            ("REWIND_HOST", "testhost"),
-            ("USER", "tester"),
-            ("REWIND_LEDGER_ID", LEDGER_ID),
-            ("COLUMNS", "100"),
-            ("REWIND_RUN_IDS", "sequential"),
-        ]);
+        let env = Env::pinned(PINNED);
         TestEnv { dir, ledger, env }
     }
 

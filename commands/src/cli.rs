@@ -309,6 +309,14 @@ pub struct RollbackArgs {
     #[arg(long = "database", value_name = "URL")]
     pub databases: Vec<String>,
 
+    /// Record the undo command of seq SEQ, in doubt after an interrupted rollback, as done without running it
+    #[arg(long, value_name = "SEQ")]
+    pub mark_undone: Vec<u64>,
+
+    /// Run the undo command of seq SEQ, in doubt after an interrupted rollback, again
+    #[arg(long, value_name = "SEQ")]
+    pub retry_undo: Vec<u64>,
+
     /// Do not ask for confirmation on a terminal
     #[arg(long, short = 'y')]
     pub yes: bool,

@@ -46,6 +46,7 @@ pub enum Event {
     DriftFound(DriftFound),
     Note(Note),
     Checkpoint(Checkpoint),
+    UndoStarted(UndoStarted),
 }
 
 /// The name of every kind, in declaration order; `Event::kind` returns one of these.
@@ -73,6 +74,7 @@ pub const EVENT_KINDS: &[&str] = &[
     "DriftFound",
     "Note",
     "Checkpoint",
+    "UndoStarted",
 ];
 
 /// A migration run began: one spec applied to one target.
@@ -408,6 +410,16 @@ pub struct Checkpoint {
     pub signature: Bytes,
 }
 
+/// The inverse of the event at `undoes` is about to run, and the world
+/// will not show whether it ran: an `exec` step's undo command. Durable
+/// before the command starts; a `Compensated` for the same seq says that
+/// it finished. Without one, the undo is in doubt (the rollback was killed
+/// or the command failed), and no rollback runs it again unless told to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndoStarted {
+    pub undoes: u64,
+}
+
 /// A key under which an event is found by `history`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Subject {
@@ -451,6 +463,7 @@ impl Event {
             Event::DriftFound(_) => "DriftFound",
             Event::Note(_) => "Note",
             Event::Checkpoint(_) => "Checkpoint",
+            Event::UndoStarted(_) => "UndoStarted",
         }
     }
 
@@ -479,7 +492,8 @@ impl Event {
             | Event::RollbackFinished(_)
             | Event::DriftFound(_)
             | Event::Note(_)
-            | Event::Checkpoint(_) => None,
+            | Event::Checkpoint(_)
+            | Event::UndoStarted(_) => None,
         }
     }
 
@@ -513,7 +527,8 @@ impl Event {
             | Event::RollbackFinished(_)
             | Event::DriftFound(_)
             | Event::Note(_)
-            | Event::Checkpoint(_) => Vec::new(),
+            | Event::Checkpoint(_)
+            | Event::UndoStarted(_) => Vec::new(),
         }
     }
 }

@@ -230,6 +230,7 @@ fn sample(kind: &str) -> Event {
             seq: 41,
             signature: Bytes((0..64).collect()),
         }),
+        "UndoStarted" => Event::UndoStarted(UndoStarted { undoes: 41 }),
         other => panic!("no golden sample for event kind {other}: add one to `sample`"),
     }
 }
@@ -262,6 +263,7 @@ fn sampled_kind(event: &Event) -> &'static str {
         Event::DriftFound(_) => "DriftFound",
         Event::Note(_) => "Note",
         Event::Checkpoint(_) => "Checkpoint",
+        Event::UndoStarted(_) => "UndoStarted",
     }
 }
 

@@ -2,10 +2,12 @@
 //! for each step its intent (`StepStarted`, durable before any effect),
 //! the effect events, and `StepFinished` or `StepFailed`; `RunFinished`.
 //!
-//! Durability costs one batch per step: the previous step's last effect
-//! events and its `StepFinished` travel with this step's `StepStarted`,
-//! which must be durable before this step's effect, and the last step's
-//! with `RunFinished`.
+//! Durability costs one batch per step: the previous step's last events
+//! and its `StepFinished` travel with this step's `StepStarted`, which
+//! must be durable before this step's effect, and the last step's with
+//! `RunFinished`. A step with effects on files adds one batch per 1000
+//! effects: their events are durable before the effects happen
+//! ([`StepContext::record_ahead`]).
 //!
 //! A failing step stops the run and leaves what earlier steps did in
 //! place, recorded, for `rewind rollback RUN`; a verify step with
@@ -169,7 +171,10 @@ pub fn apply(
             operation: operation.clone(),
         });
         let mut cx = StepContext::new(recorder, run, *index, &mut databases);
-        let result = step.spec.apply(&mut cx);
+        let result = step
+            .spec
+            .apply(&mut cx)
+            .and_then(|outcome| cx.finish_effects().map(|()| outcome));
         carry.extend(cx.take_pending());
         let effects = cx.recorded;
         let (outcome, summary, error) = match result {

@@ -200,6 +200,9 @@ pub enum MigrateError {
         reason: String,
     },
 
+    #[error("{path} is left over from an interrupted step of rewind")]
+    Leftover { path: String },
+
     #[error("the backup archive {archive} is damaged: {reason}")]
     BadArchive { archive: String, reason: String },
 
@@ -249,6 +252,10 @@ impl MigrateError {
                 Some("use a new migration id, or pass `--allow-changed-spec`".into())
             }
             MigrateError::CannotUndo { .. } => None,
+            MigrateError::Leftover { .. } => Some(
+                "roll back the run whose step was interrupted (`rewind status` lists it), which clears it; or remove it by hand"
+                    .into(),
+            ),
             MigrateError::BadArchive { .. } => {
                 Some("`rewind backups verify` checks every archive".into())
             }

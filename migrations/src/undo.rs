@@ -1,7 +1,8 @@
 //! Undoing effect events: the drift check (the precondition column of
 //! DESIGN.md's table) and the inverse, dispatched to the step module that
 //! recorded the event, and the rollback loop that appends `Compensated`
-//! for each inverse applied.
+//! for each inverse applied (and `UndoStarted` before an undo command,
+//! which runs at most once).
 //!
 //! What to undo and in which order is decided by the inverse-plan
 //! projection; this module only knows how.
@@ -9,8 +10,8 @@
 use std::fmt;
 
 use rewind_ledger::{
-    BlobStore, Compensated, Draft, DriftFound, Event, Outcome, RollbackFinished, RollbackStarted,
-    RollbackTarget,
+    BlobStore, CommandRun, Compensated, Draft, DriftFound, Event, Note, Outcome, RollbackFinished,
+    RollbackStarted, RollbackTarget, StepStarted, UndoStarted,
 };
 
 use crate::databases::Databases;
@@ -81,20 +82,25 @@ pub fn check_drift(
         | Event::RollbackFinished(_)
         | Event::DriftFound(_)
         | Event::Note(_)
-        | Event::Checkpoint(_) => Err(not_here(seq, event)),
+        | Event::Checkpoint(_)
+        | Event::UndoStarted(_) => Err(not_here(seq, event)),
     }
 }
 
-/// Applies the inverse of `event`; the caller checked drift first.
-pub fn undo(recorder: &Recorder, seq: u64, event: &Event) -> Result<(), MigrateError> {
+/// Clears what an interrupted effect of `event`, or an interrupted inverse,
+/// left under rewind's own staging names, putting back a tree that was
+/// moved aside when its copy never took its place (see
+/// [`crate::steps::staging`]). Run before the drift check.
+pub fn tidy(seq: u64, event: &Event) -> Result<(), MigrateError> {
     match event {
-        Event::PathMoved(e) => move_::undo(e),
-        Event::ModeChanged(e) => chmod::undo(e),
-        Event::OwnerChanged(e) => chown::undo(e),
-        Event::FileWritten(e) => write::undo(recorder.blobs(), e),
-        Event::PathRemoved(e) => remove::undo(recorder.blobs(), e),
-        Event::DirCreated(e) => mkdir::undo(e),
-        Event::CommandRun(e) => exec::undo(seq, e),
+        Event::PathMoved(e) => move_::tidy(e),
+        Event::FileWritten(e) => write::tidy(e),
+        Event::PathRemoved(e) => remove::tidy(e),
+        // Atomic effects: nothing is ever left half done.
+        Event::ModeChanged(_)
+        | Event::OwnerChanged(_)
+        | Event::DirCreated(_)
+        | Event::CommandRun(_) => Ok(()),
         Event::RunStarted(_)
         | Event::RunFinished(_)
         | Event::StepStarted(_)
@@ -110,19 +116,87 @@ pub fn undo(recorder: &Recorder, seq: u64, event: &Event) -> Result<(), MigrateE
         | Event::RollbackFinished(_)
         | Event::DriftFound(_)
         | Event::Note(_)
-        | Event::Checkpoint(_) => Err(not_here(seq, event)),
+        | Event::Checkpoint(_)
+        | Event::UndoStarted(_) => Err(not_here(seq, event)),
     }
 }
 
+/// Applies the inverse of `event`; the caller checked drift first. An
+/// `exec` undo command runs in its step's `cwd` and with its `timeout`,
+/// read from the ledger.
+pub fn undo(recorder: &Recorder, item: &UndoItem) -> Result<(), MigrateError> {
+    let (seq, event) = (item.seq, &item.event);
+    match event {
+        Event::PathMoved(e) => move_::undo(e),
+        Event::ModeChanged(e) => chmod::undo(e),
+        Event::OwnerChanged(e) => chown::undo(e),
+        Event::FileWritten(e) => write::undo(recorder.blobs(), e),
+        Event::PathRemoved(e) => remove::undo(recorder.blobs(), e),
+        Event::DirCreated(e) => mkdir::undo(e),
+        Event::CommandRun(e) => {
+            let params = intent_of(recorder, item.run.as_deref(), seq, e.step)?
+                .map(|started| started.params)
+                .unwrap_or_default();
+            exec::undo(seq, e, &params)
+        }
+        Event::RunStarted(_)
+        | Event::RunFinished(_)
+        | Event::StepStarted(_)
+        | Event::StepFinished(_)
+        | Event::StepFailed(_)
+        | Event::BackupTaken(_)
+        | Event::RowsChanged(_)
+        | Event::SequenceMoved(_)
+        | Event::SchemaChanged(_)
+        | Event::CheckRecorded(_)
+        | Event::RollbackStarted(_)
+        | Event::Compensated(_)
+        | Event::RollbackFinished(_)
+        | Event::DriftFound(_)
+        | Event::Note(_)
+        | Event::Checkpoint(_)
+        | Event::UndoStarted(_) => Err(not_here(seq, event)),
+    }
+}
+
+/// The intent of step `step` of `run`: its `StepStarted`, the newest one
+/// recorded before `seq`.
+fn intent_of(
+    recorder: &Recorder,
+    run: Option<&str>,
+    seq: u64,
+    step: u32,
+) -> Result<Option<StepStarted>, MigrateError> {
+    let ledger = recorder.lock();
+    for at in (1..seq).rev() {
+        let entry = ledger.get(at)?;
+        if entry.record.run.as_deref() != run {
+            continue;
+        }
+        if let Event::StepStarted(started) = entry.record.event {
+            if started.step == step {
+                return Ok(Some(started));
+            }
+        } else if let Event::RunStarted(_) = entry.record.event {
+            return Ok(None);
+        }
+    }
+    Ok(None)
+}
+
 /// Whether the world is already as it was before `event`: its inverse was
-/// applied by a rollback that stopped before recording it.
+/// applied by a rollback that stopped before recording it, or the effect
+/// itself never happened (its event is durable before the effect, and the
+/// step was interrupted or failed in between).
 pub fn already_undone(seq: u64, event: &Event) -> Result<bool, MigrateError> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let metadata = |path: &str| std::fs::symlink_metadata(path).ok();
     Ok(match event {
+        // The source goes aside before its copy takes its place (`tidy`
+        // puts it back), so a whole source means the move did not happen,
+        // whatever is at `to` now.
         Event::PathMoved(e) => {
-            metadata(&e.to).is_none()
-                && metadata(&e.from).is_some()
+            metadata(&e.from).is_some()
                 && crate::tree::digest(std::path::Path::new(&e.from))? == e.digest
         }
         Event::ModeChanged(e) => {
@@ -161,7 +235,8 @@ pub fn already_undone(seq: u64, event: &Event) -> Result<bool, MigrateError> {
         | Event::RollbackFinished(_)
         | Event::DriftFound(_)
         | Event::Note(_)
-        | Event::Checkpoint(_) => return Err(not_here(seq, event)),
+        | Event::Checkpoint(_)
+        | Event::UndoStarted(_) => return Err(not_here(seq, event)),
     })
 }
 
@@ -199,7 +274,8 @@ pub fn database_of(event: &Event) -> Option<&str> {
         | Event::RollbackFinished(_)
         | Event::DriftFound(_)
         | Event::Note(_)
-        | Event::Checkpoint(_) => None,
+        | Event::Checkpoint(_)
+        | Event::UndoStarted(_) => None,
     }
 }
 
@@ -268,6 +344,31 @@ pub struct UndoItem {
     pub seq: u64,
     pub run: Option<String>,
     pub event: Event,
+    /// The seq of an `UndoStarted` for this item that nothing says
+    /// finished: its undo command may or may not have taken effect.
+    pub undo_started: Option<u64>,
+    /// What the operator decided for an undo in doubt.
+    pub resolution: Option<Resolution>,
+}
+
+/// What to do with an undo command in doubt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// It took effect: record it compensated, with a note, without running it.
+    Undone,
+    /// Run it again.
+    Retry,
+}
+
+/// An undo command that started and is not known to have taken effect;
+/// it is not run again unless the operator decides so ([`Resolution`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InDoubt {
+    /// The seq of the `CommandRun` it undoes.
+    pub seq: u64,
+    /// The seq of its `UndoStarted`.
+    pub started: u64,
+    pub command: String,
 }
 
 /// What to do on drift.
@@ -298,6 +399,9 @@ pub struct RollbackReport {
     pub outcome: Outcome,
     /// Set when an inverse failed outright (not drift).
     pub error: Option<String>,
+    /// Set when the rollback stopped at an undo command in doubt (with
+    /// `error`): one an earlier rollback started, or one that failed now.
+    pub in_doubt: Option<InDoubt>,
 }
 
 /// The subject of an event in words (its first path).
@@ -341,11 +445,14 @@ pub fn rollback(
         drifted: Vec::new(),
         outcome: Outcome::Succeeded,
         error: None,
+        in_doubt: None,
     };
     // Compensations are appended in batches, one flush per batch. A crash
     // between an inverse and its batch's flush leaves items undone but not
     // recorded; the next run of the rollback finds them in their original
-    // state (`already_undone`) and records them without acting again.
+    // state (`already_undone`) and records them without acting again. An
+    // undo command leaves nothing to find: it is announced by a durable
+    // `UndoStarted` and never run twice without the operator's word.
     let mut pending: Vec<Draft> = Vec::new();
     let flush = |pending: &mut Vec<Draft>| -> Result<(), MigrateError> {
         if !pending.is_empty() {
@@ -419,6 +526,17 @@ pub fn rollback(
             });
             continue;
         }
+        if let Event::CommandRun(command) = &item.event {
+            if undo_command(recorder, item, command, &mut pending, &mut report, progress)? {
+                continue;
+            }
+            break;
+        }
+        if let Err(error) = tidy(item.seq, &item.event) {
+            report.outcome = Outcome::Failed;
+            report.error = Some(error.to_string());
+            break;
+        }
         let mut act = true;
         match check_drift(recorder.blobs(), item.seq, &item.event) {
             Ok(Some(_)) if already_undone(item.seq, &item.event)? => act = false,
@@ -450,7 +568,7 @@ pub fn rollback(
                 break;
             }
         }
-        if act && let Err(error) = undo(recorder, item.seq, &item.event) {
+        if act && let Err(error) = undo(recorder, item) {
             report.outcome = Outcome::Failed;
             report.error = Some(error.to_string());
             break;
@@ -488,11 +606,84 @@ pub fn rollback(
     Ok(report)
 }
 
-/// For `--dry-run`: the drift each item would meet. An item is checked
-/// now only when no newer item of the plan will have changed what its
-/// check looks at first — a newer event on the same path or inside it, or
-/// a newer move, removal or creation above it (a newer chmod or chown of
-/// an ancestor does not matter); the others are checked when reached.
+/// Undoes a `CommandRun` at most once: `UndoStarted` is durable before its
+/// undo command starts (appended with the compensations `pending`), and
+/// `Compensated` right after it exits 0. An undo in doubt stops the
+/// rollback unless the operator resolved it. Returns whether the rollback
+/// goes on.
+fn undo_command(
+    recorder: &Recorder,
+    item: &UndoItem,
+    command: &CommandRun,
+    pending: &mut Vec<Draft>,
+    report: &mut RollbackReport,
+    progress: &mut dyn FnMut(&RollbackProgress),
+) -> Result<bool, MigrateError> {
+    let argv = command.undo.as_deref().unwrap_or_default().join(" ");
+    let run = item.run.as_deref();
+    let compensated = Draft::new(run, Event::Compensated(Compensated { undoes: item.seq }));
+    let stop = |report: &mut RollbackReport, error: String, started: u64| {
+        report.outcome = Outcome::Failed;
+        report.error = Some(error);
+        report.in_doubt = Some(InDoubt {
+            seq: item.seq,
+            started,
+            command: argv.clone(),
+        });
+        Ok(false)
+    };
+    let described = match (item.undo_started, item.resolution) {
+        (Some(started), None) => {
+            return stop(
+                report,
+                format!(
+                    "seq {}: the undo command `{argv}` was started at seq {started} by a rollback that stopped before recording its end; it may or may not have taken effect, and is not run twice",
+                    item.seq
+                ),
+                started,
+            );
+        }
+        (Some(started), Some(Resolution::Undone)) => {
+            let note = Note {
+                about_run: item.run.clone(),
+                about_seq: Some(item.seq),
+                text: format!(
+                    "the operator found that the undo command `{argv}` (started at seq {started}) took effect; recorded as undone without running it again"
+                ),
+            };
+            pending.extend([Draft::new(run, Event::Note(note)), compensated]);
+            recorder.append_drafts(std::mem::take(pending))?;
+            format!("{} (marked undone)", subject(&item.event))
+        }
+        (None, _) | (Some(_), Some(Resolution::Retry)) => {
+            pending.push(Draft::new(
+                run,
+                Event::UndoStarted(UndoStarted { undoes: item.seq }),
+            ));
+            let appended = recorder.append_drafts(std::mem::take(pending))?;
+            let started = appended.last().map_or(0, |entry| entry.seq());
+            if let Err(error) = undo(recorder, item) {
+                return stop(report, error.to_string(), started);
+            }
+            recorder.append_drafts(vec![compensated])?;
+            subject(&item.event)
+        }
+    };
+    report.compensated += 1;
+    progress(&RollbackProgress::Undone {
+        seq: item.seq,
+        kind: item.event.kind(),
+        subject: described,
+    });
+    Ok(true)
+}
+
+/// For `--dry-run`: the drift each item would meet (none for an item found
+/// in its old state, which the rollback records undone). An item is
+/// checked now only when no newer item of the plan will have changed what
+/// its check looks at first — a newer event on the same path or inside it,
+/// or a newer move, removal or creation above it (a newer chmod or chown
+/// of an ancestor does not matter); the others are checked when reached.
 pub fn dry_run(
     blobs: &BlobStore,
     databases: &mut Databases,
@@ -531,7 +722,14 @@ pub fn dry_run(
                 out.push((item.seq, drift.into_iter().next(), true));
             }
         } else {
-            out.push((item.seq, check_drift(blobs, item.seq, &item.event)?, true));
+            // Found in its old state (its effect never happened, or an
+            // interrupted rollback undid it), it is recorded undone
+            // without acting: no drift.
+            let drift = match check_drift(blobs, item.seq, &item.event)? {
+                Some(_) if already_undone(item.seq, &item.event)? => None,
+                drift => drift,
+            };
+            out.push((item.seq, drift, true));
         }
     }
     Ok(out)

@@ -218,10 +218,82 @@ fn rollback_killed_between_an_inverse_and_its_record_finishes_without_drift() {
     // Compensated events were flushed.
     let items = h.plan_rollback(&run(1), false).unwrap();
     for item in &items[..5] {
-        rewind_migrations::undo::undo(&h.recorder, item.seq, &item.event).unwrap();
+        rewind_migrations::undo::undo(&h.recorder, item).unwrap();
     }
+    // The dry run sees them in their old state, not as drift.
+    let checks = rewind_migrations::undo::dry_run(
+        h.recorder.blobs(),
+        &mut rewind_migrations::databases::Databases::default(),
+        &items,
+    )
+    .unwrap();
+    assert!(
+        checks.iter().all(|(_, drift, _)| drift.is_none()),
+        "{checks:#?}"
+    );
     let rolled = h.rollback(run(1), false, OnDrift::Stop).unwrap();
     assert_eq!(rolled.outcome, Outcome::Succeeded, "{rolled:#?}");
     assert_eq!(rolled.compensated as usize, items.len());
+    assert_eq!(before.diff(&h.manifest()), vec![]);
+}
+
+#[test]
+fn exec_undo_runs_in_the_steps_cwd_and_is_killed_at_its_timeout() {
+    let mut h = Harness::new();
+    std::fs::create_dir(h.path("work")).unwrap();
+    h.apply(
+        r#"
+[migration]
+id = "exec-undo"
+[vars]
+root = { required = true }
+[[step]]
+kind = "exec"
+argv = ["true"]
+cwd = "{root}/work"
+timeout = 1
+undo = ["sh", "-c", "pwd > where.txt; exec sleep 30"]
+"#,
+    )
+    .unwrap();
+    let rolled = h.rollback(run(1), false, OnDrift::Stop).unwrap();
+    assert_eq!(rolled.outcome, Outcome::Failed, "{rolled:#?}");
+    let error = rolled.error.unwrap_or_default();
+    assert!(
+        error.contains("did not finish within 1 s and was killed"),
+        "{error}"
+    );
+    assert!(
+        rolled.in_doubt.is_some(),
+        "a failed undo command is in doubt"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.path("work/where.txt")).unwrap(),
+        format!("{}\n", h.path("work").display())
+    );
+}
+
+#[test]
+fn a_copy_interrupted_between_its_source_going_aside_and_taking_its_place_rolls_back() {
+    use rewind_migrations::steps::staging::{Purpose, beside};
+    let mut h = Harness::new();
+    rewind_migrations::fixtures::build_vhost(&h.root).unwrap();
+    let before = h.manifest();
+    h.apply(
+        "[migration]\nid = \"m\"\n[vars]\nroot = { required = true }\n[[step]]\nkind = \"move\"\nfrom = \"{root}/var/log\"\nto = \"{root}/web/log\"\n",
+    )
+    .unwrap();
+    // The world as a copy across filesystems leaves it when killed between
+    // its two renames: the source aside, its complete copy staged, neither
+    // path there.
+    let (from, to) = (h.path("var/log"), h.path("web/log"));
+    std::fs::rename(&to, beside(&from, Purpose::Remove)).unwrap();
+    rewind_migrations::steps::move_::copy_tree(
+        &beside(&from, Purpose::Remove),
+        &beside(&to, Purpose::Copy),
+    )
+    .unwrap();
+    let rolled = h.rollback(run(1), false, OnDrift::Stop).unwrap();
+    assert_eq!(rolled.outcome, Outcome::Succeeded, "{rolled:#?}");
     assert_eq!(before.diff(&h.manifest()), vec![]);
 }

@@ -88,6 +88,7 @@ pub fn summary(event: &Event) -> String {
             None => format!("note: {}", first_line(&e.text)),
         },
         Event::Checkpoint(e) => format!("checkpoint of seq {} head {}", e.seq, e.head.short()),
+        Event::UndoStarted(e) => format!("started undoing seq {}", e.undoes),
     }
 }
 

@@ -7,7 +7,8 @@
 //! `cascade` the plan refuses and names them, with it they are undone too,
 //! newest first. A `Compensated{undoes}` anywhere in the entries removes
 //! that seq from every plan, so an interrupted rollback run again never
-//! undoes an item twice.
+//! undoes an item twice; an `UndoStarted{undoes}` without one marks the
+//! item's undo command as in doubt (`Item::undo_started`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -39,7 +40,8 @@ pub fn has_inverse(event: &Event) -> bool {
         | Event::RollbackFinished(_)
         | Event::DriftFound(_)
         | Event::Note(_)
-        | Event::Checkpoint(_) => false,
+        | Event::Checkpoint(_)
+        | Event::UndoStarted(_) => false,
     }
 }
 
@@ -52,6 +54,10 @@ pub struct Item {
     pub event: Event,
     /// Included only because it depends on the targeted step (`--cascade`).
     pub dependent: bool,
+    /// The seq of the newest `UndoStarted` for it: an undo command that an
+    /// earlier rollback started and nothing says finished (it is still in
+    /// the plan, so no `Compensated` followed). It is in doubt.
+    pub undo_started: Option<u64>,
 }
 
 /// What a rollback will undo, newest first.
@@ -155,7 +161,8 @@ fn database_of(event: &Event) -> Option<&str> {
         | Event::RollbackFinished(_)
         | Event::DriftFound(_)
         | Event::Note(_)
-        | Event::Checkpoint(_) => None,
+        | Event::Checkpoint(_)
+        | Event::UndoStarted(_) => None,
     }
 }
 
@@ -184,12 +191,19 @@ pub fn plan(
             _ => None,
         })
         .collect();
+    let mut started: BTreeMap<u64, u64> = BTreeMap::new();
+    for entry in entries {
+        if let Event::UndoStarted(undo) = &entry.record.event {
+            started.insert(undo.undoes, entry.seq());
+        }
+    }
     let item = |entry: &Entry, dependent: bool| Item {
         seq: entry.seq(),
         run: entry.record.run.clone(),
         step: entry.record.event.step(),
         event: entry.record.event.clone(),
         dependent,
+        undo_started: started.get(&entry.seq()).copied(),
     };
     let in_target = |entry: &Entry| match target {
         RollbackTarget::Run(run) => entry.record.run.as_deref() == Some(run),
@@ -340,7 +354,8 @@ pub fn describe_inverse(event: &Event) -> String {
         | Event::RollbackFinished(_)
         | Event::DriftFound(_)
         | Event::Note(_)
-        | Event::Checkpoint(_) => "none".into(),
+        | Event::Checkpoint(_)
+        | Event::UndoStarted(_) => "none".into(),
     }
 }
 
@@ -501,6 +516,43 @@ mod tests {
             super::plan(&entries, &RollbackTarget::After(7), false),
             Err(PlanRefusal::NothingToUndo { .. })
         ));
+    }
+
+    #[test]
+    fn an_undo_started_and_not_compensated_is_in_doubt() {
+        let mut entries = ledger();
+        let target = RollbackTarget::Run("r1".into());
+        entries.push(entry(
+            8,
+            Some("r1"),
+            Event::UndoStarted(rewind_ledger::UndoStarted { undoes: 5 }),
+        ));
+        let plan = super::plan(&entries, &target, false).unwrap();
+        assert_eq!(
+            plan.items
+                .iter()
+                .map(|i| (i.seq, i.undo_started))
+                .collect::<Vec<_>>(),
+            vec![(7, None), (5, Some(8)), (3, None)]
+        );
+        // Retried: the newest start counts; finished: out of the plan.
+        entries.push(entry(
+            9,
+            Some("r1"),
+            Event::UndoStarted(rewind_ledger::UndoStarted { undoes: 5 }),
+        ));
+        let plan = super::plan(&entries, &target, false).unwrap();
+        assert_eq!(plan.items[1].undo_started, Some(9));
+        entries.push(entry(
+            10,
+            Some("r1"),
+            Event::Compensated(Compensated { undoes: 5 }),
+        ));
+        let plan = super::plan(&entries, &target, false).unwrap();
+        assert_eq!(
+            plan.items.iter().map(|i| i.seq).collect::<Vec<_>>(),
+            vec![7, 3]
+        );
     }
 
     #[test]

@@ -285,6 +285,8 @@ fn main() {
             seq: i.seq,
             run: i.run,
             event: i.event,
+            undo_started: i.undo_started,
+            resolution: None,
         })
         .collect();
     let rolled = rollback(

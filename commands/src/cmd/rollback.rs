@@ -5,10 +5,14 @@
 //! `--on-drift skip`; `--dry-run` prints the plan and the drift it would
 //! meet and changes nothing.
 
+use std::collections::BTreeMap;
+
 use rewind_ledger::RollbackTarget;
 use rewind_migrations::Recorder;
 use rewind_migrations::databases::Databases;
-use rewind_migrations::undo::{self, Drift, OnDrift, RollbackProgress, RollbackReport, UndoItem};
+use rewind_migrations::undo::{
+    self, Drift, OnDrift, Resolution, RollbackProgress, RollbackReport, UndoItem,
+};
 use rewind_projections::inverse::{self, InversePlan, PlanRefusal, describe_inverse};
 use serde::Serialize;
 
@@ -55,15 +59,52 @@ pub fn plan(
     Ok(inverse::plan(&entries, target, cascade))
 }
 
-fn items(plan: &InversePlan) -> Vec<UndoItem> {
+fn items(plan: &InversePlan, resolutions: &BTreeMap<u64, Resolution>) -> Vec<UndoItem> {
     plan.items
         .iter()
         .map(|item| UndoItem {
             seq: item.seq,
             run: item.run.clone(),
             event: item.event.clone(),
+            undo_started: item.undo_started,
+            resolution: resolutions.get(&item.seq).copied(),
         })
         .collect()
+}
+
+/// What `--mark-undone` and `--retry-undo` decide, refused for a seq whose
+/// undo is not in doubt in this plan.
+fn resolutions(args: &RollbackArgs, plan: &InversePlan) -> CliResult<BTreeMap<u64, Resolution>> {
+    let mut decided = BTreeMap::new();
+    let given = args
+        .mark_undone
+        .iter()
+        .map(|seq| (*seq, Resolution::Undone))
+        .chain(args.retry_undo.iter().map(|seq| (*seq, Resolution::Retry)));
+    for (seq, resolution) in given {
+        if !plan
+            .items
+            .iter()
+            .any(|item| item.seq == seq && item.undo_started.is_some())
+        {
+            return Err(CliError::usage(format!(
+                "seq {seq} is not an undo in doubt in the rollback of {}",
+                plan.target
+            ))
+            .hint("an undo is in doubt when a rollback started its command and stopped before recording its end; `--dry-run` marks them")
+            .hint("nothing was changed"));
+        }
+        if decided
+            .insert(seq, resolution)
+            .is_some_and(|earlier| earlier != resolution)
+        {
+            return Err(CliError::usage(format!(
+                "seq {seq} is given both to --mark-undone and to --retry-undo"
+            ))
+            .hint("nothing was changed"));
+        }
+    }
+    Ok(decided)
 }
 
 fn own_run(target: &RollbackTarget) -> Option<&str> {
@@ -97,7 +138,7 @@ pub fn roll_back(
         run.as_deref(),
         target,
         cascade,
-        &items(&plan),
+        &items(&plan, &BTreeMap::new()),
         on_drift,
         databases,
         progress,
@@ -174,8 +215,13 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
     if !args.allow_irreversible && !plan.irreversible.is_empty() && !args.dry_run {
         return Err(irreversible_error(&plan.irreversible));
     }
+    let resolutions = resolutions(&args, &plan)?;
     if args.dry_run {
-        let checks = undo::dry_run(recorder.blobs(), &mut databases, &items(&plan))?;
+        let checks = undo::dry_run(
+            recorder.blobs(),
+            &mut databases,
+            &items(&plan, &resolutions),
+        )?;
         let mut drifted = 0;
         let rows: Vec<DryItem> = plan
             .items
@@ -189,6 +235,12 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
                 inverse: describe_inverse(&item.event),
                 dependent: item.dependent,
                 precondition: match (drift, checked) {
+                    _ if item.undo_started.is_some() && !resolutions.contains_key(&item.seq) => {
+                        format!(
+                            "in doubt: its undo command was started at seq {} and may not have finished",
+                            item.undo_started.unwrap_or_default()
+                        )
+                    }
                     (Some(drift), _) => {
                         drifted += 1;
                         format!(
@@ -273,7 +325,7 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
         run.as_deref(),
         target,
         args.cascade,
-        &items(&plan),
+        &items(&plan, &resolutions),
         on_drift,
         &mut databases,
         &mut |progress| match progress {
@@ -292,6 +344,9 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
                 "seq": d.seq, "path": d.path, "differs": d.what, "expected": d.expected, "found": d.actual,
             })).collect::<Vec<_>>(),
             "error": report.error,
+            "in_doubt": report.in_doubt.as_ref().map(|d| serde_json::json!({
+                "seq": d.seq, "started": d.started, "command": d.command,
+            })),
         }))?;
     } else {
         let mut text = format!(
@@ -306,13 +361,20 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
         ctx.printer.data(&text)?;
     }
     if let Some(error) = report.error {
-        return Err(CliError::new(
+        let stopped = CliError::new(
             exit::FAILED,
             anyhow::anyhow!("the rollback stopped: {error}"),
-        )
-        .hint(
-            "fix the cause, then run the same rollback again; undone items are not undone twice",
-        ));
+        );
+        return Err(match report.in_doubt {
+            Some(in_doubt) => stopped.hint(format!(
+                "check whether `{}` took effect; then run the rollback again with `--mark-undone {seq}` if it did, or with `--retry-undo {seq}` to run it again",
+                in_doubt.command,
+                seq = in_doubt.seq
+            )),
+            None => stopped.hint(
+                "fix the cause, then run the same rollback again; undone items are not undone twice",
+            ),
+        });
     }
     if !report.drifted.is_empty() {
         let stopped = on_drift == OnDrift::Stop;

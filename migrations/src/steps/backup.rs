@@ -2,12 +2,14 @@
 //! per-file sha256 manifest, and optionally copies the archive into a
 //! directory (`into`). The archive itself has no inverse: it is a safety
 //! net that `rewind backups restore` uses. The copy in `into` (and any
-//! directory made for it) is recorded as `DirCreated`/`FileWritten`, so a
-//! rollback removes it and leaves the tree exactly as it was.
+//! directory made for it) is recorded as `DirCreated`/`FileWritten`, durable
+//! before the copy starts, and written through a staging file renamed into
+//! place, so a rollback removes it and leaves the tree exactly as it was,
+//! even after a crash in the middle of the copy.
 
 use std::path::{Path, PathBuf};
 
-use rewind_ledger::{BackupTaken, DirCreated, Event, FileType, FileWritten};
+use rewind_ledger::{BackupTaken, BlobStore, Digest, DirCreated, Event, FileType, FileWritten};
 use serde::Deserialize;
 
 use super::archive::{Exclude, write_archive};
@@ -119,22 +121,35 @@ impl Backup {
                     format!("{} already exists", target.display()),
                 ));
             }
-            let created = copy_archive(cx, &archived.archive, &into, &target)?;
-            for dir in created {
-                cx.record(Event::DirCreated(DirCreated {
-                    mode: 0o700,
-                    path: dir.display().to_string(),
-                    step: cx.step,
-                }))?;
+            let created: Vec<PathBuf> = into
+                .ancestors()
+                .take_while(|a| fs_err::symlink_metadata(a).is_err())
+                .map(Path::to_path_buf)
+                .collect();
+            // The copy's effect below makes these directories.
+            for dir in created.iter().rev() {
+                cx.record_ahead(
+                    Event::DirCreated(DirCreated {
+                        mode: 0o700,
+                        path: dir.display().to_string(),
+                        step: cx.step,
+                    }),
+                    || Ok(()),
+                )?;
             }
-            cx.record(Event::FileWritten(FileWritten {
-                mode: 0o600,
-                new: archived.archive,
-                old: None,
-                old_mode: None,
-                path: target.display().to_string(),
-                step: cx.step,
-            }))?;
+            let blobs = cx.blobs().clone();
+            let (archive, copy_to) = (archived.archive, target.clone());
+            cx.record_ahead(
+                Event::FileWritten(FileWritten {
+                    mode: 0o600,
+                    new: archived.archive,
+                    old: None,
+                    old_mode: None,
+                    path: target.display().to_string(),
+                    step: cx.step,
+                }),
+                move || copy_archive(&blobs, &archive, &created, &copy_to),
+            )?;
             copy = Some(target.display().to_string());
         }
         cx.record(Event::BackupTaken(BackupTaken {
@@ -155,46 +170,36 @@ impl Backup {
     }
 }
 
-/// Copies the archive to `target`, creating `into` (mode 0700) as needed.
-/// On failure — a full disk, most often — the partial copy and the
-/// directories made for it are removed, so the tree is left as it was.
+/// Copies the archive to `target`, first creating the directories
+/// `created` (listed innermost first; made outermost first, mode 0700). On failure — a full disk, most
+/// often — the partial copy and those directories are removed, so the tree
+/// is left as it was.
 fn copy_archive(
-    cx: &StepContext<'_>,
-    archive: &rewind_ledger::Digest,
-    into: &Path,
+    blobs: &BlobStore,
+    archive: &Digest,
+    created: &[PathBuf],
     target: &Path,
-) -> Result<Vec<PathBuf>, MigrateError> {
-    let mut created: Vec<PathBuf> = into
-        .ancestors()
-        .take_while(|a| fs_err::symlink_metadata(a).is_err())
-        .map(Path::to_path_buf)
-        .collect();
-    created.reverse();
-    let mut opened = false;
-    let mut attempt = || -> Result<(), MigrateError> {
-        for dir in &created {
+) -> Result<(), MigrateError> {
+    let attempt = || -> Result<(), MigrateError> {
+        for dir in created.iter().rev() {
             fs_err::create_dir(dir)?;
             fs_err::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         }
-        let mut source = cx.blobs().open(archive)?;
-        let mut file = fs_err::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(target)?;
-        opened = true;
-        std::io::copy(&mut source, &mut file)?;
-        file.sync_all()?;
-        fs_err::set_permissions(target, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        Ok(())
+        super::write::replace_with(target, 0o600, |file| {
+            std::io::copy(&mut blobs.open(archive)?, file).map_err(|error| {
+                std::io::Error::new(
+                    error.kind(),
+                    format!("cannot copy the archive to {}: {error}", target.display()),
+                )
+            })?;
+            Ok(())
+        })
     };
-    if let Err(error) = attempt() {
-        if opened {
-            let _ = std::fs::remove_file(target);
-        }
-        for dir in created.iter().rev() {
+    let result = attempt();
+    if result.is_err() {
+        for dir in created {
             let _ = std::fs::remove_dir(dir);
         }
-        return Err(error);
     }
-    Ok(created)
+    result
 }

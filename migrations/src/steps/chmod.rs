@@ -1,7 +1,8 @@
 //! `chmod`: sets permission bits on a path, or with `recursive = true` on
 //! a whole tree, with separate `dirs` and `files` modes (like 755/644).
 //! Symlinks are left alone. One `ModeChanged` per path whose mode changes,
-//! carrying the old mode.
+//! carrying the old mode, durable before the mode is set (in batches of
+//! up to 1000 paths, one fsync each).
 //!
 //! Inverse: set the old mode, if the current mode is still the new one.
 
@@ -146,14 +147,17 @@ impl Chmod {
             if old == new {
                 continue;
             }
-            fs_err::set_permissions(entry.path(), std::fs::Permissions::from_mode(new))?;
             changed += 1;
-            cx.record(Event::ModeChanged(ModeChanged {
-                new,
-                old,
-                path: entry.path().display().to_string(),
-                step: cx.step,
-            }))?;
+            let path = entry.into_path();
+            cx.record_ahead(
+                Event::ModeChanged(ModeChanged {
+                    new,
+                    old,
+                    path: path.display().to_string(),
+                    step: cx.step,
+                }),
+                move || set_mode(&path, new),
+            )?;
         }
         Ok(StepOutcome::Done {
             summary: format!("changed the mode of {changed} of {seen} path(s)"),
@@ -187,7 +191,11 @@ pub fn drift(seq: u64, event: &ModeChanged) -> Result<Option<Drift>, MigrateErro
     }
 }
 
-pub fn undo(event: &ModeChanged) -> Result<(), MigrateError> {
-    fs_err::set_permissions(&event.path, std::fs::Permissions::from_mode(event.old))?;
+fn set_mode(path: &Path, mode: u32) -> Result<(), MigrateError> {
+    fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(())
+}
+
+pub fn undo(event: &ModeChanged) -> Result<(), MigrateError> {
+    set_mode(Path::new(&event.path), event.old)
 }

@@ -3,9 +3,14 @@
 //! recorded in `CommandRun`; a non-zero exit or a timeout fails the step
 //! after the event is recorded.
 //!
-//! Inverse: the declared `undo` argv, if any; a command without one has no
-//! inverse and a rollback passes over it.
+//! Inverse: the declared `undo` argv, if any, in the step's `cwd` and with
+//! its `timeout` (both read back from the step's `StepStarted` params); a
+//! command without one has no inverse and a rollback passes over it. The
+//! world does not show whether an undo command ran, so it runs at most
+//! once: the rollback records `UndoStarted` durably before it starts
+//! ([`crate::undo::rollback`]).
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,6 +32,9 @@ pub const INFO: KindInfo = KindInfo {
 fn default_timeout() -> u64 {
     60
 }
+
+/// Where a command runs without `cwd`.
+const DEFAULT_CWD: &str = "/";
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,7 +61,7 @@ pub fn run(argv: &[String], cwd: Option<&str>, timeout: Duration) -> std::io::Re
     let mut command = Command::new(&argv[0]);
     command
         .args(&argv[1..])
-        .current_dir(cwd.unwrap_or("/"))
+        .current_dir(cwd.unwrap_or(DEFAULT_CWD))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -144,7 +152,10 @@ impl Exec {
         if let Some(undo) = &self.undo {
             operation.push_str(&format!(", undo `{}`", undo.join(" ")));
         }
-        Ok(Planned::new(operation).param("argv", self.argv.join(" ")))
+        Ok(Planned::new(operation)
+            .param("argv", self.argv.join(" "))
+            .param("cwd", self.cwd.as_deref().unwrap_or(DEFAULT_CWD))
+            .param("timeout", self.timeout.to_string()))
     }
 
     pub fn apply(&self, cx: &mut StepContext<'_>) -> Result<StepOutcome, MigrateError> {
@@ -186,27 +197,32 @@ impl Exec {
     }
 }
 
-/// Runs the declared undo command.
-pub fn undo(seq: u64, event: &CommandRun) -> Result<(), MigrateError> {
+/// Runs the declared undo command of `event` in the `cwd` and with the
+/// `timeout` of its step's parameters (`params` of its `StepStarted`; a
+/// ledger from before they were recorded gives none: `/` and 60 s).
+pub fn undo(
+    seq: u64,
+    event: &CommandRun,
+    params: &BTreeMap<String, String>,
+) -> Result<(), MigrateError> {
     let Some(argv) = &event.undo else {
         return Ok(());
     };
-    let ran = run(argv, None, Duration::from_secs(60))?;
-    if ran.exit_code == Some(0) {
-        Ok(())
-    } else {
-        Err(MigrateError::CannotUndo {
-            seq,
-            kind: "CommandRun".into(),
-            reason: format!(
-                "the undo command `{}` {}",
-                argv.join(" "),
-                if ran.timed_out {
-                    "timed out".to_string()
-                } else {
-                    format!("exited with {:?}", ran.exit_code)
-                }
-            ),
-        })
-    }
+    let cwd = params.get("cwd").map(String::as_str);
+    let seconds = params
+        .get("timeout")
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(default_timeout);
+    let ran = run(argv, cwd, Duration::from_secs(seconds))?;
+    let ended = match ran.exit_code {
+        _ if ran.timed_out => format!("did not finish within {seconds} s and was killed"),
+        Some(0) => return Ok(()),
+        Some(code) => format!("exited with {code}"),
+        None => "was killed by a signal".to_string(),
+    };
+    Err(MigrateError::CannotUndo {
+        seq,
+        kind: "CommandRun".into(),
+        reason: format!("the undo command `{}` {ended}", argv.join(" ")),
+    })
 }

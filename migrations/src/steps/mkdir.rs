@@ -1,5 +1,6 @@
 //! `mkdir`: creates a directory and any missing parents, each recorded as
-//! `DirCreated` with its mode. An existing directory is left as it is.
+//! `DirCreated` with its mode before it is created. An existing directory
+//! is left as it is.
 //!
 //! Inverse: remove the directory if it is still there and empty.
 
@@ -117,18 +118,34 @@ impl Mkdir {
         missing.reverse();
         let count = missing.len();
         for dir in missing {
-            fs_err::create_dir(dir)?;
-            fs_err::set_permissions(dir, std::fs::Permissions::from_mode(self.mode()))?;
-            cx.record(Event::DirCreated(DirCreated {
-                mode: self.mode(),
-                path: dir.display().to_string(),
-                step: cx.step,
-            }))?;
+            create_dir_ahead(cx, dir, self.mode())?;
         }
         Ok(StepOutcome::Done {
             summary: format!("created {count} directory(ies)"),
         })
     }
+}
+
+/// Records `DirCreated` for `dir` ahead of creating it with `mode` (its
+/// parent exists by then: parents are queued first).
+pub fn create_dir_ahead(
+    cx: &mut StepContext<'_>,
+    dir: &Path,
+    mode: u32,
+) -> Result<(), MigrateError> {
+    let dir = dir.to_path_buf();
+    cx.record_ahead(
+        Event::DirCreated(DirCreated {
+            mode,
+            path: dir.display().to_string(),
+            step: cx.step,
+        }),
+        move || {
+            fs_err::create_dir(&dir)?;
+            fs_err::set_permissions(&dir, std::fs::Permissions::from_mode(mode))?;
+            Ok(())
+        },
+    )
 }
 
 pub fn drift(seq: u64, event: &DirCreated) -> Result<Option<Drift>, MigrateError> {

@@ -2,8 +2,10 @@
 //!
 //! Each module knows how to plan its step against a simulated world
 //! ([`crate::plan::Sim`]), apply it (the intent is already durable when
-//! `apply` runs; effect events go through [`StepContext::record`]), check
-//! drift against each of its events and undo them ([`crate::undo`]).
+//! `apply` runs), check drift against each of its events and undo them
+//! ([`crate::undo`]). An effect on a file goes through
+//! [`StepContext::record_ahead`]: its event, with everything its inverse
+//! needs, is durable before the effect happens.
 //! Adding a kind: a module here, a variant of [`StepSpec`], an entry in
 //! [`REGISTRY`]; the exhaustive `match`es below point at the rest.
 
@@ -30,6 +32,7 @@ pub mod mkdir;
 pub mod move_;
 pub mod remove;
 pub mod sql;
+pub mod staging;
 pub mod update;
 pub mod verify;
 pub mod write;
@@ -118,15 +121,23 @@ pub enum StepOutcome {
     },
 }
 
-/// What a step's `apply` may use: the recorder (through `record`), the
-/// blob store, its run and index.
+/// An effect on the world whose event is queued ahead of it.
+type Effect = Box<dyn FnOnce() -> Result<(), MigrateError>>;
+
+/// What a step's `apply` may use: the recorder (through `record` and
+/// `record_ahead`), the blob store, its run and index.
 pub struct StepContext<'a> {
     pub recorder: &'a Recorder,
     pub run: &'a str,
     pub step: u32,
     /// The run's database connections (opened on first use).
     pub databases: &'a mut Databases,
+    /// Events not yet durable, oldest first. The last `effects.len()` of
+    /// them describe effects not yet carried out.
     pending: Vec<Event>,
+    /// The effects of the newest pending events, in order: each runs only
+    /// once its event is durable.
+    effects: Vec<Effect>,
     pub recorded: u64,
 }
 
@@ -143,6 +154,7 @@ impl<'a> StepContext<'a> {
             step,
             databases,
             pending: Vec::new(),
+            effects: Vec::new(),
             recorded: 0,
         }
     }
@@ -189,8 +201,14 @@ impl<'a> StepContext<'a> {
         self.recorder.blobs()
     }
 
-    /// Queues an effect event; batches are handed to the appender.
+    /// Queues the event of something that has already happened (a command
+    /// that ran, a check, a backup); batches are handed to the appender.
     pub fn record(&mut self, event: Event) -> Result<(), MigrateError> {
+        // Effects queued ahead happen first, so that the ledger's order
+        // stays the world's order.
+        if !self.effects.is_empty() {
+            self.flush()?;
+        }
         self.pending.push(event);
         self.recorded += 1;
         if self.pending.len() >= BATCH {
@@ -199,16 +217,59 @@ impl<'a> StepContext<'a> {
         Ok(())
     }
 
+    /// Queues the event of an effect that has not happened yet, with the
+    /// effect. The event must carry everything its inverse needs (old
+    /// modes and owners, the digests of stashed content, already in the
+    /// blob store). Up to [`BATCH`] events are made durable at once, then
+    /// their effects run in order: after a crash the ledger may hold an
+    /// event whose effect never happened, and the inverse then finds its
+    /// path in the old state and records it undone without acting
+    /// ([`crate::undo::already_undone`]); it never finds an effect the
+    /// ledger does not know.
+    pub fn record_ahead(
+        &mut self,
+        event: Event,
+        effect: impl FnOnce() -> Result<(), MigrateError> + 'static,
+    ) -> Result<(), MigrateError> {
+        self.pending.push(event);
+        self.effects.push(Box::new(effect));
+        self.recorded += 1;
+        if self.pending.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Carries out the effects queued ahead, their events made durable
+    /// first; events with no effect waiting stay queued.
+    pub fn finish_effects(&mut self) -> Result<(), MigrateError> {
+        if self.effects.is_empty() {
+            Ok(())
+        } else {
+            self.flush()
+        }
+    }
+
     /// Hands back the queued events, for the caller to append with its own.
+    /// Events of effects that were never carried out (the step stopped
+    /// with an error before `finish_effects`) are dropped with them.
     pub fn take_pending(&mut self) -> Vec<Event> {
+        let done = self.pending.len() - self.effects.len();
+        self.recorded -= self.effects.len() as u64;
+        self.effects.clear();
+        self.pending.truncate(done);
         std::mem::take(&mut self.pending)
     }
 
-    /// Makes every queued event durable.
+    /// Makes every queued event durable (one batch), then carries out the
+    /// effects queued ahead, in order; the first that fails stops the rest.
     pub fn flush(&mut self) -> Result<(), MigrateError> {
         if !self.pending.is_empty() {
             let events = std::mem::take(&mut self.pending);
             self.recorder.append(Some(self.run), events)?;
+        }
+        for effect in std::mem::take(&mut self.effects) {
+            effect()?;
         }
         Ok(())
     }

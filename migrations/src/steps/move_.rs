@@ -1,7 +1,12 @@
 //! `move`: renames a path, or with `from = "dir/*"` every child of a
-//! directory into `to`. Across filesystems it copies, verifies the copy's
-//! tree digest and removes the source (`copied = true` in the event).
-//! Missing parents of the destination are created and recorded.
+//! directory into `to`. Each `PathMoved` (and each `DirCreated` of a
+//! missing parent of the destination) is durable before the move. Across
+//! filesystems it copies to the staging name beside `to`, verifies the
+//! copy's manifest, renames the source aside, renames the copy into place
+//! and deletes the source: a crash leaves one whole tree, at `from`, at
+//! `to`, or aside with its complete copy staged (which `tidy` puts back).
+//! `copied` in the event is decided before the move, from the devices of
+//! the source and of the destination's nearest existing directory.
 //!
 //! Inverse: move `to` back to `from`, if `to` still has the recorded tree
 //! digest and `from` is absent.
@@ -9,10 +14,11 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rewind_ledger::{BlobStore, Digest, DirCreated, Event, FileType, PathMoved};
+use rewind_ledger::{BlobStore, Digest, Event, FileType, PathMoved};
 use serde::Deserialize;
 
-use super::{KindInfo, Planned, StepContext, StepOutcome, refuse};
+use super::staging::{self, Purpose};
+use super::{KindInfo, Planned, StepContext, StepOutcome, mkdir, refuse};
 use crate::error::{Location, MigrateError, SpecError};
 use crate::plan::Sim;
 use crate::tree::{self, file_type_of};
@@ -232,27 +238,34 @@ impl Move {
         let digests = manifests(cx.blobs(), &pairs)?;
         let mut copied_any = false;
         for (pair, digest) in pairs.iter().zip(digests) {
-            if fs_err::symlink_metadata(&pair.to).is_ok() {
-                return Err(refuse(
-                    cx.step,
-                    INFO.name,
-                    format!(
-                        "{} appeared while the step ran; refusing to move onto it",
-                        pair.to.display()
-                    ),
-                ));
-            }
             let metadata = fs_err::symlink_metadata(&pair.from)?;
-            let copied = relocate(&pair.from, &pair.to, false)?;
+            let copied = crosses_filesystems(&pair.from, &pair.to)?;
             copied_any |= copied;
-            cx.record(Event::PathMoved(PathMoved {
-                copied,
-                digest,
-                file_type: file_type_of(&metadata),
-                from: pair.from.display().to_string(),
-                step: cx.step,
-                to: pair.to.display().to_string(),
-            }))?;
+            let step = cx.step;
+            let Pair { from, to } = pair.clone();
+            cx.record_ahead(
+                Event::PathMoved(PathMoved {
+                    copied,
+                    digest,
+                    file_type: file_type_of(&metadata),
+                    from: from.display().to_string(),
+                    step,
+                    to: to.display().to_string(),
+                }),
+                move || {
+                    if fs_err::symlink_metadata(&to).is_ok() {
+                        return Err(refuse(
+                            step,
+                            INFO.name,
+                            format!(
+                                "{} appeared while the step ran; refusing to move onto it",
+                                to.display()
+                            ),
+                        ));
+                    }
+                    relocate(&from, &to, false).map(|_| ())
+                },
+            )?;
         }
         let how = if copied_any {
             " (copied across filesystems)"
@@ -309,20 +322,26 @@ fn make_parents(cx: &mut StepContext<'_>, path: &Path, mode: u32) -> Result<(), 
         .collect();
     missing.reverse();
     for dir in missing {
-        fs_err::create_dir(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
-        cx.record(Event::DirCreated(DirCreated {
-            mode,
-            path: dir.display().to_string(),
-            step: cx.step,
-        }))?;
+        mkdir::create_dir_ahead(cx, dir, mode)?;
     }
     Ok(())
 }
 
+/// Whether moving `from` to `to` will copy: the source and the nearest
+/// existing directory above `to` are on different devices.
+fn crosses_filesystems(from: &Path, to: &Path) -> Result<bool, MigrateError> {
+    let source = fs_err::symlink_metadata(from)?.dev();
+    let above = to
+        .ancestors()
+        .skip(1)
+        .find_map(|ancestor| std::fs::metadata(ancestor).ok());
+    Ok(above.is_some_and(|metadata| metadata.dev() != source))
+}
+
 /// Moves `from` to `to`: a rename, or across filesystems (or when
-/// `force_copy`) a copy, a digest comparison and a removal of the source.
-/// Returns whether it copied.
+/// `force_copy`) a copy to the staging name beside `to`, a manifest
+/// comparison, the source renamed aside, the copy renamed into place and
+/// the source deleted. Returns whether it copied.
 pub fn relocate(from: &Path, to: &Path, force_copy: bool) -> Result<bool, MigrateError> {
     if !force_copy {
         match std::fs::rename(from, to) {
@@ -341,25 +360,55 @@ pub fn relocate(from: &Path, to: &Path, force_copy: bool) -> Result<bool, Migrat
             }
         }
     }
+    let staged = staging::beside(to, Purpose::Copy);
+    let aside = staging::beside(from, Purpose::Remove);
+    staging::refuse_leftover(&staged)?;
+    staging::refuse_leftover(&aside)?;
     let before = tree::manifest(from)?;
-    copy_tree(from, to)?;
-    let after = tree::manifest(to)?;
-    let differences = before.diff(&after);
-    if !differences.is_empty() {
-        return Err(std::io::Error::other(format!(
-            "the copy of {} at {} differs ({}); the source was kept",
-            from.display(),
-            to.display(),
-            differences[0]
-        ))
-        .into());
+    let copy = copy_tree(from, &staged).and_then(|()| {
+        let differences = before.diff(&tree::manifest(&staged)?);
+        match differences.first() {
+            None => Ok(()),
+            Some(first) => Err(std::io::Error::other(format!(
+                "the copy of {} for {} differs ({first}); the source was kept",
+                from.display(),
+                to.display(),
+            ))
+            .into()),
+        }
+    });
+    if let Err(error) = copy {
+        let _ = staging::delete(&staged);
+        return Err(error);
     }
-    if fs_err::symlink_metadata(from)?.is_dir() {
-        fs_err::remove_dir_all(from)?;
-    } else {
-        fs_err::remove_file(from)?;
+    fs_err::rename(from, &aside)?;
+    if let Err(error) = fs_err::rename(&staged, to) {
+        let _ = std::fs::rename(&aside, from);
+        let _ = staging::delete(&staged);
+        return Err(error.into());
     }
+    staging::delete(&aside)?;
     Ok(true)
+}
+
+/// Puts back what an interrupted copy across filesystems left, forward or
+/// by an undo, so that the tree is whole at `from` or at `to`: a source
+/// moved aside whose copy never took its place is renamed back, a source
+/// aside whose copy did is deleted, and staged copies are deleted.
+pub fn tidy(event: &PathMoved) -> Result<(), MigrateError> {
+    let (from, to) = (Path::new(&event.from), Path::new(&event.to));
+    for (source, destination) in [(from, to), (to, from)] {
+        let aside = staging::beside(source, Purpose::Remove);
+        if staging::exists(&aside) {
+            if !staging::exists(source) && !staging::exists(destination) {
+                fs_err::rename(&aside, source)?;
+            } else {
+                staging::delete(&aside)?;
+            }
+        }
+        staging::delete(&staging::beside(destination, Purpose::Copy))?;
+    }
+    Ok(())
 }
 
 /// Copies a tree keeping modes, owners (when permitted), mtimes and links.

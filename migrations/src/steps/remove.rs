@@ -1,5 +1,8 @@
 //! `remove`: removes a file, link or whole tree after stashing it (tar +
-//! zstd, modes, owners and mtimes kept) in the blob store.
+//! zstd, modes, owners and mtimes kept) in the blob store. `PathRemoved`,
+//! naming the stash, is durable before anything is removed; the path is
+//! then renamed to its staging name and deleted there, so a crash leaves
+//! it whole or absent.
 //!
 //! Inverse: if the path is still absent, unpack the stash where it was and
 //! check that the tree digest matches the recorded one.
@@ -10,6 +13,7 @@ use rewind_ledger::{BlobStore, Event, PathRemoved};
 use serde::Deserialize;
 
 use super::archive::{Exclude, unpack, write_archive};
+use super::staging::{self, Purpose};
 use super::{KindInfo, Planned, StepContext, StepOutcome, refuse};
 use crate::error::{Location, MigrateError, SpecError};
 use crate::plan::Sim;
@@ -78,19 +82,19 @@ impl Remove {
             .unwrap_or_default();
         let digest = tree::digest(path)?;
         let archived = write_archive(cx.blobs(), path, Some(&name), &Exclude::default())?;
-        if metadata.is_dir() {
-            fs_err::remove_dir_all(path)?;
-        } else {
-            fs_err::remove_file(path)?;
-        }
-        cx.record(Event::PathRemoved(PathRemoved {
-            digest,
-            file_type: file_type_of(&metadata),
-            mode: std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o7777,
-            path: self.path.clone(),
-            stash: archived.archive,
-            step: cx.step,
-        }))?;
+        staging::refuse_leftover(&staging::beside(path, Purpose::Remove))?;
+        let target = path.to_path_buf();
+        cx.record_ahead(
+            Event::PathRemoved(PathRemoved {
+                digest,
+                file_type: file_type_of(&metadata),
+                mode: std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o7777,
+                path: self.path.clone(),
+                stash: archived.archive,
+                step: cx.step,
+            }),
+            move || staging::remove_whole(&target),
+        )?;
         Ok(StepOutcome::Done {
             summary: format!(
                 "stashed and removed {} ({} entries)",
@@ -111,6 +115,12 @@ pub fn drift(seq: u64, event: &PathRemoved) -> Result<Option<Drift>, MigrateErro
             &format!("a {}", file_type_of(&metadata)),
         ))),
     }
+}
+
+/// Clears what an interrupted removal left: the tree, renamed aside and
+/// partly deleted (the stash restores it).
+pub fn tidy(event: &PathRemoved) -> Result<(), MigrateError> {
+    staging::delete(&staging::beside(Path::new(&event.path), Purpose::Remove))
 }
 
 pub fn undo(blobs: &BlobStore, event: &PathRemoved) -> Result<(), MigrateError> {

@@ -1,18 +1,24 @@
 //! `write`: writes a file's content (`content`, or the content of the file
-//! `source`), in place, so that an existing file keeps its inode and owner.
-//! The old content is stashed in the blob store first and recorded in
-//! `FileWritten` with its mode.
+//! `source`). The old content is stashed in the blob store and recorded in
+//! `FileWritten` with its mode, durable before the file is touched. The new
+//! content goes to a staging file in the same directory (fsynced, given the
+//! mode and the old file's owner and group), which is renamed over the
+//! path: a crash leaves the old content or the new, never part of either.
+//! The file gets a new inode, so hard links to the old one keep the old
+//! content.
 //!
 //! Inverse: if the file still has the new content, put the old content and
-//! mode back, or remove the file if there was none.
+//! mode back the same way, or remove the file if there was none.
 
 use std::io::Write as _;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use fs_err::os::unix::fs::OpenOptionsExt;
 use rewind_ledger::{BlobStore, Digest, Event, FileType, FileWritten};
 use serde::Deserialize;
 
+use super::staging::{self, Purpose};
 use super::{KindInfo, Planned, StepContext, StepOutcome, mode_of, parse_mode, refuse};
 use crate::error::{Location, MigrateError, SpecError};
 use crate::plan::Sim;
@@ -21,7 +27,7 @@ use crate::undo::Drift;
 
 pub const INFO: KindInfo = KindInfo {
     name: "write",
-    docs: "Writes `content` (or the content of the file `source`, read when the step runs) to `path`, with `mode` (default: the old mode, or \"0644\" for a new file). The old content is stashed in the blob store first. The parent directory must exist.",
+    docs: "Writes `content` (or the content of the file `source`, read when the step runs) to `path`, with `mode` (default: the old mode, or \"0644\" for a new file). The old content is stashed in the blob store first; the new content replaces the file whole, by a rename, keeping its owner and group. The parent directory must exist.",
     inverse: Some(
         "restores the old content and mode, or removes a file that did not exist, when the file still has the written content",
     ),
@@ -148,32 +154,90 @@ impl Write {
             .or(old_mode)
             .unwrap_or(0o644);
         let new = Digest::of(&content);
-        write_in_place(path, &content, mode)?;
-        cx.record(Event::FileWritten(FileWritten {
-            mode,
-            new,
-            old,
-            old_mode,
-            path: self.path.clone(),
-            step: cx.step,
-        }))?;
-        Ok(StepOutcome::Done {
-            summary: format!("wrote {} bytes to {}", content.len(), self.path),
-        })
+        let summary = format!("wrote {} bytes to {}", content.len(), self.path);
+        let target = path.to_path_buf();
+        cx.record_ahead(
+            Event::FileWritten(FileWritten {
+                mode,
+                new,
+                old,
+                old_mode,
+                path: self.path.clone(),
+                step: cx.step,
+            }),
+            move || replace(&target, &content, mode),
+        )?;
+        Ok(StepOutcome::Done { summary })
     }
 }
 
-/// Writes content into `path` (created if absent), then sets `mode`.
-fn write_in_place(path: &Path, content: &[u8], mode: u32) -> Result<(), MigrateError> {
+/// Puts `content` at `path` with `mode`: written to the staging file beside
+/// it, fsynced, then renamed over it. An existing file's owner and group
+/// are kept.
+fn replace(path: &Path, content: &[u8], mode: u32) -> Result<(), MigrateError> {
+    replace_with(path, mode, |file| Ok(file.write_all(content)?))
+}
+
+/// Like [`replace`], with the content written by `fill` into the staging
+/// file (streamed, for an archive copy).
+pub fn replace_with(
+    path: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut fs_err::File) -> Result<(), MigrateError>,
+) -> Result<(), MigrateError> {
+    let staged = staging::beside(path, Purpose::Write);
+    let result = write_staged(path, &staged, fill, mode).and_then(|()| {
+        fs_err::rename(&staged, path)?;
+        staging::sync_dir(path.parent().unwrap_or(Path::new("/")))
+    });
+    if result.is_err() {
+        // Only ours; the file itself is untouched until the rename.
+        let _ = std::fs::remove_file(&staged);
+    }
+    result
+}
+
+fn write_staged(
+    path: &Path,
+    staged: &Path,
+    fill: impl FnOnce(&mut fs_err::File) -> Result<(), MigrateError>,
+    mode: u32,
+) -> Result<(), MigrateError> {
+    let owner = std::fs::symlink_metadata(path)
+        .ok()
+        .map(|metadata| (metadata.uid(), metadata.gid()));
+    // A staging file left by an interrupted write is ours; whatever is
+    // there is replaced, never followed (it could be a symlink).
+    staging::delete(staged)?;
     let mut file = fs_err::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
-    file.write_all(content)?;
+        .create_new(true)
+        .mode(0o600)
+        .open(staged)?;
+    fill(&mut file)?;
+    if let Some((uid, gid)) = owner {
+        let metadata = file.metadata()?;
+        if (metadata.uid(), metadata.gid()) != (uid, gid) {
+            std::os::unix::fs::fchown(file.file(), Some(uid), Some(gid)).map_err(|error| {
+                std::io::Error::new(
+                    error.kind(),
+                    format!(
+                        "cannot give the new content of {} its owner {uid}:{gid}: {error}",
+                        path.display()
+                    ),
+                )
+            })?;
+        }
+    }
+    // After the chown, which clears the set-id bits.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     file.sync_all()?;
-    fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(())
+}
+
+/// Clears the staging file an interrupted write (or undo) left.
+pub fn tidy(event: &FileWritten) -> Result<(), MigrateError> {
+    staging::delete(&staging::beside(Path::new(&event.path), Purpose::Write))
 }
 
 pub fn drift(seq: u64, event: &FileWritten) -> Result<Option<Drift>, MigrateError> {
@@ -225,7 +289,7 @@ pub fn undo(blobs: &BlobStore, event: &FileWritten) -> Result<(), MigrateError> 
     match (&event.old, event.old_mode) {
         (Some(old), old_mode) => {
             let content = blobs.get(old)?;
-            write_in_place(
+            replace(
                 Path::new(&event.path),
                 &content,
                 old_mode.unwrap_or(event.mode),

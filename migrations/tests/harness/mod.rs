@@ -90,6 +90,8 @@ impl Harness {
                 seq: item.seq,
                 run: item.run,
                 event: item.event,
+                undo_started: item.undo_started,
+                resolution: None,
             })
             .collect())
     }
