@@ -219,6 +219,64 @@ fn verify_and_export_agree_with_the_independent_verifier() {
 }
 
 #[test]
+fn audit_reports_are_readable_and_the_csv_verifies_like_the_jsonl() {
+    let env = populated();
+    let note = env.run(&[
+        "note",
+        "checked | by hand <script>alert('x')</script>\n*second* line, \"quoted\"",
+        "--run",
+        "r1",
+    ]);
+    assert_eq!(note.code, 0, "{note:?}");
+    for (format, name) in [("md", "audit_report_md"), ("html", "audit_report_html")] {
+        let output = env.run(&["audit", "export", "--format", format]);
+        assert_eq!(output.code, 0, "{output:?}");
+        assert_snapshot!(name, output.stdout);
+    }
+    let run_report = env.run(&["audit", "export", "--format", "md", "--run", "r1"]);
+    assert!(
+        run_report
+            .stdout
+            .contains("rewind audit export --format jsonl -o trail.jsonl --run r1"),
+        "{}",
+        run_report.stdout
+    );
+    let csv = env.root().join("trail.csv");
+    let output = env.run(&[
+        "audit",
+        "export",
+        "--format",
+        "csv",
+        "-o",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(output.code, 0, "{output:?}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_snapshot!("audit_report_csv", text);
+    if let Some((ok, stdout, stderr)) = python_verifier(&csv, &[]) {
+        assert!(ok, "{stdout}{stderr}");
+        assert!(stdout.starts_with("ok: 4 events"), "{stdout}");
+    }
+    // A changed record, or a reading column that no longer agrees with it,
+    // is caught.
+    for (from, to, expected) in [
+        ("O'Brien & Co", "O'Brien & Sons", "row 3: seq 3: altered"),
+        (
+            ",tester@testhost,",
+            ",someone@else,",
+            "row 1: seq 1: the actor column says",
+        ),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let tampered = env.root().join("tampered.csv");
+        std::fs::write(&tampered, text.replacen(from, to, 1)).unwrap();
+        if let Some((ok, _, stderr)) = python_verifier(&tampered, &[]) {
+            assert!(!ok && stderr.contains(expected), "{stderr}");
+        }
+    }
+}
+
+#[test]
 fn tampering_is_reported_with_its_seq_and_repair_rebuilds_from_the_journal() {
     let env = populated();
     {

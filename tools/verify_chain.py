@@ -11,6 +11,10 @@ A Checkpoint event must name the seq and hash just before it, and its
 ed25519 signature of "rewind-checkpoint-v1:<ledger_id>:<seq>:<head>" must
 verify (RFC 8032, checked below in plain Python).
 
+A CSV export (`--format csv`, first line `seq,prev,hash,...`) is checked the
+same way from its seq, prev, hash and record columns; its other columns must
+agree with the record (recorded_at, run, actor, host, kind).
+
 usage: verify_chain.py FILE|- [--head HEX] [--prev HEX] [--key HEX]
   --head HEX  the hash the export must end at (detects a cut-off end)
   --prev HEX  the prev of the first line (links it to a head you already hold)
@@ -20,7 +24,9 @@ first bad line.
 """
 
 import argparse
+import csv
 import hashlib
+import io
 import json
 import re
 import sys
@@ -101,9 +107,23 @@ def refuse_float(text):
     raise ValueError(f"float {text} is not allowed")
 
 
-def check_line(text, expected_seq, expected_prev, key=None, checkpoints=None):
-    """Checks one line; returns (seq, hash). Raises ValueError."""
-    entry = json.loads(text, parse_float=refuse_float)
+def csv_entry(row):
+    """The entry of one CSV row, once its reading columns agree with its record."""
+    if not re.fullmatch("[1-9][0-9]*", row["seq"]):
+        raise ValueError(f"seq {row['seq']!r} is not a number")
+    record = json.loads(row["record"], parse_float=refuse_float)
+    event = record["event"]
+    kind = next(iter(event)) if isinstance(event, dict) else event
+    for column, value in [("recorded_at", record["recorded_at"]), ("run", record["run"] or ""),
+                          ("actor", record["actor"]), ("host", record["host"]), ("kind", kind)]:
+        if row[column] != value:
+            raise ValueError(f"seq {row['seq']}: the {column} column says {row[column]!r}, "
+                             f"its record {value!r}")
+    return {"seq": int(row["seq"]), "prev": row["prev"], "hash": row["hash"], "record": record}
+
+
+def check_entry(entry, expected_seq, expected_prev, key=None, checkpoints=None):
+    """Checks one entry; returns (seq, hash). Raises ValueError."""
     seq, prev, record = entry["seq"], entry["prev"], entry["record"]
     if type(seq) is not int or seq < 1 or record["seq"] != seq:
         raise ValueError(f"seq {seq!r}: its record says seq {record['seq']!r}")
@@ -129,7 +149,7 @@ def check_line(text, expected_seq, expected_prev, key=None, checkpoints=None):
 
 
 def main():
-    parser = argparse.ArgumentParser(description="Verify a rewind JSONL export.")
+    parser = argparse.ArgumentParser(description="Verify a rewind JSONL or CSV export.")
     parser.add_argument("file", help="the export or journal, or - for stdin")
     parser.add_argument("--head", help="the expected hash of the last event")
     parser.add_argument("--prev", help="the expected prev of the first event")
@@ -143,19 +163,38 @@ def main():
         return 1
     if lines[-1] == b"":
         lines.pop()
+    if lines and lines[0].startswith(b"seq,prev,hash,"):
+        try:
+            text = b"\n".join(lines).decode("utf-8")
+        except UnicodeDecodeError as error:
+            print(f"error: the CSV is not UTF-8: {error}", file=sys.stderr)
+            return 1
+        # A record of a thousand row images is longer than the csv module's default limit.
+        csv.field_size_limit(sys.maxsize)
+        try:
+            rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        except csv.Error as error:
+            print(f"error: the CSV does not parse: {error}", file=sys.stderr)
+            return 1
+        entries = [lambda row=row: csv_entry(row) for row in rows]
+        unit = "row"
+    else:
+        entries = [lambda line=line: json.loads(line.decode("utf-8"), parse_float=refuse_float)
+                   for line in lines]
+        unit = "line"
     first = seq = None
     prev = args.prev and args.prev.lower()
     key = args.key and args.key.lower()
     checkpoints = []
-    for number, line in enumerate(lines, 1):
+    for number, read in enumerate(entries, 1):
         try:
-            seq, prev = check_line(line.decode("utf-8"), None if seq is None else seq + 1, prev,
-                                   key, checkpoints)
+            seq, prev = check_entry(read(), None if seq is None else seq + 1, prev, key,
+                                    checkpoints)
         except KeyError as error:
-            print(f"error: line {number}: no field {error}", file=sys.stderr)
+            print(f"error: {unit} {number}: no field {error}", file=sys.stderr)
             return 1
         except (ValueError, TypeError) as error:
-            print(f"error: line {number}: {error}", file=sys.stderr)
+            print(f"error: {unit} {number}: {error}", file=sys.stderr)
             return 1
         first = first or seq
     if first is None:
@@ -171,7 +210,7 @@ def main():
     if first != 1 and args.prev is None:
         print(f"note: seq {first} is not linked to anything before it (give --prev)",
               file=sys.stderr)
-    print(f"ok: {len(lines)} events, seq {first}..{seq}, head {prev}")
+    print(f"ok: {len(entries)} events, seq {first}..{seq}, head {prev}")
     if checkpoints:
         newest, signer = checkpoints[-1]
         print(f"checkpoints: {len(checkpoints)} signed, the newest at seq {newest} by key {signer}")

@@ -177,6 +177,12 @@ pub enum AuditCommand {
 pub enum ExportFormat {
     /// One JSON object per line: seq, prev, hash, record (verifiable with tools/verify_chain.py)
     Jsonl,
+    /// One row per event, with its prev, hash and canonical record (verifiable like JSONL)
+    Csv,
+    /// A Markdown report: a table of events, then the range's hashes and how to prove them
+    Md,
+    /// A self-contained HTML page with the same report as Markdown
+    Html,
 }
 
 #[derive(Debug, Args)]

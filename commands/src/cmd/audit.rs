@@ -9,6 +9,7 @@ use std::io::Write;
 
 use rewind_ledger::canonical::entry_line;
 use rewind_ledger::{Digest, Selector};
+use rewind_projections::audit::{Format, Header, Report};
 
 use crate::cli::{ExportArgs, ExportFormat};
 use crate::context::{Ctx, parse_window};
@@ -72,8 +73,14 @@ pub fn export(ctx: &mut Ctx, args: ExportArgs) -> CliResult {
     };
     let mut count = 0u64;
     let mut end_hash = Digest::default();
-    match args.format {
-        ExportFormat::Jsonl => {
+    let format = match args.format {
+        ExportFormat::Jsonl => None,
+        ExportFormat::Csv => Some(Format::Csv),
+        ExportFormat::Md => Some(Format::Markdown),
+        ExportFormat::Html => Some(Format::Html),
+    };
+    match format {
+        None => {
             view.for_each_in(first, last, |entry| {
                 let mut line = entry_line(entry);
                 line.push(b'\n');
@@ -82,6 +89,26 @@ pub fn export(ctx: &mut Ctx, args: ExportArgs) -> CliResult {
                 end_hash = entry.hash;
                 Ok(())
             })?;
+        }
+        Some(format) => {
+            let mut report = Report::new(
+                format,
+                Header {
+                    ledger_id: view.ledger_id().to_owned(),
+                    first,
+                    last,
+                    scope: scope(&args),
+                    jsonl_command: jsonl_command(&args),
+                },
+            );
+            report.begin(out)?;
+            view.for_each_in(first, last, |entry| {
+                report.entry(out, entry)?;
+                count += 1;
+                end_hash = entry.hash;
+                Ok(())
+            })?;
+            report.end(out)?;
         }
     }
     out.flush()?;
@@ -99,4 +126,51 @@ pub fn export(ctx: &mut Ctx, args: ExportArgs) -> CliResult {
         ));
     }
     Ok(())
+}
+
+/// What the range was asked for, in words, for a report's header.
+fn scope(args: &ExportArgs) -> String {
+    let mut parts = Vec::new();
+    if let Some(run) = &args.run {
+        parts.push(format!("run {run}"));
+    }
+    if let Some(since) = &args.since {
+        parts.push(format!("since {since}"));
+    }
+    if let Some(until) = &args.until {
+        parts.push(format!("until {until}"));
+    }
+    if parts.is_empty() {
+        "the whole ledger".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// The command that exports the same range as JSONL, the verifiable form.
+fn jsonl_command(args: &ExportArgs) -> String {
+    let mut command = String::from("rewind audit export --format jsonl -o trail.jsonl");
+    for (flag, value) in [
+        ("--run", &args.run),
+        ("--since", &args.since),
+        ("--until", &args.until),
+    ] {
+        if let Some(value) = value {
+            command.push_str(&format!(" {flag} {}", shell_word(value)));
+        }
+    }
+    command
+}
+
+/// A word as a POSIX shell reads it back.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/+@=".contains(c))
+    {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
