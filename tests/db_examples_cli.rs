@@ -9,7 +9,7 @@
 
 #[path = "../tools/src/teams_fixture.rs"]
 #[allow(dead_code)]
-mod teams_fixture;
+pub(crate) mod teams_fixture;
 
 use rewind_migrations::db::Database;
 use rewind_tests::TestEnv;
@@ -81,13 +81,13 @@ fn both_examples_round_trip_on_sqlite() {
     round_trip(&env, &url, &dump);
 }
 
-fn admin_url() -> String {
+pub(crate) fn admin_url() -> String {
     std::env::var("REWIND_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// `admin` with its database name replaced by `name`.
-fn with_database(admin: &str, name: &str) -> String {
+pub(crate) fn with_database(admin: &str, name: &str) -> String {
     let (base, query) = match admin.split_once('?') {
         Some((base, query)) => (base, format!("?{query}")),
         None => (admin, String::new()),
@@ -143,7 +143,7 @@ fn pg_dump(url: &str) -> String {
 /// server answers; under `CI=true` a missing server fails the test.
 // The skip message is the test's own output, so it goes to stderr.
 #[allow(clippy::print_stderr)]
-fn pg_admin() -> Option<(String, Database)> {
+pub(crate) fn pg_admin() -> Option<(String, Database)> {
     let admin_url = admin_url();
     match Database::connect(&admin_url) {
         Ok(admin) => Some((admin_url, admin)),
@@ -159,13 +159,15 @@ fn pg_admin() -> Option<(String, Database)> {
     }
 }
 
-#[test]
-fn both_examples_round_trip_on_postgres() {
+/// Runs `test` with the url of a fresh PostgreSQL database holding the
+/// panel fixture, dropped afterwards whatever happens; skips (or fails under
+/// `CI=true`) without a server.
+pub(crate) fn on_fresh_panel(prefix: &str, test: impl FnOnce(&str)) {
     let Some((admin_url, mut admin)) = pg_admin() else {
         return;
     };
     let name = format!(
-        "rewind_cli_examples_{}_{}",
+        "{prefix}_{}_{}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -176,21 +178,28 @@ fn both_examples_round_trip_on_postgres() {
         .execute_script(&format!("CREATE DATABASE \"{name}\""))
         .unwrap();
     let url = with_database(&admin_url, &name);
-    let result = std::panic::catch_unwind(|| {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         Database::connect(&url)
             .unwrap()
             .execute_script(&teams_fixture::script(true, 30, 7))
             .unwrap();
-        let env = TestEnv::with_ledger();
-        let dump = || pg_dump(&url);
-        round_trip(&env, &url, &dump);
-    });
+        test(&url);
+    }));
     admin
         .execute_script(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
         .unwrap();
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
+}
+
+#[test]
+fn both_examples_round_trip_on_postgres() {
+    on_fresh_panel("rewind_cli_examples", |url| {
+        let env = TestEnv::with_ledger();
+        let dump = || pg_dump(url);
+        round_trip(&env, url, &dump);
+    });
 }
 
 #[test]

@@ -94,6 +94,9 @@ pub enum Command {
     /// Undo a run, one step of a run, or everything after a seq
     Rollback(RollbackArgs),
 
+    /// Prove a migration's inverses on scratch copies: apply, roll back, compare, apply again
+    Rehearse(RehearseArgs),
+
     /// List, verify or restore the archives taken by backup steps
     #[command(subcommand)]
     Backups(BackupsCommand),
@@ -269,6 +272,27 @@ pub struct ApplyArgs {
     /// Apply even though the spec's text changed since an earlier run of the same id
     #[arg(long)]
     pub allow_changed_spec: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Each target's roots are copied (modes, owners, links kept), its SQLite databases copied with VACUUM INTO and its PostgreSQL databases with CREATE DATABASE … TEMPLATE (which needs nobody else connected to them). The rehearsal records into a ledger of its own beside the copies; the real targets and the ledger of --ledger are never touched. Every root and database must reach the spec through a variable, so that it can be pointed at its copy."
+)]
+pub struct RehearseArgs {
+    #[command(flatten)]
+    pub spec: SpecArgs,
+
+    /// Run the spec's commands (exec steps) too; they act outside the copies
+    #[arg(long)]
+    pub run_commands: bool,
+
+    /// Keep the copies and the rehearsal's ledgers, and say where
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Make the scratch directory inside this one (default: the system's temporary directory)
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

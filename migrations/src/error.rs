@@ -218,6 +218,14 @@ pub enum MigrateError {
         "step {step} ({kind}): no database: set `database = \"…\"` in [migration] or in the step"
     )]
     NoDatabase { step: u32, kind: String },
+
+    /// The spec cannot be pointed at copies of its targets.
+    #[error("cannot rehearse: {reason}")]
+    Rehearsal { reason: String },
+
+    /// A target could not be copied for a rehearsal.
+    #[error("cannot rehearse: {reason}")]
+    RehearsalCopy { reason: String },
 }
 
 fn db_message(step: Option<u32>, kind: &str, source: &crate::db::DbError) -> String {
@@ -269,6 +277,14 @@ impl MigrateError {
             MigrateError::Db { error, .. } => error.hint().map(str::to_owned),
             MigrateError::NoDatabase { .. } => Some(
                 "`database = \"{db}\"` with `[vars] db = { required = true }` takes it per target"
+                    .into(),
+            ),
+            MigrateError::Rehearsal { .. } => Some(
+                "nothing was copied or changed; give every root and database through a variable (`{root}`, `{db}`)"
+                    .into(),
+            ),
+            MigrateError::RehearsalCopy { .. } => Some(
+                "nothing outside the scratch area was changed; rehearse again when nobody else uses the database, or on a copy made by hand"
                     .into(),
             ),
         }

@@ -22,6 +22,7 @@ pub mod fixtures;
 pub mod paths;
 pub mod plan;
 pub mod recorder;
+pub mod rehearse;
 pub mod spec;
 pub mod steps;
 pub mod tree;

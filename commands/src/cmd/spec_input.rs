@@ -72,6 +72,12 @@ impl From<MigrateError> for CliError {
         match error {
             MigrateError::Spec(spec) => spec.into(),
             MigrateError::Ledger(ledger) => ledger.into(),
+            refused @ MigrateError::Rehearsal { .. } => {
+                let hint = refused.hint();
+                let mut cli = CliError::new(exit::USAGE, refused);
+                cli.hints.extend(hint);
+                cli
+            }
             other => {
                 let hint = other.hint();
                 let mut cli = CliError::new(exit::FAILED, other);
