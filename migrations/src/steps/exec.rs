@@ -9,6 +9,15 @@
 //! world does not show whether an undo command ran, so it runs at most
 //! once: the rollback records `UndoStarted` durably before it starts
 //! ([`crate::undo::rollback`]).
+//!
+//! A command stays in rewind's process group, so that Ctrl-C at the
+//! terminal reaches it and what it started. At the timeout, the command and
+//! every process it started (found through `/proc`) are killed. Its output
+//! is what it wrote until it, and anything it left holding its output, were
+//! done; a process left running in the background with the output still
+//! open (a daemon that did not close it) is waited for at most
+//! [`OUTPUT_GRACE`], and not killed: it may be the service the command
+//! started.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -56,7 +65,11 @@ pub struct Ran {
     pub timed_out: bool,
 }
 
-/// Runs `argv`, killing it after `timeout`.
+/// How long the output of a command that has ended is read, for processes
+/// it left running with the output still open.
+pub const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs `argv`, killing it (and what it started) after `timeout`.
 pub fn run(argv: &[String], cwd: Option<&str>, timeout: Duration) -> std::io::Result<Ran> {
     let mut command = Command::new(&argv[0]);
     command
@@ -68,18 +81,8 @@ pub fn run(argv: &[String], cwd: Option<&str>, timeout: Duration) -> std::io::Re
     let mut child = command.spawn().map_err(|error| {
         std::io::Error::new(error.kind(), format!("cannot run `{}`: {error}", argv[0]))
     })?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let out_thread = std::thread::spawn(move || {
-        let mut buffer = Vec::new();
-        let _ = stdout.read_to_end(&mut buffer);
-        buffer
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut buffer = Vec::new();
-        let _ = stderr.read_to_end(&mut buffer);
-        buffer
-    });
+    let stdout = read_behind(child.stdout.take().expect("piped"));
+    let stderr = read_behind(child.stderr.take().expect("piped"));
     let started = Instant::now();
     let mut timed_out = false;
     let status = loop {
@@ -88,18 +91,98 @@ pub fn run(argv: &[String], cwd: Option<&str>, timeout: Duration) -> std::io::Re
         }
         if started.elapsed() >= timeout {
             timed_out = true;
+            kill_descendants(child.id());
             let _ = child.kill();
             break child.wait()?;
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let mut output = out_thread.join().unwrap_or_default();
-    output.extend(err_thread.join().unwrap_or_default());
+    let grace_ends = Instant::now() + OUTPUT_GRACE;
+    let mut output = stdout.collect(grace_ends);
+    output.extend(stderr.collect(grace_ends));
     Ok(Ran {
         exit_code: status.code(),
         output,
         timed_out,
     })
+}
+
+/// Output read on a thread of its own as it comes.
+struct Behind {
+    buffer: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+fn read_behind(mut pipe: impl Read + Send + 'static) -> Behind {
+    let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (sender, done) = std::sync::mpsc::channel();
+    let filled = std::sync::Arc::clone(&buffer);
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match pipe.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(read) => filled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(&chunk[..read]),
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = sender.send(());
+    });
+    Behind { buffer, done }
+}
+
+impl Behind {
+    /// What was read once the pipe closed, or by `deadline` if it did not.
+    fn collect(self, deadline: Instant) -> Vec<u8> {
+        let _ = self
+            .done
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Kills every process descended from `pid` (its children, theirs, …),
+/// read from `/proc`; twice over, for what forked in between.
+fn kill_descendants(pid: u32) {
+    for _ in 0..2 {
+        let mut parents: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(process) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // The parent is the second field after the command name, which
+            // is in parentheses and may hold spaces.
+            let parent = std::fs::read_to_string(entry.path().join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    let (_, rest) = stat.rsplit_once(") ")?;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                });
+            if let Some(parent) = parent {
+                parents.entry(parent).or_default().push(process);
+            }
+        }
+        let mut stack = parents.get(&pid).cloned().unwrap_or_default();
+        while let Some(process) = stack.pop() {
+            if let Some(children) = parents.get(&process) {
+                stack.extend(children);
+            }
+            if let Some(pid) = rustix::process::Pid::from_raw(process as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
 }
 
 impl Exec {
@@ -225,4 +308,64 @@ pub fn undo(
         kind: "CommandRun".into(),
         reason: format!("the undo command `{}` {ended}", argv.join(" ")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|word| word.to_string()).collect()
+    }
+
+    /// Whether a process runs with exactly this command line.
+    fn running(command_line: &str) -> bool {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+            std::fs::read(entry.path().join("cmdline")).is_ok_and(|line| {
+                line.split(|&b| b == 0)
+                    .filter(|w| !w.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(&b' ')
+                    == command_line.as_bytes()
+            })
+        })
+    }
+
+    #[test]
+    fn a_timeout_kills_what_the_command_started_too() {
+        // The shell forks `sleep`, which holds the output pipes: killing the
+        // shell alone would leave rewind waiting on them for ten minutes.
+        let ran = run(
+            &argv(&["sh", "-c", "sleep 601; true"]),
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(ran.timed_out);
+        assert!(!running("sleep 601"), "the shell's child is killed too");
+    }
+
+    #[test]
+    fn a_process_left_running_with_the_output_open_is_not_waited_for_nor_killed() {
+        // A daemon started in the background that keeps the output open.
+        let ran = run(
+            &argv(&["sh", "-c", "sleep 602 & echo started $!"]),
+            None,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert!(!ran.timed_out);
+        assert_eq!(ran.exit_code, Some(0));
+        let text = String::from_utf8(ran.output).unwrap();
+        let pid: i32 = text
+            .trim()
+            .strip_prefix("started ")
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("{text:?}"));
+        assert!(running("sleep 602"), "the background process is left alone");
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
 }
