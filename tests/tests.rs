@@ -7,4 +7,5 @@ mod db_examples_cli;
 mod fs_bad_input;
 mod fs_cli;
 mod ledger_cli;
+mod recover_cli;
 mod tidy;

@@ -10,6 +10,7 @@ mod init;
 mod maintenance;
 mod note;
 mod plan;
+mod recover;
 mod rollback;
 mod show;
 mod spec_input;
@@ -43,6 +44,7 @@ pub fn run(command: Command, ctx: &mut Ctx) -> CliResult {
         Command::Apply(args) => apply::run(ctx, args),
         Command::Status(args) => status::run(ctx, args),
         Command::Rollback(args) => rollback::run(ctx, args),
+        Command::Recover(args) => recover::run(ctx, args),
         Command::Backups(BackupsCommand::List(args)) => backups::list(ctx, args),
         Command::Backups(BackupsCommand::Verify(args)) => backups::verify(ctx, args),
         Command::Backups(BackupsCommand::Restore(args)) => backups::restore(ctx, args),
