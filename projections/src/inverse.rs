@@ -572,6 +572,39 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_effect_that_never_happened_is_left_out_of_the_plan_and_of_status() {
+        let mut entries = ledger();
+        entries.push(entry(
+            8,
+            Some("r1"),
+            Event::NeverHappened(rewind_ledger::NeverHappened {
+                found: "/v/c still has mode 0755".into(),
+                keys: Vec::new(),
+                paths: vec!["/v/c".into()],
+                seq: 7,
+                table: None,
+            }),
+        ));
+        let plan = super::plan(&entries, &RollbackTarget::Run("r1".into()), false).unwrap();
+        assert_eq!(
+            plan.items.iter().map(|i| i.seq).collect::<Vec<_>>(),
+            vec![5, 3]
+        );
+        assert_eq!(plan.already_compensated, 0);
+        assert!(matches!(
+            super::plan(&entries, &RollbackTarget::Step("r1".into(), 3), false),
+            Err(PlanRefusal::NothingToUndo {
+                already_compensated: 0,
+                ..
+            })
+        ));
+        let runs = crate::status::runs(&entries, crate::status::Writer::Holding);
+        assert_eq!(runs[0].lifecycle, crate::status::Lifecycle::Running);
+        assert_eq!((runs[0].effects, runs[0].never_happened), (2, 1));
+        assert_eq!(runs[0].steps[2].effects, 0);
+    }
+
+    #[test]
     fn status_follows_the_lifecycle() {
         let mut entries = ledger();
         let runs = crate::status::runs(&entries, crate::status::Writer::Absent);
