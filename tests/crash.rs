@@ -2,8 +2,12 @@
 //! points; every batch it acknowledged must survive, and the ledger must
 //! verify after the next open. A child `rewind apply` killed at points
 //! spread over its file steps must leave a world that `rollback` puts back
-//! exactly (paths, types, modes, owners, contents, no staging leftovers);
-//! a rollback killed right after an undo command ran must not run it again.
+//! exactly (paths, types, modes, owners, contents, no staging leftovers),
+//! after `rewind recover` has recorded it interrupted (and a second
+//! recovery appends nothing); a database step killed between its durable
+//! images and its commit is recovered as never committed, and the rollback
+//! leaves both databases byte-identical; a rollback killed right after an
+//! undo command ran must not run it again.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -12,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rewind_ledger::{Ledger, Origin};
+use rewind_migrations::db::Database;
 use rewind_migrations::tree::manifest;
 use rewind_tests::{PINNED, TestEnv};
 
@@ -251,12 +256,53 @@ fn apply_killed_during_file_steps_rolls_back_to_the_exact_original_tree() {
     kill_points.push(Kill::WhenChanges("config.txt"));
     kill_points.push(Kill::WhenChanges(".archive/copies"));
     let mut killed = 0;
+    let mut recovered = 0;
+    let mut never_happened = 0;
     for (round, kill) in kill_points.iter().copied().enumerate() {
         let env = TestEnv::with_ledger();
         let root = env.root().join("srv");
         build_tree(&root);
         let before = manifest(&root).unwrap();
         killed += usize::from(run_apply(&env, kill));
+        let unfinished = !journal_text(&env.ledger).contains("\"RunFinished\":");
+        recovered += usize::from(unfinished);
+        let context = format!("round {round}, killed {kill:?}");
+        // No process holds the ledger: an unfinished run is dead.
+        let expected = if unfinished {
+            "interrupted (run `rewind recover`)"
+        } else {
+            "migrated"
+        };
+        assert_eq!(run_state(&env, "r1"), expected, "{context}");
+        let recover = env.run(&["recover", "--json"]);
+        assert_eq!(recover.code, 0, "{context}: {recover:?}");
+        let report: serde_json::Value = serde_json::from_str(&recover.stdout).unwrap();
+        assert_eq!(
+            report["runs"].as_array().unwrap().len(),
+            usize::from(unfinished),
+            "{context}: {report}"
+        );
+        never_happened += report["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|run| run["never_happened"].as_array().unwrap().len())
+            .sum::<usize>();
+        let expected = if unfinished {
+            "interrupted"
+        } else {
+            "migrated"
+        };
+        assert_eq!(run_state(&env, "r1"), expected, "{context}");
+        // A second recovery finds nothing and appends nothing.
+        let length = journal_len(&env.ledger);
+        let again = env.run(&["recover"]);
+        assert_eq!(again.code, 0, "{context}: {again:?}");
+        assert!(
+            again.stderr.contains("nothing to recover"),
+            "{context}: {again:?}"
+        );
+        assert_eq!(journal_len(&env.ledger), length, "{context}");
         // Effects recorded and never carried out are no drift.
         let dry = env.run(&["rollback", "r1", "--dry-run"]);
         assert!(
@@ -281,6 +327,181 @@ fn apply_killed_during_file_steps_rolls_back_to_the_exact_original_tree() {
         "only {killed} of {} runs were killed",
         kill_points.len()
     );
+    assert!(
+        recovered * 2 >= kill_points.len(),
+        "only {recovered} of {} runs were left unfinished",
+        kill_points.len()
+    );
+    assert!(
+        never_happened > 0,
+        "no kill fell between an effect's durable event and the effect"
+    );
+}
+
+fn journal_text(ledger: &Path) -> String {
+    std::fs::read_to_string(ledger.join("journal.jsonl")).unwrap_or_default()
+}
+
+/// The state `rewind status --json` gives the run.
+fn run_state(env: &TestEnv, run: &str) -> String {
+    let status = env.run(&["status", "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let runs: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    runs.as_array()
+        .unwrap()
+        .iter()
+        .find(|status| status["run"] == run)
+        .map(|status| status["state"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// A SQLite database of one table `t` with ten rows, at `path`.
+fn small_database(path: &Path) -> String {
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let mut database = Database::connect(&url).unwrap();
+    let mut script =
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER NOT NULL, label TEXT);".to_owned();
+    for id in 1..=10 {
+        script.push_str(&format!(
+            "INSERT INTO t VALUES ({id}, {}, 'row {id}');",
+            id * 10
+        ));
+    }
+    database.execute_script(&script).unwrap();
+    format!("sqlite://{}", path.display())
+}
+
+fn dump(url: &str) -> String {
+    Database::connect(url).unwrap().dump_sqlite().unwrap()
+}
+
+#[test]
+fn a_database_step_killed_before_its_commit_is_recovered_as_never_committed() {
+    let env = TestEnv::with_ledger();
+    let one = small_database(&env.root().join("one.db"));
+    let two = small_database(&env.root().join("two.db"));
+    let (one_before, two_before) = (dump(&one), dump(&two));
+    let spec = env.root().join("spec.toml");
+    std::fs::write(
+        &spec,
+        r#"[migration]
+id = "db-crash"
+[vars]
+one = { required = true }
+two = { required = true }
+[[step]]
+kind = "update"
+database = "{one}"
+table = "t"
+set = { n = "n + 1" }
+[[step]]
+kind = "update"
+database = "{two}"
+table = "t"
+set = { n = "n * 2", label = "'changed'" }
+"#,
+    )
+    .unwrap();
+    // A reader of the second database holds it, so the step's commit
+    // there waits (SQLite's busy timeout) after its images are durable.
+    let mut reader = Database::connect(&two).unwrap();
+    reader.execute_script("BEGIN").unwrap();
+    reader.query("SELECT count(*) FROM t", &[]).unwrap();
+    let (var_one, var_two) = (format!("one={one}"), format!("two={two}"));
+    let args = [
+        "apply",
+        spec.to_str().unwrap(),
+        "--var",
+        &var_one,
+        "--var",
+        &var_two,
+        "--yes",
+    ];
+    let killed = child_until(&env, &args, &|| {
+        journal_text(&env.ledger)
+            .matches("\"RowsChanged\":")
+            .count()
+            == 2
+    });
+    assert!(
+        killed,
+        "the apply ended before its second chunk was recorded"
+    );
+    reader.execute_script("ROLLBACK").unwrap();
+    drop(reader);
+    assert_eq!(dump(&two), two_before, "the second chunk never committed");
+    assert_eq!(run_state(&env, "r1"), "interrupted (run `rewind recover`)");
+    let recovered = env.run(&["recover", "--json"]);
+    assert_eq!(recovered.code, 0, "{recovered:?}");
+    let report: serde_json::Value = serde_json::from_str(&recovered.stdout).unwrap();
+    let run = &report["runs"][0];
+    assert_eq!(run["step"], 2, "{report}");
+    assert_eq!(
+        run["never_happened"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+    assert_eq!(run_state(&env, "r1"), "interrupted");
+    let never = env.run(&[
+        "history",
+        "--table",
+        "t",
+        "--key",
+        "3",
+        "--kind",
+        "NeverHappened",
+    ]);
+    assert!(
+        never.stdout.contains("its transaction never committed"),
+        "{never:?}"
+    );
+    // The rollback undoes the chunk that committed and leaves the other.
+    let rolled = env.run(&["rollback", "r1", "--yes"]);
+    assert_eq!(rolled.code, 0, "{rolled:?}");
+    assert!(rolled.stdout.contains("1 inverse(s) applied"), "{rolled:?}");
+    assert_eq!(dump(&one), one_before);
+    assert_eq!(dump(&two), two_before);
+    assert_eq!(run_state(&env, "r1"), "rolled back");
+}
+
+#[test]
+fn recovering_a_ledger_with_nothing_unfinished_appends_nothing() {
+    let env = TestEnv::with_ledger();
+    let root = env.root().join("srv");
+    std::fs::create_dir(&root).unwrap();
+    let spec = env.root().join("spec.toml");
+    std::fs::write(
+        &spec,
+        "[migration]\nid = \"finished\"\n[vars]\nroot = { required = true }\n[[step]]\nkind = \"mkdir\"\npath = \"{root}/a\"\n",
+    )
+    .unwrap();
+    let target = format!("root={}", root.display());
+    let applied = env.run(&[
+        "apply",
+        spec.to_str().unwrap(),
+        "--target",
+        &target,
+        "--yes",
+    ]);
+    assert_eq!(applied.code, 0, "{applied:?}");
+    let length = journal_len(&env.ledger);
+    insta::assert_snapshot!(env.snapshot(&["recover"]), @r"
+    exit: 0
+    ----- stdout -----
+    ----- stderr -----
+    note: nothing to recover: every run and rollback in the ledger finished
+    ");
+    insta::assert_snapshot!(env.snapshot(&["recover", "--dry-run", "--json"]), @r#"
+    exit: 0
+    ----- stdout -----
+    {
+      "dry_run": true,
+      "runs": [],
+      "rollbacks": []
+    }
+    ----- stderr -----
+    "#);
+    assert_eq!(journal_len(&env.ledger), length);
 }
 
 /// An undo command that counts its runs in `undo-runs.txt` and, the first
@@ -356,6 +577,7 @@ fn a_rollback_killed_after_an_undo_command_ran_does_not_run_it_again() {
     ----- stdout -----
     rolled back run r1: 0 inverse(s) applied, 0 drifted, outcome failed
     ----- stderr -----
+    note: recovered what a rewind that died left unfinished, recording it interrupted: the rollback of run r1; `rewind status` shows it
     error: the rollback stopped: seq 6: the undo command `sh [TEMP]/srv/undo.sh` was started at seq 14 by a rollback that stopped before recording its end; it may or may not have taken effect, and is not run twice
     hint: check whether `sh [TEMP]/srv/undo.sh` took effect; then run the rollback again with `--mark-undone 6` if it did, or with `--retry-undo 6` to run it again
     ");

@@ -7,5 +7,6 @@ mod db_examples_cli;
 mod fs_bad_input;
 mod fs_cli;
 mod ledger_cli;
+mod recover_cli;
 mod rehearse_cli;
 mod tidy;

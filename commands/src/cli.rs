@@ -97,6 +97,14 @@ pub enum Command {
     /// Prove a migration's inverses on scratch copies: apply, roll back, compare, apply again
     Rehearse(RehearseArgs),
 
+    /// Record what truly happened in runs and rollbacks whose process died
+    ///
+    /// Compares the world with the events of each unfinished step: an effect recorded ahead
+    /// that never took place is recorded as never happened, drift is reported (exit 3) and
+    /// recorded, and the step, run or rollback is recorded as interrupted. `apply` and `rollback`
+    /// do this first by themselves.
+    Recover(RecoverArgs),
+
     /// List, verify or restore the archives taken by backup steps
     #[command(subcommand)]
     Backups(BackupsCommand),
@@ -350,6 +358,17 @@ pub struct RollbackArgs {
     /// Do not ask for confirmation on a terminal
     #[arg(long, short = 'y')]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Print what recovery would record, changing nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Connect with this database url (with its password) where events name it without
+    #[arg(long = "database", value_name = "URL")]
+    pub databases: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

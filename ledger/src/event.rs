@@ -47,6 +47,7 @@ pub enum Event {
     Note(Note),
     Checkpoint(Checkpoint),
     UndoStarted(UndoStarted),
+    NeverHappened(NeverHappened),
 }
 
 /// The name of every kind, in declaration order; `Event::kind` returns one of these.
@@ -75,6 +76,7 @@ pub const EVENT_KINDS: &[&str] = &[
     "Note",
     "Checkpoint",
     "UndoStarted",
+    "NeverHappened",
 ];
 
 /// A migration run began: one spec applied to one target.
@@ -420,6 +422,55 @@ pub struct UndoStarted {
     pub undoes: u64,
 }
 
+/// Recovery found that the effect of the event at `seq` never took place:
+/// its event was made durable ahead of it (a file effect, or a database
+/// chunk before its commit) by a process that died before the effect
+/// happened, and the world is as it was before it. No rollback undoes it
+/// and status does not count it as an effect. It names the paths and rows
+/// of the event at `seq`, so that `history` of a path or a row shows it
+/// next to that event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeverHappened {
+    /// What recovery found in the world, in words.
+    pub found: String,
+    /// The keys of the rows of a `RowsChanged` (empty for a file event).
+    pub keys: Vec<Vec<SqlValue>>,
+    /// The paths of a file event (empty for a database event).
+    pub paths: Vec<String>,
+    pub seq: u64,
+    /// The table of a `RowsChanged`.
+    pub table: Option<String>,
+}
+
+impl NeverHappened {
+    /// The record that the effect of `event`, stored at `seq`, never
+    /// happened, naming what `event` names.
+    pub fn of(seq: u64, event: &Event, found: String) -> NeverHappened {
+        let (table, keys) = match event {
+            Event::RowsChanged(e) => (
+                Some(e.table.clone()),
+                e.rows.iter().map(|row| row.key.clone()).collect(),
+            ),
+            _ => (None, Vec::new()),
+        };
+        let paths = event
+            .subjects()
+            .into_iter()
+            .filter_map(|subject| match subject {
+                Subject::Path(path) => Some(path),
+                Subject::Row(..) => None,
+            })
+            .collect();
+        NeverHappened {
+            found,
+            keys,
+            paths,
+            seq,
+            table,
+        }
+    }
+}
+
 /// A key under which an event is found by `history`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Subject {
@@ -464,6 +515,7 @@ impl Event {
             Event::Note(_) => "Note",
             Event::Checkpoint(_) => "Checkpoint",
             Event::UndoStarted(_) => "UndoStarted",
+            Event::NeverHappened(_) => "NeverHappened",
         }
     }
 
@@ -493,7 +545,8 @@ impl Event {
             | Event::DriftFound(_)
             | Event::Note(_)
             | Event::Checkpoint(_)
-            | Event::UndoStarted(_) => None,
+            | Event::UndoStarted(_)
+            | Event::NeverHappened(_) => None,
         }
     }
 
@@ -512,6 +565,16 @@ impl Event {
                 .rows
                 .iter()
                 .map(|row| Subject::Row(e.table.clone(), render_key(&row.key)))
+                .collect(),
+            Event::NeverHappened(e) => e
+                .paths
+                .iter()
+                .map(|path| Subject::Path(path.clone()))
+                .chain(e.table.iter().flat_map(|table| {
+                    e.keys
+                        .iter()
+                        .map(|key| Subject::Row(table.clone(), render_key(key)))
+                }))
                 .collect(),
             Event::RunStarted(_)
             | Event::RunFinished(_)

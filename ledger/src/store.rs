@@ -759,8 +759,8 @@ impl Ledger {
 
     /// Seqs of the events of a run-level kind (`RunStarted`, `RunFinished`,
     /// `RollbackStarted`, `RollbackFinished`, `Compensated`, `DriftFound`,
-    /// `Note`, `Checkpoint`, `UndoStarted`), or `None` for a kind that is
-    /// not indexed.
+    /// `Note`, `Checkpoint`, `UndoStarted`, `NeverHappened`), or `None` for a
+    /// kind that is not indexed.
     pub fn seqs_of_kind(&self, kind: &str) -> Result<Option<Vec<u64>>> {
         self.settle()?;
         if !INDEXED_KINDS.contains(&kind) {
@@ -879,6 +879,7 @@ pub const INDEXED_KINDS: &[&str] = &[
     "Note",
     "Checkpoint",
     "UndoStarted",
+    "NeverHappened",
 ];
 
 fn prefixed(tag: u8, parts: &[&[u8]]) -> Vec<u8> {

@@ -231,6 +231,16 @@ fn sample(kind: &str) -> Event {
             signature: Bytes((0..64).collect()),
         }),
         "UndoStarted" => Event::UndoStarted(UndoStarted { undoes: 41 }),
+        "NeverHappened" => Event::NeverHappened(NeverHappened {
+            found: "all 2 rows at their before images: the transaction never committed".into(),
+            keys: vec![
+                vec![SqlValue::Integer(i64::MIN), SqlValue::Text("a\"b".into())],
+                vec![SqlValue::Integer(i64::MAX), SqlValue::Null],
+            ],
+            paths: vec!["/srv/www/a/web/log".into(), "/srv/www/ü".into()],
+            seq: u64::MAX,
+            table: Some("applications".into()),
+        }),
         other => panic!("no golden sample for event kind {other}: add one to `sample`"),
     }
 }
@@ -264,6 +274,7 @@ fn sampled_kind(event: &Event) -> &'static str {
         Event::Note(_) => "Note",
         Event::Checkpoint(_) => "Checkpoint",
         Event::UndoStarted(_) => "UndoStarted",
+        Event::NeverHappened(_) => "NeverHappened",
     }
 }
 

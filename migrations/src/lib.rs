@@ -7,8 +7,9 @@
 //! the one appender shared by every concurrent target.
 //!
 //! Entry points: [`spec::Spec::parse`] → [`plan::plan`] → [`apply::apply`];
-//! [`undo::check_drift`] and [`undo::undo`] for rollback; [`tree`] for
-//! manifests and digests of file trees.
+//! [`undo::check_drift`] and [`undo::undo`] for rollback;
+//! [`recover::recover`] for runs and rollbacks whose process died; [`tree`]
+//! for manifests and digests of file trees.
 
 // Errors carry the spec location and the path an operator needs; they are
 // built once, on the way out, so their size costs nothing that matters.
@@ -22,6 +23,7 @@ pub mod fixtures;
 pub mod paths;
 pub mod plan;
 pub mod recorder;
+pub mod recover;
 pub mod rehearse;
 pub mod spec;
 pub mod steps;

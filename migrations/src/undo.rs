@@ -83,7 +83,8 @@ pub fn check_drift(
         | Event::DriftFound(_)
         | Event::Note(_)
         | Event::Checkpoint(_)
-        | Event::UndoStarted(_) => Err(not_here(seq, event)),
+        | Event::UndoStarted(_)
+        | Event::NeverHappened(_) => Err(not_here(seq, event)),
     }
 }
 
@@ -117,7 +118,8 @@ pub fn tidy(seq: u64, event: &Event) -> Result<(), MigrateError> {
         | Event::DriftFound(_)
         | Event::Note(_)
         | Event::Checkpoint(_)
-        | Event::UndoStarted(_) => Err(not_here(seq, event)),
+        | Event::UndoStarted(_)
+        | Event::NeverHappened(_) => Err(not_here(seq, event)),
     }
 }
 
@@ -155,7 +157,8 @@ pub fn undo(recorder: &Recorder, item: &UndoItem) -> Result<(), MigrateError> {
         | Event::DriftFound(_)
         | Event::Note(_)
         | Event::Checkpoint(_)
-        | Event::UndoStarted(_) => Err(not_here(seq, event)),
+        | Event::UndoStarted(_)
+        | Event::NeverHappened(_) => Err(not_here(seq, event)),
     }
 }
 
@@ -236,7 +239,8 @@ pub fn already_undone(seq: u64, event: &Event) -> Result<bool, MigrateError> {
         | Event::DriftFound(_)
         | Event::Note(_)
         | Event::Checkpoint(_)
-        | Event::UndoStarted(_) => return Err(not_here(seq, event)),
+        | Event::UndoStarted(_)
+        | Event::NeverHappened(_) => return Err(not_here(seq, event)),
     })
 }
 
@@ -275,7 +279,8 @@ pub fn database_of(event: &Event) -> Option<&str> {
         | Event::DriftFound(_)
         | Event::Note(_)
         | Event::Checkpoint(_)
-        | Event::UndoStarted(_) => None,
+        | Event::UndoStarted(_)
+        | Event::NeverHappened(_) => None,
     }
 }
 
@@ -316,6 +321,26 @@ pub fn row_drift(seq: u64, event: &Event, drift: &RowDrift) -> Drift {
         expected: render(&drift.expected),
         actual: render(&drift.actual),
     }
+}
+
+/// The `DriftFound` recording `drift` of `event`: a file's subject is its
+/// path, a row's its table, key and differing columns.
+pub fn drift_found(drift: &Drift, event: &Event) -> Event {
+    Event::DriftFound(if database_of(event).is_some() {
+        DriftFound {
+            actual: drift.actual.clone(),
+            expected: drift.expected.clone(),
+            seq: drift.seq,
+            subject: format!("{}: {}", drift.path, drift.what),
+        }
+    } else {
+        DriftFound {
+            actual: format!("{}: {}", drift.what, drift.actual),
+            expected: drift.expected.clone(),
+            seq: drift.seq,
+            subject: drift.path.clone(),
+        }
+    })
 }
 
 /// The drift undoing a database event would meet now; changes nothing.
@@ -488,12 +513,7 @@ pub fn rollback(
                 for row in &undone.drift {
                     let drift = row_drift(item.seq, &item.event, row);
                     progress(&RollbackProgress::Drifted(drift.clone()));
-                    events.push(Event::DriftFound(DriftFound {
-                        actual: drift.actual.clone(),
-                        expected: drift.expected.clone(),
-                        seq: item.seq,
-                        subject: format!("{}: {}", drift.path, drift.what),
-                    }));
+                    events.push(drift_found(&drift, &item.event));
                     report.drifted.push(drift);
                 }
                 recorder.append(item.run.as_deref(), events)?;
@@ -543,15 +563,7 @@ pub fn rollback(
             Ok(Some(drift)) => {
                 flush(&mut pending)?;
                 progress(&RollbackProgress::Drifted(drift.clone()));
-                recorder.append_one(
-                    item.run.as_deref(),
-                    Event::DriftFound(DriftFound {
-                        actual: format!("{}: {}", drift.what, drift.actual),
-                        expected: drift.expected.clone(),
-                        seq: item.seq,
-                        subject: drift.path.clone(),
-                    }),
-                )?;
+                recorder.append_one(item.run.as_deref(), drift_found(&drift, &item.event))?;
                 report.drifted.push(drift);
                 match on_drift {
                     OnDrift::Stop => {

@@ -89,6 +89,9 @@ pub fn summary(event: &Event) -> String {
         },
         Event::Checkpoint(e) => format!("checkpoint of seq {} head {}", e.seq, e.head.short()),
         Event::UndoStarted(e) => format!("started undoing seq {}", e.undoes),
+        Event::NeverHappened(e) => {
+            format!("the effect of seq {} never happened: {}", e.seq, e.found)
+        }
     }
 }
 

@@ -8,7 +8,10 @@
 //! newest first. A `Compensated{undoes}` anywhere in the entries removes
 //! that seq from every plan, so an interrupted rollback run again never
 //! undoes an item twice; an `UndoStarted{undoes}` without one marks the
-//! item's undo command as in doubt (`Item::undo_started`).
+//! item's undo command as in doubt (`Item::undo_started`). A
+//! `NeverHappened{seq}` (recovery found that an effect recorded ahead of
+//! it never took place) removes that seq too, without counting it as
+//! compensated.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -41,7 +44,8 @@ pub fn has_inverse(event: &Event) -> bool {
         | Event::DriftFound(_)
         | Event::Note(_)
         | Event::Checkpoint(_)
-        | Event::UndoStarted(_) => false,
+        | Event::UndoStarted(_)
+        | Event::NeverHappened(_) => false,
     }
 }
 
@@ -162,7 +166,8 @@ fn database_of(event: &Event) -> Option<&str> {
         | Event::DriftFound(_)
         | Event::Note(_)
         | Event::Checkpoint(_)
-        | Event::UndoStarted(_) => None,
+        | Event::UndoStarted(_)
+        | Event::NeverHappened(_) => None,
     }
 }
 
@@ -188,6 +193,15 @@ pub fn plan(
         .iter()
         .filter_map(|entry| match &entry.record.event {
             Event::Compensated(c) => Some(c.undoes),
+            _ => None,
+        })
+        .collect();
+    // Effects whose event was recorded ahead and that recovery found never
+    // took place: nothing to undo, and not counted as compensated.
+    let never_happened: BTreeSet<u64> = entries
+        .iter()
+        .filter_map(|entry| match &entry.record.event {
+            Event::NeverHappened(never) => Some(never.seq),
             _ => None,
         })
         .collect();
@@ -237,10 +251,9 @@ pub fn plan(
     }
     let mut already_compensated = 0;
     let mut chosen: BTreeMap<u64, Item> = BTreeMap::new();
-    for entry in entries
-        .iter()
-        .filter(|e| in_target(e) && has_inverse(&e.record.event))
-    {
+    for entry in entries.iter().filter(|e| {
+        in_target(e) && has_inverse(&e.record.event) && !never_happened.contains(&e.seq())
+    }) {
         if compensated.contains(&entry.seq()) {
             already_compensated += 1;
         } else {
@@ -251,6 +264,7 @@ pub fn plan(
         .iter()
         .filter(|e| {
             in_target(e)
+                && !never_happened.contains(&e.seq())
                 && matches!(&e.record.event, Event::SchemaChanged(s) if s.irreversible)
                 && chosen.keys().next().is_some_and(|first| e.seq() > *first)
         })
@@ -276,6 +290,7 @@ pub fn plan(
         for entry in entries.iter().filter(|e| e.seq() > first) {
             if chosen.contains_key(&entry.seq())
                 || compensated.contains(&entry.seq())
+                || never_happened.contains(&entry.seq())
                 || !has_inverse(&entry.record.event)
             {
                 continue;
@@ -355,12 +370,13 @@ pub fn describe_inverse(event: &Event) -> String {
         | Event::DriftFound(_)
         | Event::Note(_)
         | Event::Checkpoint(_)
-        | Event::UndoStarted(_) => "none".into(),
+        | Event::UndoStarted(_)
+        | Event::NeverHappened(_) => "none".into(),
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use rewind_ledger::{
         Compensated, Digest, DirCreated, FileType, ModeChanged, PathMoved, Record, RunStarted,
         StepStarted,
@@ -368,7 +384,7 @@ mod tests {
 
     use super::*;
 
-    fn entry(seq: u64, run: Option<&str>, event: Event) -> Entry {
+    pub(crate) fn entry(seq: u64, run: Option<&str>, event: Event) -> Entry {
         Entry {
             hash: Digest::default(),
             prev: Digest::default(),
@@ -384,6 +400,18 @@ mod tests {
         }
     }
 
+    pub(crate) fn run_started() -> Event {
+        Event::RunStarted(RunStarted {
+            description: String::new(),
+            spec_id: "s".into(),
+            spec_path: "s.toml".into(),
+            spec_sha256: Digest::default(),
+            spec_text: String::new(),
+            target: None,
+            vars: Default::default(),
+        })
+    }
+
     fn started(step: u32) -> Event {
         Event::StepStarted(StepStarted {
             kind: "k".into(),
@@ -397,19 +425,7 @@ mod tests {
     fn ledger() -> Vec<Entry> {
         let run = Some("r1");
         vec![
-            entry(
-                1,
-                run,
-                Event::RunStarted(RunStarted {
-                    description: String::new(),
-                    spec_id: "s".into(),
-                    spec_path: "s.toml".into(),
-                    spec_sha256: Digest::default(),
-                    spec_text: String::new(),
-                    target: None,
-                    vars: Default::default(),
-                }),
-            ),
+            entry(1, run, run_started()),
             entry(2, run, started(1)),
             entry(
                 3,
@@ -556,10 +572,43 @@ mod tests {
     }
 
     #[test]
+    fn an_effect_that_never_happened_is_left_out_of_the_plan_and_of_status() {
+        let mut entries = ledger();
+        entries.push(entry(
+            8,
+            Some("r1"),
+            Event::NeverHappened(rewind_ledger::NeverHappened {
+                found: "/v/c still has mode 0755".into(),
+                keys: Vec::new(),
+                paths: vec!["/v/c".into()],
+                seq: 7,
+                table: None,
+            }),
+        ));
+        let plan = super::plan(&entries, &RollbackTarget::Run("r1".into()), false).unwrap();
+        assert_eq!(
+            plan.items.iter().map(|i| i.seq).collect::<Vec<_>>(),
+            vec![5, 3]
+        );
+        assert_eq!(plan.already_compensated, 0);
+        assert!(matches!(
+            super::plan(&entries, &RollbackTarget::Step("r1".into(), 3), false),
+            Err(PlanRefusal::NothingToUndo {
+                already_compensated: 0,
+                ..
+            })
+        ));
+        let runs = crate::status::runs(&entries, crate::status::Writer::Holding);
+        assert_eq!(runs[0].lifecycle, crate::status::Lifecycle::Running);
+        assert_eq!((runs[0].effects, runs[0].never_happened), (2, 1));
+        assert_eq!(runs[0].steps[2].effects, 0);
+    }
+
+    #[test]
     fn status_follows_the_lifecycle() {
         let mut entries = ledger();
-        let runs = crate::status::runs(&entries);
-        assert_eq!(runs[0].lifecycle, crate::status::Lifecycle::Validated);
+        let runs = crate::status::runs(&entries, crate::status::Writer::Absent);
+        assert_eq!(runs[0].lifecycle, crate::status::Lifecycle::Abandoned);
         assert_eq!(runs[0].effects, 3);
         for (seq, undoes) in [(8, 7), (9, 5)] {
             entries.push(entry(
@@ -569,7 +618,7 @@ mod tests {
             ));
         }
         assert_eq!(
-            crate::status::runs(&entries)[0].lifecycle,
+            crate::status::runs(&entries, crate::status::Writer::Absent)[0].lifecycle,
             crate::status::Lifecycle::PartlyRolledBack
         );
         entries.push(entry(
@@ -577,7 +626,7 @@ mod tests {
             Some("r1"),
             Event::Compensated(Compensated { undoes: 3 }),
         ));
-        let runs = crate::status::runs(&entries);
+        let runs = crate::status::runs(&entries, crate::status::Writer::Absent);
         assert_eq!(runs[0].lifecycle, crate::status::Lifecycle::RolledBack);
         assert!(
             runs[0]

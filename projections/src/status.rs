@@ -1,9 +1,14 @@
 //! Run, step and target status: a fold over entries.
 //!
-//! A run's lifecycle: `validated` (started: its spec parsed, its paths
-//! checked and its plan accepted, not finished yet), then `migrated` or
-//! `failed`, then `rolled back` once every effect with an inverse has been
-//! compensated (`partly rolled back` before that).
+//! A run's lifecycle: `running` (started: its spec parsed, its paths
+//! checked and its plan accepted, not finished yet), then `migrated`,
+//! `failed` or `interrupted` (its process died and `rewind recover`
+//! recorded what truly happened), then `rolled back` once every effect
+//! with an inverse has been compensated (`partly rolled back` before
+//! that). An unfinished run is only running while a writer holds the
+//! ledger: with none, its process is dead and the run is shown as
+//! `interrupted (run `rewind recover`)`. An effect that recovery found
+//! never took place (`NeverHappened`) is not counted as an effect.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,9 +20,14 @@ use crate::inverse::has_inverse;
 /// Where a run is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Lifecycle {
-    Validated,
+    Running,
+    /// Unfinished, and no process holds the ledger to write: the process
+    /// that ran it died, and nothing has recovered it yet.
+    Abandoned,
     Migrated,
     Failed,
+    /// Its process died; recovery recorded what happened.
+    Interrupted,
     PartlyRolledBack,
     RolledBack,
 }
@@ -25,13 +35,23 @@ pub enum Lifecycle {
 impl fmt::Display for Lifecycle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Lifecycle::Validated => "validated",
+            Lifecycle::Running => "running",
+            Lifecycle::Abandoned => "interrupted (run `rewind recover`)",
             Lifecycle::Migrated => "migrated",
             Lifecycle::Failed => "failed",
+            Lifecycle::Interrupted => "interrupted",
             Lifecycle::PartlyRolledBack => "partly rolled back",
             Lifecycle::RolledBack => "rolled back",
         })
     }
+}
+
+/// Whether a process holds the ledger to write, as its lock tells: only
+/// then can an unfinished run still be running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    Holding,
+    Absent,
 }
 
 /// Where a step is.
@@ -40,6 +60,8 @@ pub enum StepState {
     Started,
     Finished,
     Failed,
+    /// Its process died during the step; recovery recorded it.
+    Interrupted,
     RolledBack,
 }
 
@@ -49,6 +71,7 @@ impl fmt::Display for StepState {
             StepState::Started => "started",
             StepState::Finished => "finished",
             StepState::Failed => "failed",
+            StepState::Interrupted => "interrupted",
             StepState::RolledBack => "rolled back",
         })
     }
@@ -85,11 +108,14 @@ pub struct RunStatus {
     pub last_seq: u64,
     pub effects: u64,
     pub compensated: u64,
+    /// Effects recorded ahead that recovery found never took place.
+    pub never_happened: u64,
     pub drift_found: u64,
 }
 
-/// Folds entries (in seq order) into the status of every run they start.
-pub fn runs(entries: &[Entry]) -> Vec<RunStatus> {
+/// Folds entries (in seq order) into the status of every run they start;
+/// `writer` says whether an unfinished run may still be running.
+pub fn runs(entries: &[Entry], writer: Writer) -> Vec<RunStatus> {
     let mut runs: BTreeMap<String, RunStatus> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     // seq of an effect → (run, step), to credit compensations.
@@ -110,12 +136,13 @@ pub fn runs(entries: &[Entry]) -> Vec<RunStatus> {
                     finished_at: None,
                     outcome: None,
                     error: None,
-                    lifecycle: Lifecycle::Validated,
+                    lifecycle: Lifecycle::Running,
                     steps: Vec::new(),
                     first_seq: entry.seq(),
                     last_seq: entry.seq(),
                     effects: 0,
                     compensated: 0,
+                    never_happened: 0,
                     drift_found: 0,
                 },
             );
@@ -131,6 +158,21 @@ pub fn runs(entries: &[Entry]) -> Vec<RunStatus> {
                     && let Some(step) = status.steps.iter_mut().find(|s| s.step == *step)
                 {
                     step.compensated += 1;
+                }
+            }
+            continue;
+        }
+        if let Event::NeverHappened(never) = &record.event {
+            if let Some((run, step)) = effect_of.remove(&never.seq)
+                && let Some(status) = runs.get_mut(&run)
+            {
+                status.effects -= 1;
+                status.never_happened += 1;
+                status.last_seq = status.last_seq.max(entry.seq());
+                if let Some(step) = step
+                    && let Some(step) = status.steps.iter_mut().find(|s| s.step == step)
+                {
+                    step.effects -= 1;
                 }
             }
             continue;
@@ -158,7 +200,11 @@ pub fn runs(entries: &[Entry]) -> Vec<RunStatus> {
             }
             Event::StepFailed(failed) => {
                 if let Some(step) = status.steps.iter_mut().find(|s| s.step == failed.step) {
-                    step.state = StepState::Failed;
+                    step.state = if failed.interrupted {
+                        StepState::Interrupted
+                    } else {
+                        StepState::Failed
+                    };
                     step.detail = failed.error.clone();
                 }
             }
@@ -194,12 +240,12 @@ pub fn runs(entries: &[Entry]) -> Vec<RunStatus> {
             } else if status.compensated > 0 {
                 Lifecycle::PartlyRolledBack
             } else {
-                match status.outcome {
-                    None => Lifecycle::Validated,
-                    Some(Outcome::Succeeded) => Lifecycle::Migrated,
-                    Some(Outcome::Failed | Outcome::Interrupted | Outcome::Drifted) => {
-                        Lifecycle::Failed
-                    }
+                match (status.outcome, writer) {
+                    (None, Writer::Holding) => Lifecycle::Running,
+                    (None, Writer::Absent) => Lifecycle::Abandoned,
+                    (Some(Outcome::Succeeded), _) => Lifecycle::Migrated,
+                    (Some(Outcome::Interrupted), _) => Lifecycle::Interrupted,
+                    (Some(Outcome::Failed | Outcome::Drifted), _) => Lifecycle::Failed,
                 }
             };
             status

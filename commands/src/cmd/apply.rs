@@ -331,12 +331,19 @@ pub fn run(ctx: &mut Ctx, args: ApplyArgs) -> CliResult {
             ));
         }
     }
-    let ledger = ctx.open_write()?;
+    let recorder = Recorder::new(ctx.open_write()?);
+    // What a rewind that died left unfinished is recorded before any new run.
+    let mut databases = Databases::new(
+        targets
+            .iter()
+            .flat_map(|planned| planned.resolved.database_urls()),
+    );
+    super::recover::recover_first(&mut ctx.printer, &recorder, &mut databases)?;
+    drop(databases);
     if !args.allow_changed_spec {
-        check_spec_unchanged(&ledger, &spec)?;
+        check_spec_unchanged(&recorder.lock(), &spec)?;
     }
-    let ids = run_ids(ctx.sequential_run_ids, &ledger, targets.len());
-    let recorder = Recorder::new(ledger);
+    let ids = run_ids(ctx.sequential_run_ids, &recorder.lock(), targets.len());
     let total = targets.len();
     let results = apply_all(
         &mut ctx.printer,

@@ -16,7 +16,7 @@ use rewind_migrations::tree::manifest;
 use rewind_migrations::undo::{OnDrift, RollbackProgress};
 use rewind_projections::describe::summary;
 use rewind_projections::history;
-use rewind_projections::status::runs;
+use rewind_projections::status::{Writer, runs};
 
 use super::apply::{apply_all, render_results};
 use super::rollback::{Rollback, roll_back};
@@ -103,7 +103,7 @@ pub fn run(ctx: &mut Ctx, args: DemoArgs) -> CliResult {
 
     heading(&mut text, "4. rewind status");
     let entries = all_entries(&recorder.lock())?;
-    let statuses = runs(&entries);
+    let statuses = runs(&entries, Writer::Holding);
     text.push_str(&super::status::render_runs(&statuses));
     if let Some(status) = statuses.first() {
         text.push_str(&super::status::render_run(status));
@@ -241,7 +241,7 @@ fn teams_tour(ctx: &mut Ctx, base: &std::path::Path, recorder: &Recorder) -> Cli
 
     heading(&mut text, &format!("11. rewind status {run}"));
     let entries = all_entries(&recorder.lock())?;
-    let statuses = runs(&entries);
+    let statuses = runs(&entries, Writer::Holding);
     if let Some(status) = statuses.iter().find(|status| status.run == run) {
         text.push_str(&super::status::render_run(status));
     }

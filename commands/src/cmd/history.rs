@@ -1,6 +1,6 @@
 //! `rewind history`: events filtered by run, target, path, row, kind, time.
 
-use rewind_ledger::{EVENT_KINDS, Entry, Selector};
+use rewind_ledger::{EVENT_KINDS, Entry, Selector, View};
 use rewind_projections::describe::summary;
 use rewind_projections::history::{self, ColumnChange, Query};
 use serde::Serialize;
@@ -51,6 +51,15 @@ pub fn run(ctx: &mut Ctx, args: HistoryArgs) -> CliResult {
         limit: args.limit,
     };
     let view = ctx.open_read()?;
+    if let View::Store(ledger) = &view {
+        let unfinished = super::recover::unfinished_runs(ledger)?;
+        if !unfinished.is_empty() {
+            ctx.printer.note(&format!(
+                "{} (run `rewind recover`)",
+                super::recover::describe_unfinished(&unfinished)
+            ));
+        }
+    }
     let target_runs = match &query.selector.target {
         Some(target) => view.runs_of_target(target)?,
         None => Vec::new(),

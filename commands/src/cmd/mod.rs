@@ -10,6 +10,7 @@ mod init;
 mod maintenance;
 mod note;
 mod plan;
+mod recover;
 mod rehearse;
 mod rollback;
 mod show;
@@ -45,6 +46,7 @@ pub fn run(command: Command, ctx: &mut Ctx) -> CliResult {
         Command::Status(args) => status::run(ctx, args),
         Command::Rollback(args) => rollback::run(ctx, args),
         Command::Rehearse(args) => rehearse::run(ctx, args),
+        Command::Recover(args) => recover::run(ctx, args),
         Command::Backups(BackupsCommand::List(args)) => backups::list(ctx, args),
         Command::Backups(BackupsCommand::Verify(args)) => backups::verify(ctx, args),
         Command::Backups(BackupsCommand::Restore(args)) => backups::restore(ctx, args),

@@ -3,7 +3,8 @@
 //! compensated), then has the migrations executors check drift and undo
 //! each item. Drift stops before the item with exit 3 unless
 //! `--on-drift skip`; `--dry-run` prints the plan and the drift it would
-//! meet and changes nothing.
+//! meet and changes nothing. What a rewind that died left unfinished is
+//! recovered first (`recover.rs`).
 
 use std::collections::BTreeMap;
 
@@ -209,9 +210,18 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
         OnDriftArg::Skip => OnDrift::Skip,
     };
     let ledger = ctx.open_write()?;
-    let recorder = Recorder::new(ledger);
-    let plan = plan(&recorder, &target, args.cascade)?.map_err(refusal_error)?;
     let mut databases = Databases::new(args.databases.clone());
+    let recorder = if args.dry_run {
+        super::recover::mention_unfinished(&mut ctx.printer, &ledger)?;
+        Recorder::new(ledger)
+    } else {
+        // What a rewind that died left unfinished is recorded first, so
+        // that the plan leaves out the effects that never happened.
+        let recorder = Recorder::new(ledger);
+        super::recover::recover_first(&mut ctx.printer, &recorder, &mut databases)?;
+        recorder
+    };
+    let plan = plan(&recorder, &target, args.cascade)?.map_err(refusal_error)?;
     if !args.allow_irreversible && !plan.irreversible.is_empty() && !args.dry_run {
         return Err(irreversible_error(&plan.irreversible));
     }

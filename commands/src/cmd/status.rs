@@ -1,8 +1,11 @@
 //! `rewind status [RUN]`: every run with its target and lifecycle
-//! (validated → migrated → rolled back / failed), or one run's steps.
+//! (running → migrated / failed / interrupted → rolled back), or one run's
+//! steps. An unfinished run is running only while a writer holds the
+//! ledger; with none, it is shown as interrupted, with the command that
+//! recovers it.
 
-use rewind_ledger::Entry;
-use rewind_projections::status::{RunStatus, runs};
+use rewind_ledger::{Entry, View};
+use rewind_projections::status::{RunStatus, Writer, runs};
 use serde::Serialize;
 
 use crate::cli::StatusArgs;
@@ -33,6 +36,7 @@ struct JsonRun<'a> {
     started_at: String,
     effects: u64,
     compensated: u64,
+    never_happened: u64,
     steps: Vec<JsonStep<'a>>,
 }
 
@@ -48,6 +52,7 @@ fn json_run(run: &RunStatus) -> JsonRun<'_> {
         started_at: run.started_at.to_string(),
         effects: run.effects,
         compensated: run.compensated,
+        never_happened: run.never_happened,
         steps: run
             .steps
             .iter()
@@ -106,8 +111,21 @@ pub fn render_run(run: &RunStatus) -> String {
         run.lifecycle
     );
     text.push_str(&format!(
-        "started {} by {}, seqs {}–{}, {} effect(s), {} undone\n",
-        run.started_at, run.actor, run.first_seq, run.last_seq, run.effects, run.compensated
+        "started {} by {}, seqs {}–{}, {} effect(s), {} undone{}\n",
+        run.started_at,
+        run.actor,
+        run.first_seq,
+        run.last_seq,
+        run.effects,
+        run.compensated,
+        if run.never_happened > 0 {
+            format!(
+                " ({} recorded effect(s) found never to have happened)",
+                run.never_happened
+            )
+        } else {
+            String::new()
+        }
     ));
     if let Some(error) = &run.error {
         text.push_str(&format!("error: {error}\n"));
@@ -144,7 +162,12 @@ pub fn run(ctx: &mut Ctx, args: StatusArgs) -> CliResult {
         entries.push(entry.clone());
         Ok(())
     })?;
-    let all = runs(&entries);
+    // Reading from the store means no process holds the ledger to write.
+    let writer = match view {
+        View::Store(_) => Writer::Absent,
+        View::Journal(..) => Writer::Holding,
+    };
+    let all = runs(&entries, writer);
     match &args.run {
         Some(wanted) => {
             let Some(run) = all.iter().find(|r| &r.run == wanted) else {

@@ -17,9 +17,10 @@
 //!
 //! Recovery after a crash: a `RowsChanged` chunk is in the ledger before
 //! its transaction commits, so the newest chunk of an unfinished step may
-//! never have committed. [`Database::check_drift`] on it tells: every row
-//! at its before image (`already_restored`) means it did not commit; every
-//! row at its after image (`restored`) means it did.
+//! never have committed. [`Database::chunk_state`] tells, through
+//! [`Database::check_drift`]: every row at its before image
+//! (`already_restored`) means it did not commit; every row at its after
+//! image (`restored`) means it did.
 //!
 //! This module never prints and never writes the ledger itself.
 
@@ -30,6 +31,7 @@ mod error;
 mod executor;
 mod postgres;
 mod preflight;
+mod recover;
 mod sqlite;
 mod undo;
 
@@ -45,6 +47,7 @@ pub use error::{DbError, Result};
 pub use executor::{Bind, BoxFuture, Engine, Executor, quote_ident, quote_table, redact_url};
 pub use postgres::PgExecutor;
 pub use preflight::Operation;
+pub use recover::{ChunkState, SequenceState};
 pub use sqlite::SqliteExecutor;
 pub use undo::{OnDrift, RowDrift, UndoOptions, UndoReport};
 
