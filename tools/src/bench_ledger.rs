@@ -3,13 +3,15 @@
 //! bytes, opening, full verification, and history by run and by row key.
 //!
 //! ```text
-//! cargo run --release -p rewind-tools --bin bench-ledger -- [--events N] [--batch N] [--run-size N] [--dir DIR] [--skip-raw]
+//! cargo run --release -p rewind-tools --bin bench-ledger -- [--events N] [--batch N] [--run-size N] [--dir DIR] [--skip-raw] [--row-images N]
 //! ```
 //!
 //! Defaults: 1,000,000 events, 1,000 per batch, 10,000 events per run, in a
 //! temporary directory (give `--dir` to put it on another filesystem).
 //! `--skip-raw` leaves out the raw sled baselines (and so the ratios), to
-//! profile the ledger's own append.
+//! profile the ledger's own append. `--row-images N` also appends N row
+//! images as database steps record them (`RowsChanged` events of 1000 rows,
+//! ten to a batch) and reports the ledger's cost per row.
 
 // A command-line tool: its output is the point.
 #![allow(clippy::print_stdout)]
@@ -30,6 +32,7 @@ struct Options {
     run_size: u64,
     dir: Option<PathBuf>,
     skip_raw: bool,
+    row_images: u64,
 }
 
 fn parse_options() -> Options {
@@ -39,6 +42,7 @@ fn parse_options() -> Options {
         run_size: 10_000,
         dir: None,
         skip_raw: false,
+        row_images: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -52,8 +56,11 @@ fn parse_options() -> Options {
             "--run-size" => options.run_size = value().parse().expect("--run-size N"),
             "--dir" => options.dir = Some(PathBuf::from(value())),
             "--skip-raw" => options.skip_raw = true,
+            "--row-images" => {
+                options.row_images = value().replace('_', "").parse().expect("--row-images N")
+            }
             other => panic!(
-                "unknown argument {other}; usage: bench-ledger [--events N] [--batch N] [--run-size N] [--dir DIR] [--skip-raw]"
+                "unknown argument {other}; usage: bench-ledger [--events N] [--batch N] [--run-size N] [--dir DIR] [--skip-raw] [--row-images N]"
             ),
         }
     }
@@ -480,6 +487,14 @@ fn main() {
         );
     }
 
+    if options.row_images > 0 {
+        row_images(
+            &temp.path().join("row-images"),
+            options.row_images,
+            &mut table,
+        );
+    }
+
     println!("  load average at the end: {}", load_average());
     table.print();
 }
@@ -541,4 +556,75 @@ fn history(ledger: &Ledger, selector: &Selector) -> (Duration, Duration, usize) 
         std::hint::black_box(entries);
     }
     (samples[0], median(samples), count)
+}
+
+/// Appends `count` row images of a four-column table, as an `update` step
+/// records them: `RowsChanged` events of 1000 rows, ten events (one
+/// 10,000-row transaction) to a durable batch.
+fn row_images(dir: &Path, count: u64, table: &mut Table) {
+    let mut ledger = Ledger::init(dir, "bench-rows", origin()).unwrap();
+    let columns = ["id", "a", "b", "c"]
+        .iter()
+        .zip(["integer", "integer", "text", "real"])
+        .map(|(name, sql_type)| Column {
+            name: (*name).into(),
+            sql_type: sql_type.into(),
+        })
+        .collect::<Vec<_>>();
+    let image = |id: u64, step: u64| {
+        vec![
+            SqlValue::Integer(id as i64),
+            SqlValue::Integer((id * 7 + step) as i64),
+            SqlValue::Text(format!("row {id} {}", "x".repeat(step as usize))),
+            SqlValue::Real(format!("{:#018x}", (id as f64 * 1.5).to_bits())),
+        ]
+    };
+    let batches: Vec<Vec<Draft>> = (0..count.div_ceil(10_000))
+        .map(|batch| {
+            (0..10)
+                .map(|chunk| {
+                    let first = batch * 10_000 + chunk * 1000;
+                    let rows = (first..(first + 1000).min(count))
+                        .map(|id| RowImage {
+                            after: Some(image(id, 1)),
+                            before: Some(image(id, 0)),
+                            key: vec![SqlValue::Integer(id as i64)],
+                        })
+                        .collect::<Vec<_>>();
+                    Draft {
+                        run: Some("rows".into()),
+                        event: Event::RowsChanged(RowsChanged {
+                            chunk: (batch * 10 + chunk) as u32,
+                            columns: columns.clone(),
+                            database: "sqlite:///srv/panel.db".into(),
+                            key_columns: vec!["id".into()],
+                            rows,
+                            step: 1,
+                            table: "t".into(),
+                        }),
+                    }
+                })
+                .filter(|draft| matches!(&draft.event, Event::RowsChanged(e) if !e.rows.is_empty()))
+                .collect()
+        })
+        .collect();
+    let (started, cpu) = (Instant::now(), cpu_time());
+    for drafts in batches {
+        ledger.append_batch(drafts).unwrap();
+    }
+    ledger.wait_for_store().unwrap();
+    let (wall, cpu) = (started.elapsed(), cpu_time() - cpu);
+    let journal = std::fs::metadata(dir.join("journal.jsonl")).unwrap().len();
+    table.row(
+        &format!("append {count} row images (RowsChanged of 1000 rows, 10 a batch)"),
+        format!(
+            "{:.2} s ({:.2} µs/row, {:.2} µs CPU/row, {:.0} journal bytes/row)",
+            wall.as_secs_f64(),
+            wall.as_secs_f64() * 1e6 / count as f64,
+            cpu.as_secs_f64() * 1e6 / count as f64,
+            journal as f64 / count as f64
+        ),
+        "",
+        String::new(),
+    );
 }
