@@ -146,6 +146,14 @@ impl Ctx {
                 ledger.caught_up()
             ));
         }
+        // A few events are indexed on many opens (after a crash); a large
+        // number means the whole index was rebuilt, which took a while.
+        if ledger.indexed_on_open() >= 10_000 {
+            self.printer.note(&format!(
+                "indexed {} event(s) on opening the ledger (its index was behind, or of an older layout)",
+                ledger.indexed_on_open()
+            ));
+        }
     }
 }
 

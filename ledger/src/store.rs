@@ -44,8 +44,10 @@ const INDEXED_THROUGH: &[u8] = b"\xffindexed_through";
 /// rebuilt from the events when the ledger is opened.
 const INDEX_FORMAT: &[u8] = b"\xffindex_format";
 const INDEX_FORMAT_VERSION: &[u8] = b"2";
-/// How many events `catch_up_index` indexes in one sled batch.
-const CATCH_UP_CHUNK: usize = 50_000;
+/// How many events, or paths and rows, `catch_up_index` indexes in one sled
+/// batch: events of a thousand rows name a thousand subjects each.
+const CATCH_UP_EVENTS: usize = 50_000;
+const CATCH_UP_SUBJECTS: usize = 1_000_000;
 
 /// Who is appending, recorded in every envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +226,9 @@ pub struct Ledger {
     origin: Origin,
     clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
     caught_up: u64,
+    /// How many events were indexed while opening (an index behind its
+    /// events, or of another layout, rebuilt).
+    indexed_on_open: u64,
     /// The seq and hash of the entry `get` read last: history reads runs
     /// of consecutive seqs, and the next entry's `prev` is this hash, so
     /// it need not be read again.
@@ -327,6 +332,7 @@ impl Ledger {
             origin,
             clock: Box::new(Timestamp::now),
             caught_up: 0,
+            indexed_on_open: 0,
             last_page: Mutex::new(None),
             pending: Mutex::new(None),
             broken: Mutex::new(None),
@@ -346,7 +352,7 @@ impl Ledger {
             ledger.clear_index()?;
         }
         *ledger.lock_group() = OpenGroup::load(&ledger.index)?;
-        ledger.catch_up_index()?;
+        ledger.indexed_on_open = ledger.catch_up_index()?;
         Ok(ledger)
     }
 
@@ -405,19 +411,24 @@ impl Ledger {
         self.caught_up
     }
 
+    /// How many events were indexed when the ledger was opened.
+    pub fn indexed_on_open(&self) -> u64 {
+        self.indexed_on_open
+    }
+
     fn lock_group(&self) -> std::sync::MutexGuard<'_, OpenGroup> {
         self.open_group.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Indexes the events beyond the index's marker: after a crash between
     /// the journal and the store, after `repair`, or for `reindex`.
-    fn catch_up_index(&mut self) -> Result<()> {
+    fn catch_up_index(&mut self) -> Result<u64> {
         let indexed = match self.index.get(INDEXED_THROUGH)? {
             Some(bytes) => decode_key(&bytes)?,
             None => 0,
         };
         if indexed >= self.head.0 {
-            return Ok(());
+            return Ok(0);
         }
         let mut entries = page::entries_from(&self.events, indexed + 1).peekable();
         while entries.peek().is_some() {
@@ -425,18 +436,22 @@ impl Ledger {
             let mut runs = RunRanges::default();
             let mut subjects = Vec::new();
             let mut last = indexed;
-            for item in entries.by_ref().take(CATCH_UP_CHUNK) {
+            for item in entries.by_ref().take(CATCH_UP_EVENTS) {
                 let (seq, value, place) = item?;
                 let (_, record) = decode_stored(&value[place], seq)?;
                 index_record(&mut batch, &mut runs, &mut subjects, &record);
                 last = seq;
+                if subjects.len() >= CATCH_UP_SUBJECTS {
+                    break;
+                }
             }
             runs.write(&mut batch);
             self.lock_group().add(subjects, &mut batch);
             batch.insert(INDEXED_THROUGH, &last.to_be_bytes());
             self.index.apply_batch(batch)?;
         }
-        self.make_store_durable()
+        self.make_store_durable()?;
+        Ok(self.head.0 - indexed)
     }
 
     /// Drops and rebuilds every index from the events tree.
@@ -450,6 +465,12 @@ impl Ledger {
     /// Empties the index, marked with the current layout, so that
     /// `catch_up_index` rebuilds it from the first event.
     fn clear_index(&mut self) -> Result<()> {
+        // sled clears key by key, and the markers sort last: they go first,
+        // durably, so that a clear cut short is never taken for a complete
+        // index (it has no layout marker, and is rebuilt on the next open).
+        self.index.remove(INDEX_FORMAT)?;
+        self.index.remove(INDEXED_THROUGH)?;
+        self.make_store_durable()?;
         self.index.clear()?;
         self.index.insert(INDEX_FORMAT, INDEX_FORMAT_VERSION)?;
         *self.lock_group() = OpenGroup::default();
