@@ -260,3 +260,92 @@ fn the_teams_runbook_rehearses_exactly_on_postgres_and_drops_its_copy() {
         assert!(left.is_empty(), "the scratch copy is dropped: {left:?}");
     });
 }
+
+#[test]
+fn an_absolute_link_into_the_root_is_pointed_at_the_copy() {
+    // A deploy's `current` link, written with the root's absolute path.
+    let spec = r#"
+[migration]
+id = "through-a-link"
+
+[vars]
+root = { required = true, root = true }
+
+[[step]]
+kind = "chmod"
+path = "{root}/current/config"
+mode = "0600"
+"#;
+    let (env, vhost, spec, scratch) = world(spec);
+    let release = vhost.join("releases/3");
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::write(release.join("config"), "x = 1\n").unwrap();
+    std::fs::set_permissions(
+        release.join("config"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&release, vhost.join("current")).unwrap();
+    let before = manifest(&vhost).unwrap();
+    let head = env.run(&["verify"]).stdout;
+    let target = format!("root={}", vhost.display());
+    let output = env.run(&[
+        "rehearse",
+        &spec,
+        "--target",
+        &target,
+        "--scratch",
+        &scratch,
+    ]);
+    assert_eq!(output.code, 0, "{output:?}");
+    assert!(
+        output
+            .stdout
+            .contains("(1 absolute link(s) into it pointed at the copy)")
+            && output.stdout.contains("identical to the original"),
+        "{output:?}"
+    );
+    assert_eq!(
+        manifest(&vhost).unwrap(),
+        before,
+        "the file behind the link is untouched"
+    );
+    assert_untouched(&env, &scratch, &head);
+}
+
+#[test]
+fn places_that_would_lead_a_rehearsal_back_to_the_original_are_refused() {
+    let (env, vhost, spec, scratch) = world(RUNBOOK);
+    let before = manifest(&vhost).unwrap();
+    let target = format!("root={}", vhost.display());
+    // A scratch directory inside the root would be copied into itself.
+    let inside = vhost.join("scratch");
+    std::fs::create_dir(&inside).unwrap();
+    let output = env.run(&[
+        "rehearse",
+        &spec,
+        "--target",
+        &target,
+        "--scratch",
+        &inside.display().to_string(),
+    ]);
+    assert_eq!(output.code, 2, "{output:?}");
+    assert!(output.stderr.contains("lies inside root"), "{output:?}");
+    std::fs::remove_dir(&inside).unwrap();
+    assert_eq!(manifest(&vhost).unwrap(), before);
+    // A url whose parameters name the database would reach the original
+    // whatever its path says.
+    let teams = env.root().join("teams.toml");
+    std::fs::write(&teams, TEAMS).unwrap();
+    let output = env.run(&[
+        "rehearse",
+        &teams.display().to_string(),
+        "--target",
+        "db=postgres://app@127.0.0.1:1/copy?dbname=panel",
+        "--scratch",
+        &scratch,
+    ]);
+    assert_eq!(output.code, 2, "{output:?}");
+    assert_snapshot!(stable(&output.stderr));
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+}

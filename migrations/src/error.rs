@@ -221,7 +221,7 @@ pub enum MigrateError {
 
     /// The spec cannot be pointed at copies of its targets.
     #[error("cannot rehearse: {reason}")]
-    Rehearsal { reason: String },
+    Rehearsal { reason: String, hint: String },
 
     /// A target could not be copied for a rehearsal.
     #[error("cannot rehearse: {reason}")]
@@ -279,10 +279,7 @@ impl MigrateError {
                 "`database = \"{db}\"` with `[vars] db = { required = true }` takes it per target"
                     .into(),
             ),
-            MigrateError::Rehearsal { .. } => Some(
-                "nothing was copied or changed; give every root and database through a variable (`{root}`, `{db}`)"
-                    .into(),
-            ),
+            MigrateError::Rehearsal { hint, .. } => Some(format!("{hint}; nothing outside the scratch area was touched")),
             MigrateError::RehearsalCopy { .. } => Some(
                 "nothing outside the scratch area was changed; rehearse again when nobody else uses the database, or on a copy made by hand"
                     .into(),

@@ -23,6 +23,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::db::dump::{self, PgDumpPart};
+use rewind_ledger::SqlValue;
+
 use crate::db::{Database, Engine, engine_of, quote_ident, redact_url};
 use crate::error::MigrateError;
 use crate::paths;
@@ -40,11 +42,29 @@ pub struct Copied {
     pub original: String,
     /// The copy, with any password removed.
     pub copy: String,
+    /// Absolute links in a copied root pointed at the copy.
+    pub relinked: usize,
+}
+
+/// A rehearsal checked and ready to copy its targets: nothing has been
+/// made yet. [`Planned::make`] copies them into a [`Scratch`].
+#[derive(Debug)]
+pub struct Planned {
+    dir: PathBuf,
+    spec: Spec,
+    /// The outermost roots, each with the path of its copy.
+    roots: Vec<(PathBuf, PathBuf)>,
+    /// Each database url, with the url of its copy.
+    databases: Vec<(String, String)>,
+    vars: BTreeMap<String, String>,
+    resolved: Resolved,
+    skipped: Vec<(u32, &'static str, String)>,
 }
 
 /// The scratch area of one target's rehearsal: its copies, and the spec
 /// resolved against them. Dropping it removes the copies (scratch
-/// PostgreSQL databases included) unless [`Scratch::keep`] was called.
+/// PostgreSQL databases included) unless [`Scratch::keep`] was called;
+/// [`Scratch::clean_up`] does the same and says what it could not remove.
 #[derive(Debug)]
 pub struct Scratch {
     dir: PathBuf,
@@ -59,57 +79,70 @@ pub struct Scratch {
     databases: Vec<(String, String)>,
 }
 
-impl Scratch {
-    /// Copies what `spec` resolved with `vars` touches into `dir` (which
-    /// must not exist) and resolves the spec again against the copies.
-    pub fn prepare(
+/// Connection parameters that would make a `postgres://` url name another
+/// database or server than the one its path and authority say.
+const REDIRECTING_PARAMETERS: &[&str] = &["dbname", "host", "hostaddr", "port", "service"];
+
+impl Planned {
+    /// Checks that everything `spec` resolved with `vars` touches can be
+    /// copied into `dir` (which must not exist yet) and pointed at there;
+    /// changes nothing.
+    pub fn check(
         spec: &Spec,
         vars: &BTreeMap<String, String>,
         dir: &Path,
         run_commands: bool,
-    ) -> Result<Scratch, MigrateError> {
+    ) -> Result<Planned, MigrateError> {
         let original = spec.resolve(vars)?;
-        let mut scratch = Scratch {
-            dir: dir.to_path_buf(),
-            keep: false,
-            copies: Vec::new(),
-            vars: vars.clone(),
-            resolved: original.clone(),
-            skipped: Vec::new(),
-            databases: Vec::new(),
-        };
-        let dir = &paths::resolve(dir);
+        let dir = paths::resolve(dir);
+        if dir.exists() {
+            return Err(refused(
+                format!("the scratch directory {} exists already", dir.display()),
+                "give --scratch a directory of its own; rehearse makes a new one inside it",
+            ));
+        }
         // Outermost roots only: a root inside another is copied with it.
-        let mut roots: Vec<PathBuf> = Vec::new();
+        let mut outermost: Vec<PathBuf> = Vec::new();
         for root in &original.roots {
             if !original
                 .roots
                 .iter()
                 .any(|other| other != root && root.starts_with(other))
-                && !roots.contains(root)
+                && !outermost.contains(root)
             {
-                roots.push(root.clone());
+                outermost.push(root.clone());
             }
         }
-        let urls = original.database_urls();
-        // Every variable that names a root, a path below one, or a database
-        // is rewritten; the rest are kept.
-        let mut rewrites: Vec<(String, String)> = Vec::new();
-        for (index, root) in roots.iter().enumerate() {
+        let mut roots = Vec::new();
+        for (index, root) in outermost.into_iter().enumerate() {
+            if dir.starts_with(&root) {
+                return Err(refused(
+                    format!(
+                        "the scratch directory {} lies inside root {}, which would be copied into itself",
+                        dir.display(),
+                        root.display()
+                    ),
+                    "give --scratch a directory outside every root",
+                ));
+            }
             let name = root.file_name().map_or_else(
                 || "root".to_owned(),
                 |name| name.to_string_lossy().into_owned(),
             );
             let copy = dir.join(format!("root-{}-{name}", index + 1));
-            rewrites.push((root.display().to_string(), copy.display().to_string()));
+            roots.push((root, copy));
         }
-        let mut database_copies: Vec<(String, String)> = Vec::new();
-        for (index, url) in urls.iter().enumerate() {
-            let copy = match engine_of(url) {
+        let mut databases = Vec::new();
+        for (index, url) in original.database_urls().into_iter().enumerate() {
+            let cannot_tell = || {
+                refused(
+                    format!("cannot tell the database of {}", redact_url(&url)),
+                    "write the url as sqlite:///path/to/file or postgres://user@host/database",
+                )
+            };
+            let copy = match engine_of(&url) {
                 Some(Engine::Sqlite) => {
-                    let path = sqlite_path(url).ok_or_else(|| {
-                        refused(format!("cannot tell the file of {}", redact_url(url)))
-                    })?;
+                    let path = sqlite_path(&url).ok_or_else(cannot_tell)?;
                     let name = Path::new(&path)
                         .file_name()
                         .map_or_else(|| "db".into(), |n| n.to_string_lossy().into_owned());
@@ -119,26 +152,36 @@ impl Scratch {
                     )
                 }
                 Some(Engine::Postgres) => {
-                    let (_, name) = postgres_database(url).ok_or_else(|| {
-                        refused(format!("cannot tell the database of {}", redact_url(url)))
-                    })?;
-                    let suffix = &dir.display().to_string();
-                    let scratch_name = scratch_database_name(&name, suffix);
-                    with_database(url, &scratch_name).ok_or_else(|| {
-                        refused(format!("cannot tell the database of {}", redact_url(url)))
-                    })?
+                    if let Some(parameter) = query_parameters(&url)
+                        .into_iter()
+                        .find(|name| REDIRECTING_PARAMETERS.contains(&name.as_str()))
+                    {
+                        return Err(refused(
+                            format!(
+                                "the url {} sets `{parameter}=`, which a copy's url could not override",
+                                redact_url(&url)
+                            ),
+                            "write the database in the url's path and the server in its authority: postgres://user@host:port/database",
+                        ));
+                    }
+                    let (_, name) = postgres_database(&url).ok_or_else(cannot_tell)?;
+                    let scratch_name = scratch_database_name(&name, &dir.display().to_string());
+                    with_database(&url, &scratch_name).ok_or_else(cannot_tell)?
                 }
                 None => {
-                    return Err(refused(format!(
-                        "{} is neither sqlite:// nor postgres://",
-                        redact_url(url)
-                    )));
+                    return Err(refused(
+                        format!("{} is neither sqlite:// nor postgres://", redact_url(&url)),
+                        "rehearse copies SQLite and PostgreSQL databases",
+                    ));
                 }
             };
-            database_copies.push((url.clone(), copy));
+            databases.push((url, copy));
         }
-        for value in scratch.vars.values_mut() {
-            if let Some((_, copy)) = database_copies.iter().find(|(url, _)| url == value) {
+        // Every variable that names a database, a root, or a path below a
+        // root is pointed at its copy; the rest are kept.
+        let mut rewritten = vars.clone();
+        for value in rewritten.values_mut() {
+            if let Some((_, copy)) = databases.iter().find(|(url, _)| url == value) {
                 *value = copy.clone();
                 continue;
             }
@@ -148,36 +191,41 @@ impl Scratch {
                 continue;
             }
             let real = paths::resolve(path);
-            for (root, (_, copy)) in roots.iter().zip(&rewrites) {
-                if let Ok(rest) = real.strip_prefix(root) {
-                    *value = Path::new(copy).join(rest).display().to_string();
-                    break;
-                }
+            if let Some((root, copy)) = roots.iter().find(|(root, _)| real.starts_with(root)) {
+                let rest = real.strip_prefix(root).expect("starts with the root");
+                *value = copy.join(rest).display().to_string();
             }
         }
-        let mut resolved = spec.resolve(&scratch.vars)?;
+        let mut resolved = spec.resolve(&rewritten)?;
         // Everything the rehearsal will touch must be a copy.
         for root in &resolved.roots {
-            if !root.starts_with(dir) {
-                return Err(refused(format!(
-                    "root {} is not given through a variable, so it cannot be pointed at a copy",
-                    root.display()
-                )));
+            if !root.starts_with(&dir) {
+                return Err(refused(
+                    format!(
+                        "root {} still lies outside the copies once the variables name them",
+                        root.display()
+                    ),
+                    "give every root through a variable (`{root}`), so that it can be pointed at its copy",
+                ));
             }
         }
         for url in resolved.database_urls() {
-            if !database_copies.iter().any(|(_, copy)| *copy == url) {
-                return Err(refused(format!(
-                    "database {} is not given through a variable, so it cannot be pointed at a copy",
-                    redact_url(&url)
-                )));
+            if !databases.iter().any(|(_, copy)| *copy == url) {
+                return Err(refused(
+                    format!(
+                        "database {} still lies outside the copies once the variables name them",
+                        redact_url(&url)
+                    ),
+                    "give every database through a variable (`{db}`), so that it can be pointed at its copy",
+                ));
             }
         }
+        let mut skipped = Vec::new();
         if !run_commands {
             resolved.steps.retain(|step| {
                 let outside = acts_outside_copies(&step.spec);
                 if outside {
-                    scratch.skipped.push((
+                    skipped.push((
                         step.index,
                         step.spec.kind(),
                         "it acts outside the copies; give --run-commands to run it".into(),
@@ -186,31 +234,71 @@ impl Scratch {
                 !outside
             });
         }
-        scratch.resolved = resolved;
-        // Only now is anything made.
-        fs_err::create_dir(dir)?;
-        for (root, (original_root, copy)) in roots.iter().zip(&rewrites) {
+        Ok(Planned {
+            dir,
+            spec: spec.clone(),
+            roots,
+            databases,
+            vars: rewritten,
+            resolved,
+            skipped,
+        })
+    }
+
+    /// Makes the copies, then checks that the spec resolved against them
+    /// still touches nothing else (a copied link may lead back out).
+    pub fn make(self) -> Result<Scratch, MigrateError> {
+        fs_err::create_dir(&self.dir)?;
+        // From here on, dropping the scratch removes what was made.
+        let mut scratch = Scratch {
+            dir: self.dir.clone(),
+            keep: false,
+            copies: Vec::new(),
+            vars: self.vars.clone(),
+            resolved: self.resolved,
+            skipped: self.skipped,
+            databases: Vec::new(),
+        };
+        for (root, copy) in &self.roots {
             if !root.is_dir() {
-                return Err(refused(format!("root {original_root} is not a directory")));
+                return Err(refused(
+                    format!("root {} is not a directory", root.display()),
+                    "a root is the directory a migration works in; check the target's variables",
+                ));
             }
-            copy_tree(root, Path::new(copy))?;
+            copy_tree(root, copy)?;
+            let relinked = relink(copy, &self.roots)?;
             scratch.copies.push(Copied {
                 what: "root",
-                original: original_root.clone(),
-                copy: copy.clone(),
+                original: root.display().to_string(),
+                copy: copy.display().to_string(),
+                relinked,
             });
         }
-        for (url, copy) in &database_copies {
+        for (url, copy) in &self.databases {
             copy_database(url, copy, &mut scratch.databases)?;
             scratch.copies.push(Copied {
                 what: "database",
                 original: redact_url(url),
                 copy: redact_url(copy),
+                relinked: 0,
             });
         }
-        Ok(scratch)
+        // With the copies in place, every path is resolved again through
+        // the links that are now there.
+        match self.spec.resolve(&self.vars) {
+            Ok(_) => Ok(scratch),
+            Err(error) => Err(refused(
+                format!(
+                    "once copied, a path leads out of the copies ({error}); a link in a root that leads outside every root cannot be rehearsed"
+                ),
+                "rehearse follows the links of a copied root; a link that leads outside every root takes a step outside the copies",
+            )),
+        }
     }
+}
 
+impl Scratch {
     /// The scratch directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -219,6 +307,40 @@ impl Scratch {
     /// Leaves the copies in place when this value is dropped.
     pub fn keep(&mut self) {
         self.keep = true;
+    }
+
+    /// Removes the copies (unless kept) and says what it could not remove.
+    pub fn clean_up(mut self) -> Vec<String> {
+        let left = self.remove();
+        self.keep = true;
+        left
+    }
+
+    fn remove(&mut self) -> Vec<String> {
+        if self.keep {
+            return Vec::new();
+        }
+        let mut left = Vec::new();
+        for (maintenance, name) in std::mem::take(&mut self.databases) {
+            let dropped = Database::connect(&maintenance).and_then(|mut database| {
+                database.execute_script(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_ident(&name)
+                ))
+            });
+            if let Err(error) = dropped {
+                left.push(format!(
+                    "the scratch database {name} on {} ({error})",
+                    redact_url(&maintenance)
+                ));
+            }
+        }
+        if let Err(error) = std::fs::remove_dir_all(&self.dir)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            left.push(format!("{} ({error})", self.dir.display()));
+        }
+        left
     }
 
     /// The state of every copy now.
@@ -248,19 +370,35 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if self.keep {
-            return;
-        }
-        for (maintenance, name) in &self.databases {
-            if let Ok(mut database) = Database::connect(maintenance) {
-                let _ = database.execute_script(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    quote_ident(name)
-                ));
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = self.remove();
     }
+}
+
+/// Points every absolute link in `copy` that leads into one of the roots at
+/// the same place in that root's copy instead; returns how many it changed.
+/// (A deploy's `current -> /srv/site/releases/3` would otherwise lead a
+/// rehearsal's steps back into the original.)
+fn relink(copy: &Path, roots: &[(PathBuf, PathBuf)]) -> Result<usize, MigrateError> {
+    let mut relinked = 0;
+    for entry in walkdir::WalkDir::new(copy).follow_links(false) {
+        let entry = entry.map_err(|e| std::io::Error::other(e.to_string()))?;
+        if !entry.path_is_symlink() {
+            continue;
+        }
+        let target = fs_err::read_link(entry.path())?;
+        if !target.is_absolute() {
+            continue;
+        }
+        let real = paths::resolve(&target);
+        let Some((root, root_copy)) = roots.iter().find(|(root, _)| real.starts_with(root)) else {
+            continue;
+        };
+        let rest = real.strip_prefix(root).expect("starts with the root");
+        fs_err::remove_file(entry.path())?;
+        std::os::unix::fs::symlink(root_copy.join(rest), entry.path())?;
+        relinked += 1;
+    }
+    Ok(relinked)
 }
 
 /// Whether a step acts on the world beyond the paths and databases it
@@ -284,8 +422,11 @@ fn acts_outside_copies(step: &StepSpec) -> bool {
     }
 }
 
-fn refused(reason: String) -> MigrateError {
-    MigrateError::Rehearsal { reason }
+fn refused(reason: String, hint: &str) -> MigrateError {
+    MigrateError::Rehearsal {
+        reason,
+        hint: hint.to_owned(),
+    }
 }
 
 /// The state of a rehearsal's copies at one moment.
@@ -476,13 +617,28 @@ fn copy_database(
                         redact_url(url)
                     ),
                 })?;
-            scratch_databases.push((maintenance, name));
-            Ok(())
+            scratch_databases.push((maintenance, name.clone()));
+            // The copy's url must reach the copy, whatever else it says.
+            let reached = Database::connect(copy)
+                .and_then(|mut database| database.query("SELECT current_database()", &[]))
+                .map_err(db_error)?;
+            match reached.first().and_then(|row| row.first()) {
+                Some(SqlValue::Text(current) | SqlValue::Typed(current)) if *current == name => {
+                    Ok(())
+                }
+                other => Err(refused(
+                    format!(
+                        "the copy's url {} reaches database {other:?}, not the copy {name}",
+                        redact_url(copy)
+                    ),
+                    "write the database in the url's path and nothing in its parameters that names another",
+                )),
+            }
         }
-        None => Err(refused(format!(
-            "{} is neither sqlite:// nor postgres://",
-            redact_url(url)
-        ))),
+        None => Err(refused(
+            format!("{} is neither sqlite:// nor postgres://", redact_url(url)),
+            "rehearse copies SQLite and PostgreSQL databases",
+        )),
     }
 }
 
@@ -502,6 +658,22 @@ fn postgres_database(url: &str) -> Option<(String, String)> {
         .map_or(url.len(), |i| slash + 1 + i);
     let name = &url[slash + 1..end];
     (!name.is_empty()).then(|| (url[..slash].to_owned(), name.to_owned()))
+}
+
+/// The names of a url's query parameters.
+fn query_parameters(url: &str) -> Vec<String> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Vec::new();
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .map_or(pair, |(name, _)| name)
+                .to_ascii_lowercase()
+        })
+        .collect()
 }
 
 /// The url with another database name, its parameters kept.

@@ -15,12 +15,12 @@ use rewind_migrations::Recorder;
 use rewind_migrations::apply::{Progress, RunRequest, apply};
 use rewind_migrations::databases::Databases;
 use rewind_migrations::plan::plan;
-use rewind_migrations::rehearse::{Copied, Found, Scratch};
+use rewind_migrations::rehearse::{Copied, Found, Planned, Scratch};
 use rewind_migrations::undo::OnDrift;
 use serde::Serialize;
 
 use super::rollback::{Rollback, roll_back};
-use super::spec_input::load;
+use super::spec_input::resolve_all;
 use crate::cli::RehearseArgs;
 use crate::context::Ctx;
 use crate::error::{CliError, CliResult, exit};
@@ -57,6 +57,8 @@ pub struct CopiedItem {
     pub what: &'static str,
     pub original: String,
     pub copy: String,
+    /// Absolute links in a copied root pointed at the copy.
+    pub relinked: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -82,12 +84,14 @@ fn copied(items: &[Copied]) -> Vec<CopiedItem> {
             what: c.what,
             original: c.original.clone(),
             copy: c.copy.clone(),
+            relinked: c.relinked,
         })
         .collect()
 }
 
 pub fn run(ctx: &mut Ctx, args: RehearseArgs) -> CliResult {
-    let (spec, targets) = load(&args.spec)?;
+    // Resolved only: planning would run the preflight on the real targets.
+    let (spec, targets) = resolve_all(&args.spec)?;
     let parent = match &args.scratch {
         Some(dir) => tempfile::Builder::new()
             .prefix("rewind-rehearse-")
@@ -97,18 +101,25 @@ pub fn run(ctx: &mut Ctx, args: RehearseArgs) -> CliResult {
             .tempdir()?,
     };
     let base = parent.path().canonicalize()?;
-    let mut rehearsals = Vec::new();
-    for (index, planned) in targets.iter().enumerate() {
-        let label = planned
-            .target
-            .clone()
-            .unwrap_or_else(|| spec.header.id.clone());
+    // Every target is checked before any is copied.
+    let mut checked = Vec::new();
+    for (index, target) in targets.iter().enumerate() {
         let dir = base.join(format!("target-{}", index + 1));
-        let mut scratch = Scratch::prepare(&spec, &planned.resolved.vars, &dir, args.run_commands)?;
+        checked.push(Planned::check(
+            &spec,
+            &target.resolved.vars,
+            &dir,
+            args.run_commands,
+        )?);
+    }
+    let mut rehearsals = Vec::new();
+    for (index, (target, planned)) in targets.iter().zip(checked).enumerate() {
+        let label = target.target.as_deref().unwrap_or("its variables");
+        let mut scratch = planned.make()?;
         ctx.printer.status(&format!(
             "rehearsing {} on {label}: copies in {}",
             spec.header.id,
-            dir.display()
+            scratch.dir().display()
         ));
         let mut ledger = Ledger::init(
             &base.join(format!("ledger-{}", index + 1)),
@@ -120,7 +131,7 @@ pub fn run(ctx: &mut Ctx, args: RehearseArgs) -> CliResult {
         }
         let recorder = Recorder::new(ledger);
         let mut rehearsed = Rehearsed {
-            target: planned.target.clone(),
+            target: target.target.clone(),
             copies: copied(&scratch.copies),
             skipped: scratch
                 .skipped
@@ -134,11 +145,15 @@ pub fn run(ctx: &mut Ctx, args: RehearseArgs) -> CliResult {
             exact: false,
         };
         rehearse_one(ctx, &spec, &scratch, &recorder, &mut rehearsed)?;
+        drop(recorder);
         if args.keep {
             scratch.keep();
             rehearsed.kept = Some(base.display().to_string());
         }
-        drop(scratch);
+        for left in scratch.clean_up() {
+            ctx.printer
+                .warning(&format!("could not remove {left}; remove it by hand"));
+        }
         rehearsals.push(rehearsed);
     }
     if args.keep {
@@ -353,8 +368,14 @@ fn render(spec_id: &str, rehearsals: &[Rehearsed]) -> String {
         ));
         for copy in &rehearsed.copies {
             out.push_str(&format!(
-                "  copied {} {} → {}\n",
-                copy.what, copy.original, copy.copy
+                "  copied {} {} → {}{}\n",
+                copy.what,
+                copy.original,
+                copy.copy,
+                match copy.relinked {
+                    0 => String::new(),
+                    links => format!(" ({links} absolute link(s) into it pointed at the copy)"),
+                }
             ));
         }
         for skipped in &rehearsed.skipped {

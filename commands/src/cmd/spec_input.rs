@@ -121,9 +121,16 @@ fn absolute_sqlite_vars(vars: BTreeMap<String, String>) -> BTreeMap<String, Stri
         .collect()
 }
 
-/// Reads the spec, binds every target's variables, checks every path and
-/// plans every step — all before anything runs.
-pub fn load(args: &SpecArgs) -> CliResult<(Spec, Vec<TargetPlan>)> {
+/// One target, resolved but not planned.
+pub struct ResolvedTarget {
+    /// The target as given, with any password removed.
+    pub target: Option<String>,
+    pub resolved: Resolved,
+}
+
+/// Reads the spec and binds every target's variables, checking every path
+/// against the roots; touches no target (no plan, no preflight).
+pub fn resolve_all(args: &SpecArgs) -> CliResult<(Spec, Vec<ResolvedTarget>)> {
     let spec = Spec::load(&args.spec)?;
     let given = absolute_sqlite_vars(parse_assignments(args.vars.iter().map(String::as_str))?);
     let mut targets: Vec<String> = args.targets.clone();
@@ -135,25 +142,34 @@ pub fn load(args: &SpecArgs) -> CliResult<(Spec, Vec<TargetPlan>)> {
                 .map(|(_, text)| text),
         );
     }
-    let mut planned = Vec::new();
+    let mut resolved = Vec::new();
     if targets.is_empty() {
-        let resolved = spec.resolve(&given)?;
-        let plan = plan(&resolved).map_err(|e| refused(e, None))?;
-        planned.push(TargetPlan {
+        resolved.push(ResolvedTarget {
             target: None,
-            resolved,
-            plan,
+            resolved: spec.resolve(&given)?,
         });
     }
     for target in targets {
         let mut vars: BTreeMap<String, String> = given.clone();
         vars.extend(absolute_sqlite_vars(spec.target_vars(&target)?));
-        let resolved = spec.resolve(&vars)?;
-        // A target may hold a database url: it is shown without its password.
-        let shown = redact_words(target.trim());
-        let plan = plan(&resolved).map_err(|e| refused(e, Some(&shown)))?;
+        resolved.push(ResolvedTarget {
+            // A target may hold a database url: it is shown without its password.
+            target: Some(redact_words(target.trim())),
+            resolved: spec.resolve(&vars)?,
+        });
+    }
+    Ok((spec, resolved))
+}
+
+/// Reads the spec, binds every target's variables, checks every path and
+/// plans every step — all before anything runs.
+pub fn load(args: &SpecArgs) -> CliResult<(Spec, Vec<TargetPlan>)> {
+    let (spec, targets) = resolve_all(args)?;
+    let mut planned = Vec::new();
+    for ResolvedTarget { target, resolved } in targets {
+        let plan = plan(&resolved).map_err(|e| refused(e, target.as_deref()))?;
         planned.push(TargetPlan {
-            target: Some(shown),
+            target,
             resolved,
             plan,
         });
