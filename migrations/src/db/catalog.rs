@@ -344,3 +344,33 @@ pub(crate) async fn cascades(
         })
         .collect())
 }
+
+/// Whether the table has triggers (or, on PostgreSQL, rewrite rules) that
+/// could change a row beyond what a statement's `SET` names.
+pub(crate) async fn has_triggers(
+    executor: &mut dyn Executor,
+    table: &TableInfo,
+) -> Result<bool, sqlx::Error> {
+    let rows = match executor.engine() {
+        Engine::Sqlite => {
+            executor
+                .fetch(
+                    "SELECT count(*) > 0 FROM (SELECT tbl_name FROM sqlite_master WHERE type = 'trigger' \
+                     UNION ALL SELECT tbl_name FROM sqlite_temp_master WHERE type = 'trigger') \
+                     WHERE tbl_name = ?1 COLLATE NOCASE",
+                    &[Bind::Value(SqlValue::Text(table.name.clone()))],
+                )
+                .await?
+        }
+        Engine::Postgres => {
+            executor
+                .fetch(
+                    "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND NOT tgisinternal) \
+                     OR EXISTS (SELECT 1 FROM pg_rewrite WHERE ev_class = to_regclass($1) AND rulename <> '_RETURN')",
+                    &[Bind::Value(SqlValue::Text(table.quoted.clone()))],
+                )
+                .await?
+        }
+    };
+    Ok(rows.first().map(|row| &row[0]) == Some(&SqlValue::Integer(1)))
+}
