@@ -20,8 +20,12 @@ use super::images::{
 };
 
 /// The default number of rows per chunk: one transaction, whose images are
-/// recorded (in one durable batch) before it commits.
-pub const DEFAULT_CHUNK_SIZE: usize = 1000;
+/// recorded (in one durable batch) before it commits. Each commit costs
+/// the database a flush to disk, so chunks of 1000 rows spent most of a
+/// large update waiting for them (BENCHMARKS.md, Databases); 10,000 rows
+/// hold a SQLite write lock for tens of milliseconds and a few megabytes
+/// of images in memory.
+pub const DEFAULT_CHUNK_SIZE: usize = 10_000;
 
 /// The most rows one `RowsChanged` event holds; a larger chunk is recorded
 /// as several events, all in the batch made durable before its commit.
