@@ -704,10 +704,34 @@ fn concurrent(info: &TableInfo, step: u32, problem: impl Into<String>) -> DbErro
     }
 }
 
-/// The after images of an update: each before image with the changed
-/// columns replaced by the values read back (`read[j]` holds the key
-/// columns, then the columns at `changed`).
-fn after_images(
+/// The image of an updated row: the after image is the before image with
+/// the columns at `changed` (in column order) taken from `changed_values`.
+fn update_image(
+    plan: &RowsPlan<'_>,
+    before: Vec<SqlValue>,
+    changed: &[usize],
+    changed_values: impl IntoIterator<Item = SqlValue>,
+) -> RowImage {
+    let mut changed_values = changed_values.into_iter();
+    let mut changed = changed.iter().peekable();
+    let after = before
+        .iter()
+        .enumerate()
+        .map(|(position, value)| match changed.next_if_eq(&&position) {
+            Some(_) => changed_values.next().unwrap_or(SqlValue::Null),
+            None => value.clone(),
+        })
+        .collect();
+    RowImage {
+        key: key_of(&before, &plan.key_positions),
+        before: Some(before),
+        after: Some(after),
+    }
+}
+
+/// The images of a SQLite update: `read[j]` holds row j's key columns,
+/// read back after the statement, then its columns at `changed`.
+fn sqlite_update_images(
     plan: &RowsPlan<'_>,
     before: Vec<Vec<SqlValue>>,
     read: Vec<Vec<SqlValue>>,
@@ -727,23 +751,19 @@ fn after_images(
     let key_count = plan.key_positions.len();
     let mut images = Vec::with_capacity(before.len());
     for (before, mut read) in before.into_iter().zip(read) {
-        let key = key_of(&before, &plan.key_positions);
-        if read[..key_count] != key[..] {
+        let same_row = plan
+            .key_positions
+            .iter()
+            .zip(&read)
+            .all(|(&position, value)| before[position] == *value);
+        if !same_row {
             return Err(concurrent(
                 plan.info,
                 plan.step,
                 "the rows read back after the update are not the rows captured",
             ));
         }
-        let mut after = before.clone();
-        for (offset, &position) in changed.iter().enumerate() {
-            after[position] = std::mem::replace(&mut read[key_count + offset], SqlValue::Null);
-        }
-        images.push(RowImage {
-            key,
-            before: Some(before),
-            after: Some(after),
-        });
+        images.push(update_image(plan, before, changed, read.drain(key_count..)));
     }
     Ok(images)
 }
@@ -964,7 +984,7 @@ async fn sqlite_chunk(
             let read = context
                 .sqlite_images(plan.step, &read_back, &picked.source, &picked.binds)
                 .await?;
-            after_images(plan, picked.before, read, changed)
+            sqlite_update_images(plan, picked.before, read, changed)
         }
         Change::Delete => Ok(deleted_images(plan, picked.before)),
     }
@@ -1022,19 +1042,13 @@ async fn pg_chunk(
     let Some(changed) = changed else {
         return Ok(deleted_images(plan, records));
     };
-    let mut before = Vec::with_capacity(records.len());
-    let mut read = Vec::with_capacity(records.len());
-    for mut record in records {
-        let changed_values = record.split_off(column_count);
-        read.push(
-            key_of(&record, &plan.key_positions)
-                .into_iter()
-                .chain(changed_values)
-                .collect(),
-        );
-        before.push(record);
-    }
-    after_images(plan, before, read, changed)
+    Ok(records
+        .into_iter()
+        .map(|mut record| {
+            let changed_values = record.split_off(column_count);
+            update_image(plan, record, changed, changed_values)
+        })
+        .collect())
 }
 
 pub(crate) async fn insert(
