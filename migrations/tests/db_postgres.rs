@@ -933,3 +933,100 @@ fn postgres_after_image_sees_what_a_trigger_changed() {
         ]
     );
 }
+
+/// Restoring rows does not fire the table's ordinary triggers: the undo
+/// sets `session_replication_role = replica` for its transaction. A
+/// trigger marked `ENABLE ALWAYS` fires anyway and is named in the
+/// report; so is every trigger when the user may not set the role.
+#[test]
+fn postgres_rollback_turns_triggers_off() {
+    let Some((scratch, mut database)) = fixture("rw_undo_triggers") else {
+        return;
+    };
+    let things = |database: &mut Database| {
+        database
+            .query("SELECT id, flag FROM things ORDER BY id", &[])
+            .unwrap()
+    };
+    let original = things(&mut database);
+    let update = |database: &mut Database, ledger: &mut TestLedger| {
+        database
+            .update(
+                &Update {
+                    step: 1,
+                    table: "things".into(),
+                    key: None,
+                    filter: Some("id <= 3".into()),
+                    set: set(&[("flag", "NOT coalesce(flag, false)")]),
+                    chunk_size: 1000,
+                },
+                &mut ledger.recorder(),
+            )
+            .unwrap();
+        ledger.events().pop().unwrap().1
+    };
+    database
+        .execute_script(
+            "CREATE TABLE audit (id int, fired_by text); \
+             CREATE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN INSERT INTO audit VALUES (NEW.id, TG_NAME); RETURN NEW; END $$",
+        )
+        .unwrap();
+    let audited = |database: &mut Database| {
+        database
+            .query(
+                "SELECT fired_by, count(*)::int8 FROM audit GROUP BY 1 ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+    };
+    let mut ledger = TestLedger::new();
+    let event = update(&mut database, &mut ledger);
+    database
+        .execute_script(
+            "CREATE TRIGGER ordinary AFTER UPDATE ON things FOR EACH ROW EXECUTE FUNCTION audit_row(); \
+             CREATE TRIGGER always AFTER UPDATE ON things FOR EACH ROW EXECUTE FUNCTION audit_row(); \
+             ALTER TABLE things ENABLE ALWAYS TRIGGER always",
+        )
+        .unwrap();
+    let report = database.undo(&event, UndoOptions::default()).unwrap();
+    assert_eq!(report.restored, 3);
+    assert_eq!(report.triggers_fired, ["always"]);
+    assert_eq!(
+        audited(&mut database),
+        [vec![SqlValue::Typed("always".into()), SqlValue::Integer(3)]]
+    );
+    assert_eq!(things(&mut database), original);
+
+    // A user who may not set session_replication_role: the triggers fire,
+    // and the report says which.
+    let role = format!("rw_plain_{}", std::process::id());
+    let mut admin = scratch.admin();
+    admin
+        .execute_script(&format!("CREATE ROLE {role} LOGIN PASSWORD 'plain'"))
+        .unwrap();
+    database
+        .execute_script(&format!(
+            "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}; \
+             GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}; TRUNCATE audit"
+        ))
+        .unwrap();
+    let event = update(&mut database, &mut ledger);
+    database.execute_script("TRUNCATE audit").unwrap();
+    let mut plain = scratch.connect_as(&role, "plain");
+    let report = plain.undo(&event, UndoOptions::default()).unwrap();
+    assert_eq!(report.restored, 3);
+    assert_eq!(report.triggers_fired, ["always", "ordinary"]);
+    assert_eq!(
+        audited(&mut database),
+        [
+            vec![SqlValue::Typed("always".into()), SqlValue::Integer(3)],
+            vec![SqlValue::Typed("ordinary".into()), SqlValue::Integer(3)],
+        ]
+    );
+    assert_eq!(things(&mut database), original);
+    drop(plain);
+    drop(database);
+    drop(scratch);
+    admin.execute_script(&format!("DROP ROLE {role}")).unwrap();
+}

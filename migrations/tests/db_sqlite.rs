@@ -1119,3 +1119,55 @@ fn sqlite_after_image_sees_what_a_trigger_changed() {
         .collect();
     assert_eq!(after, now);
 }
+
+/// SQLite cannot turn a trigger off for one transaction: restoring rows of
+/// a table with triggers is refused, naming them, before anything is
+/// touched; without the trigger the rollback goes through.
+#[test]
+fn sqlite_rollback_refuses_to_fire_triggers() {
+    let (_file, mut database) = fixture();
+    let original = database.dump_sqlite().unwrap();
+    let mut ledger = TestLedger::new();
+    database
+        .update(
+            &Update {
+                step: 1,
+                table: "things".into(),
+                key: None,
+                filter: Some("id <= 3".into()),
+                set: set(&[("qty", "qty + 1")]),
+                chunk_size: 1000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    database
+        .execute_script(
+            "CREATE TABLE audit (id INTEGER); \
+             CREATE TRIGGER audit_things AFTER UPDATE ON things BEGIN INSERT INTO audit VALUES (NEW.id); END",
+        )
+        .unwrap();
+    let before_rollback = database.dump_sqlite().unwrap();
+    let (_, event) = ledger.events().pop().unwrap();
+    // Looking is allowed: a dry run changes nothing, so nothing fires.
+    let look = database.check_drift(&event).unwrap();
+    assert_eq!((look.restored, look.drift.len()), (3, 0));
+    let error = database.undo(&event, UndoOptions::default()).unwrap_err();
+    assert!(
+        matches!(&error, DbError::TriggersWouldFire { table, triggers, .. }
+            if table == "things" && triggers == "audit_things"),
+        "{error}"
+    );
+    assert!(error.hint().unwrap().contains("drop the triggers"));
+    assert_same_dump(
+        &before_rollback,
+        &database.dump_sqlite().unwrap(),
+        "refused rollback",
+    );
+    database
+        .execute_script("DROP TRIGGER audit_things; DROP TABLE audit")
+        .unwrap();
+    let report = database.undo(&event, UndoOptions::default()).unwrap();
+    assert_eq!((report.restored, report.triggers_fired.len()), (3, 0));
+    assert_same_dump(&original, &database.dump_sqlite().unwrap(), "rolled back");
+}
