@@ -4,12 +4,15 @@
 //! rows against a set-based restore from a before-table. Each case runs in
 //! its own child process so that its peak RSS (VmHWM) is its own.
 //!
-//! `cargo run --release -p rewind-tools --bin bench-rows -- [--rows N] [--changed N] [--chunk N] [--engine sqlite|postgres|both] [--cases a,b] [--pg URL]`
+//! `cargo run --release -p rewind-tools --bin bench-rows -- [--rows N] [--changed N] [--chunk N] [--engine sqlite|postgres|both] [--cases a,b] [--repeat N] [--pg URL]`
 //!
 //! `--chunk` defaults to the steps' default chunk size. Besides seconds and
 //! peak RSS, each case reports its process's CPU time (on PostgreSQL the
 //! server's is not in it), and the capture into the ledger reports the
-//! ledger's journal bytes per captured row.
+//! ledger's journal bytes per captured row. `--repeat N` runs the cases in N
+//! rounds (each case once per round, so that the cases compared share the
+//! machine's moments) and reports each case's median round, with the
+//! fastest and slowest; the ratios are of medians.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -36,6 +39,8 @@ struct Options {
     pg: String,
     chunk: usize,
     cases: Vec<String>,
+    /// Rounds over the cases; each case reports its median round.
+    repeat: usize,
 }
 
 fn parse() -> (Options, Option<(String, String, String)>) {
@@ -47,6 +52,7 @@ fn parse() -> (Options, Option<(String, String, String)>) {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
         chunk: DEFAULT_CHUNK_SIZE,
         cases: CASES.iter().map(|case| (*case).to_owned()).collect(),
+        repeat: 1,
     };
     let mut child = None;
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -61,6 +67,7 @@ fn parse() -> (Options, Option<(String, String, String)>) {
             "--engine" => options.engines = vec![value],
             "--pg" => options.pg = value,
             "--cases" => options.cases = value.split(',').map(str::to_owned).collect(),
+            "--repeat" => options.repeat = value.parse::<usize>().expect("--repeat N").max(1),
             "--case" => {
                 let parts: Vec<&str> = value.splitn(3, '|').collect();
                 child = Some((
@@ -312,70 +319,89 @@ fn main() {
                 admin = Some(connection);
             }
         }
-        for case in CASES
+        let cases: Vec<&str> = CASES
             .iter()
-            .filter(|case| options.cases.iter().any(|wanted| wanted == *case))
-        {
-            let (url, cleanup) = match engine.as_str() {
-                "sqlite" => {
-                    let path = dir.path().join(format!("{case}.db"));
-                    std::fs::copy(&template_path, &path).expect("copy");
-                    (format!("sqlite://{}", path.display()), None)
+            .copied()
+            .filter(|case| options.cases.iter().any(|wanted| wanted == case))
+            .collect();
+        let mut rounds: BTreeMap<&str, Vec<(f64, f64, f64)>> = BTreeMap::new();
+        for _ in 0..options.repeat {
+            for &case in &cases {
+                let (url, cleanup) = match engine.as_str() {
+                    "sqlite" => {
+                        let path = dir.path().join(format!("{case}.db"));
+                        std::fs::copy(&template_path, &path).expect("copy");
+                        (format!("sqlite://{}", path.display()), None)
+                    }
+                    _ => {
+                        let name = format!(
+                            "rewind_bench_{}_{}",
+                            case.replace('-', "_"),
+                            std::process::id()
+                        );
+                        let admin = admin.as_mut().expect("admin");
+                        admin
+                            .execute_script(&format!(
+                                "CREATE DATABASE {name} TEMPLATE {template_name}"
+                            ))
+                            .expect("copy database");
+                        (with_database(&options.pg, &name), Some(name))
+                    }
+                };
+                let output = Command::new(&exe)
+                    .args([
+                        "--rows",
+                        &options.rows.to_string(),
+                        "--changed",
+                        &options.changed.to_string(),
+                        "--chunk",
+                        &options.chunk.to_string(),
+                        "--case",
+                        &format!("{engine}|{case}|{url}"),
+                    ])
+                    .output()
+                    .expect("child");
+                assert!(
+                    output.status.success(),
+                    "{case}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                let text = String::from_utf8_lossy(&output.stdout);
+                let mut parts = text.split_whitespace();
+                let mut next =
+                    |what: &str| -> f64 { parts.next().and_then(|s| s.parse().ok()).expect(what) };
+                let (seconds, rss, cpu, journal) =
+                    (next("seconds"), next("rss"), next("cpu"), next("journal"));
+                if journal > 0.0 && case == "capture-update" {
+                    journal_per_row = Some(journal / options.rows as f64);
                 }
-                _ => {
-                    let name = format!(
-                        "rewind_bench_{}_{}",
-                        case.replace('-', "_"),
-                        std::process::id()
-                    );
-                    let admin = admin.as_mut().expect("admin");
+                rounds.entry(case).or_default().push((seconds, cpu, rss));
+                if let (Some(name), Some(admin)) = (cleanup, admin.as_mut()) {
                     admin
-                        .execute_script(&format!("CREATE DATABASE {name} TEMPLATE {template_name}"))
-                        .expect("copy database");
-                    (with_database(&options.pg, &name), Some(name))
+                        .execute_script(&format!("DROP DATABASE {name}"))
+                        .expect("drop");
+                } else if engine == "sqlite" {
+                    let _ = std::fs::remove_file(dir.path().join(format!("{case}.db")));
                 }
-            };
-            let output = Command::new(&exe)
-                .args([
-                    "--rows",
-                    &options.rows.to_string(),
-                    "--changed",
-                    &options.changed.to_string(),
-                    "--chunk",
-                    &options.chunk.to_string(),
-                    "--case",
-                    &format!("{engine}|{case}|{url}"),
-                ])
-                .output()
-                .expect("child");
-            assert!(
-                output.status.success(),
-                "{case}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            let text = String::from_utf8_lossy(&output.stdout);
-            let mut parts = text.split_whitespace();
-            let seconds: f64 = parts.next().and_then(|s| s.parse().ok()).expect("seconds");
-            let rss: f64 = parts.next().and_then(|s| s.parse().ok()).expect("rss");
-            let cpu: f64 = parts.next().and_then(|s| s.parse().ok()).expect("cpu");
-            let journal: u64 = parts.next().and_then(|s| s.parse().ok()).expect("journal");
-            if journal > 0 && *case == "capture-update" {
-                journal_per_row = Some(journal as f64 / options.rows as f64);
             }
-            cpus.insert(*case, cpu);
+        }
+        for &case in &cases {
+            let mut runs = rounds.remove(case).unwrap_or_default();
+            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (seconds, cpu, _) = runs[runs.len() / 2];
+            let rss = runs.iter().map(|run| run.2).fold(0.0, f64::max);
+            let spread = if runs.len() > 1 {
+                format!(" ({:.3}–{:.3})", runs[0].0, runs[runs.len() - 1].0)
+            } else {
+                String::new()
+            };
             println!(
-                "| {engine} | {} | {case} | {seconds:.3} | {cpu:.2} | {:.0} |",
+                "| {engine} | {} | {case} | {seconds:.3}{spread} | {cpu:.2} | {:.0} |",
                 options.rows,
                 rss / 1024.0
             );
-            results.insert(*case, seconds);
-            if let (Some(name), Some(admin)) = (cleanup, admin.as_mut()) {
-                admin
-                    .execute_script(&format!("DROP DATABASE {name}"))
-                    .expect("drop");
-            } else if engine == "sqlite" {
-                let _ = std::fs::remove_file(dir.path().join(format!("{case}.db")));
-            }
+            results.insert(case, seconds);
+            cpus.insert(case, cpu);
         }
         if let Some(admin) = admin.as_mut() {
             admin
