@@ -1171,3 +1171,44 @@ fn sqlite_rollback_refuses_to_fire_triggers() {
     assert_eq!((report.restored, report.triggers_fired.len()), (3, 0));
     assert_same_dump(&original, &database.dump_sqlite().unwrap(), "rolled back");
 }
+
+/// An insert's chunk of more than 1000 rows is one transaction recorded as
+/// several events of at most 1000 rows.
+#[test]
+fn sqlite_insert_chunk_is_recorded_as_events_of_at_most_1000_rows() {
+    let (_file, mut database) = fixture();
+    let before = database.dump_sqlite().unwrap();
+    let mut ledger = TestLedger::new();
+    let report = database
+        .insert(
+            &Insert {
+                step: 1,
+                table: "tags".into(),
+                key: None,
+                source: InsertSource::Select(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) \
+                     SELECT 'tag ' || i AS name, i * 0.25 AS weight FROM n"
+                        .into(),
+                ),
+                chunk_size: 2000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!((report.rows, report.chunks, report.events), (2500, 2, 3));
+    let sizes: Vec<usize> = ledger
+        .events()
+        .iter()
+        .filter_map(|(_, event)| match event {
+            Event::RowsChanged(rows) => Some(rows.rows.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, [1000, 1000, 500]);
+    ledger.roll_back(&mut database, UndoOptions::default());
+    assert_same_dump(
+        &before,
+        &database.dump_sqlite().unwrap(),
+        "insert rolled back",
+    );
+}
