@@ -15,11 +15,11 @@
 //!   steps of its fraction, found by exact operations, and checked by
 //!   SQLite with the same operations in the same order as
 //!   [`real_from_parts`] repeats them, so the double read back is the
-//!   double stored (`[a, b]` when `x = a + b / 2^62` already holds). An infinity is `["inf"]` or `["-inf"]`. A real the
-//!   parts cannot hold (|x| ≥ 2^63, or bits below 2^-124), and a real zero
-//!   in a column without REAL affinity (where `-0.0` can be stored, and
-//!   the parts lose the sign), is packed as `[]`: the chunk is then read
-//!   again row by row ([`Packed::Inexact`]).
+//!   double stored; `[a, b]` when `c` is 0. An infinity is `["inf"]` or
+//!   `["-inf"]`. A real the parts cannot hold (|x| ≥ 2^63, or bits below
+//!   2^-124), and a real zero in a column without REAL affinity (where
+//!   `-0.0` can be stored, and the parts lose the sign), is packed as `[]`:
+//!   the chunk is then read again row by row ([`Packed::Inexact`]).
 //! - PostgreSQL: `string_agg` of `ROW(c0::text, …)::text`, one record per
 //!   line. The fields are the columns' `::text` forms, as the row-by-row
 //!   path reads them, quoted by `record_out` where needed.
@@ -69,8 +69,7 @@ pub(crate) fn sqlite_value_json(expression: &str, real_affinity: bool) -> String
     } else {
         format!("WHEN {x} = 0 THEN json_array() ")
     };
-    // Most reals need no third part: `[a, b]` stands for `[a, b, 0]`,
-    // which `real_from_parts` computes the same way.
+    // Most reals need no third part: `[a, b]` stands for `[a, b, 0]`.
     let real = format!(
         "CASE {zero}WHEN {a} + {b} / {SCALE_SQL} = {x} THEN json_array({a}, {b}) \
          WHEN {x} = 9e999 THEN json_array('inf') WHEN {x} = -9e999 THEN json_array('-inf') \
@@ -87,12 +86,12 @@ pub(crate) fn sqlite_value_json(expression: &str, real_affinity: bool) -> String
 #[derive(Debug, PartialEq)]
 pub(crate) enum Packed {
     Rows(Vec<Vec<SqlValue>>),
-    /// A real zero whose sign the text cannot tell: read the chunk again
-    /// row by row.
+    /// A real the packing cannot hold exactly (a zero whose sign it cannot
+    /// tell, or beyond its parts): read the chunk again row by row.
     Inexact,
 }
 
-/// One value of a packed SQLite row; `None` is a real zero of unknown sign.
+/// One value of a packed SQLite row; `None` is a real packed as `[]`.
 struct Cell(Option<SqlValue>);
 
 impl<'de> Deserialize<'de> for Cell {
@@ -155,7 +154,7 @@ impl<'de> Visitor<'de> for CellVisitor {
                 };
                 let b = next()?;
                 match seq.next_element::<Part>()? {
-                    None => a as f64 + b as f64 / SCALE,
+                    None => real_from_parts(a, b, 0),
                     Some(Part::Integer(c)) => real_from_parts(a, b, c),
                     Some(Part::Infinity(_)) => {
                         return Err(de::Error::custom("a real packs integers"));
