@@ -5,6 +5,14 @@
 //! handed to the [`Recorder`] (which appends them to the ledger and flushes)
 //! *before* the transaction commits. If recording fails, the transaction
 //! is rolled back, so the database never holds a change the ledger lacks.
+//! A chunk's images are one recorder call: `RowsChanged` events of at most
+//! [`ROWS_PER_EVENT`] rows.
+//!
+//! Images cross sqlx packed, one value per chunk ([`super::images`]): on
+//! SQLite the chunk's keys are its key range, or (with a `where`, which
+//! the statement may stop matching) a temporary table of the picked keys;
+//! on PostgreSQL one statement locks the chunk, changes it and returns its
+//! images.
 
 use std::collections::BTreeMap;
 
