@@ -540,6 +540,12 @@ pub fn rollback(
                 kind: item.event.kind(),
                 subject: if undone.already_restored > 0 && undone.restored == 0 {
                     format!("{} (found already undone)", subject(&item.event))
+                } else if !undone.triggers_fired.is_empty() {
+                    format!(
+                        "{} (triggers fired: {})",
+                        subject(&item.event),
+                        undone.triggers_fired.join(", ")
+                    )
                 } else {
                     subject(&item.event)
                 },

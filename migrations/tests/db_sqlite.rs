@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use db_common::{SqliteFile, TestLedger, assert_same_dump, chinook_dir};
 use rewind_ledger::{Bytes, Event, SqlValue};
 use rewind_migrations::db::{
-    Check, Database, DbError, Delete, Expectation, Insert, InsertSource, OnDrift, Schema,
+    Bind, Check, Database, DbError, Delete, Expectation, Insert, InsertSource, OnDrift, Schema,
     UndoOptions, Update, Verify, recorded_values,
 };
 
@@ -877,5 +877,338 @@ fn sqlite_table_named_in_another_case() {
         &before,
         &database.dump_sqlite().unwrap(),
         "case-insensitive names",
+    );
+}
+
+/// A deterministic xorshift generator, so that the values below are the
+/// same on every run.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Images are read packed (one value per chunk, see `db::images`); every
+/// value, whatever its storage class, must come back exactly as the
+/// row-by-row decoder reads it: random doubles (subnormals, infinities,
+/// both zeros), texts with NUL and control characters or that look like
+/// the packing, blobs, and `-0.0` in a column without REAL affinity (which
+/// the packed text cannot hold, so its chunk is read again row by row). A
+/// chunk of more than 1000 rows is one transaction recorded as several
+/// events.
+#[test]
+fn sqlite_packed_images_equal_row_by_row_reads() {
+    let file = SqliteFile::new();
+    let mut database = file.connect();
+    database
+        .execute_script("CREATE TABLE vals (id INTEGER PRIMARY KEY, r REAL, x, t TEXT, b BLOB)")
+        .unwrap();
+    let texts = [
+        "a\0b",
+        "\u{1}\t\n\r\"\\\u{7f}\u{80}\u{2028}",
+        r#"["1.5"]"#,
+        r#"{"b":"00"}"#,
+        "",
+        "ünïcødé 🚀",
+        "[]",
+    ];
+    // Reals the packed parts hold (|x| < 2^63, no bits below 2^-124) go in
+    // the first 2500 rows; zeros without REAL affinity in the next 50, the
+    // reals the parts cannot hold in the last 50: the chunks holding those
+    // are read again row by row.
+    let packable = [
+        0.0,
+        -0.0,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        0.1,
+        1.0 / 3.0,
+        1e-20,
+        -7.5,
+    ];
+    let unpackable = [f64::MIN_POSITIVE, 5e-324, f64::MAX, 1e19, -1e-300];
+    let real = |value: f64| SqlValue::Real(format!("0x{:016x}", value.to_bits()));
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    database.execute_script("BEGIN").unwrap();
+    for id in 1..=2600_i64 {
+        let bits = next(&mut state);
+        let zeros = (2501..=2550).contains(&id);
+        let late = id > 2550;
+        // A random sign and mantissa with an exponent from 2^-70 to 2^62.
+        let random = f64::from_bits((bits & 0x800f_ffff_ffff_ffff) | ((953 + bits % 133) << 52));
+        let r = match id % 10 {
+            0 if late => unpackable[(id as usize / 10) % unpackable.len()],
+            1 if late => f64::from_bits(bits).max(f64::MIN),
+            0 | 1 => packable[(id as usize / 10) % packable.len()],
+            _ => random,
+        };
+        let x = match id % 6 {
+            0 if zeros => real(-0.0),
+            1 if zeros => real(0.0),
+            0 | 1 => real(random),
+            2 => SqlValue::Integer(bits as i64),
+            3 => SqlValue::Text(texts[id as usize % texts.len()].to_owned()),
+            4 => SqlValue::Blob(Bytes(bits.to_le_bytes().to_vec())),
+            _ => {
+                let value = packable[id as usize % packable.len()];
+                real(if value == 0.0 { 0.25 } else { value })
+            }
+        };
+        let t = if id % 13 == 0 {
+            SqlValue::Null
+        } else {
+            SqlValue::Text(format!("{} {id}", texts[id as usize % texts.len()]))
+        };
+        let b = match id % 4 {
+            0 => SqlValue::Null,
+            1 => SqlValue::Blob(Bytes(Vec::new())),
+            _ => SqlValue::Blob(Bytes(bits.to_be_bytes()[..(id % 8) as usize].to_vec())),
+        };
+        database
+            .query(
+                "INSERT INTO vals VALUES (?1, ?2, ?3, ?4, ?5)",
+                &[
+                    Bind::Value(SqlValue::Integer(id)),
+                    Bind::Value(real(r)),
+                    Bind::Value(x),
+                    Bind::Value(t),
+                    Bind::Value(b),
+                ],
+            )
+            .unwrap();
+    }
+    database.execute_script("COMMIT").unwrap();
+    let exact = database
+        .query("SELECT id, r, x, t, b FROM vals ORDER BY id", &[])
+        .unwrap();
+    assert!(exact.iter().any(|row| row[2] == real(-0.0)));
+    let before = database.dump_sqlite().unwrap();
+    let mut ledger = TestLedger::new();
+    {
+        let mut recorder = ledger.recorder();
+        // Every row (key ranges: 1-2550, read again row by row for its
+        // zeros, then 2551-2600), then a filtered part (keys held aside).
+        let report = database
+            .update(
+                &Update {
+                    step: 1,
+                    table: "vals".into(),
+                    key: None,
+                    filter: None,
+                    set: set(&[("t", "t")]),
+                    chunk_size: 2550,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        assert_eq!((report.rows, report.chunks, report.events), (2600, 2, 4));
+        let report = database
+            .update(
+                &Update {
+                    step: 2,
+                    table: "vals".into(),
+                    key: None,
+                    filter: Some("id % 3 = 0".into()),
+                    set: set(&[("r", "r"), ("x", "x"), ("b", "b")]),
+                    chunk_size: 800,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        assert_eq!(report.rows, 866);
+        let report = database
+            .delete(
+                &Delete {
+                    step: 3,
+                    table: "vals".into(),
+                    key: None,
+                    filter: Some("id % 2 = 1".into()),
+                    chunk_size: 1200,
+                },
+                &mut recorder,
+            )
+            .unwrap();
+        assert_eq!((report.rows, report.chunks, report.events), (1300, 2, 3));
+    }
+    let by_id = |key: &[SqlValue]| {
+        let SqlValue::Integer(id) = key[0] else {
+            panic!("{key:?}")
+        };
+        &exact[id as usize - 1]
+    };
+    let mut seen = 0;
+    for (_, event) in ledger.events() {
+        let Event::RowsChanged(rows) = event else {
+            continue;
+        };
+        assert!(rows.rows.len() <= 1000);
+        for image in &rows.rows {
+            let exact = by_id(&image.key);
+            assert_eq!(
+                image.before.as_ref(),
+                Some(exact),
+                "before of {:?}",
+                image.key
+            );
+            if rows.step < 3 {
+                assert_eq!(
+                    image.after.as_ref(),
+                    Some(exact),
+                    "after of {:?}",
+                    image.key
+                );
+            }
+            seen += 1;
+        }
+        let keys: Vec<&SqlValue> = rows.rows.iter().map(|image| &image.key[0]).collect();
+        assert!(keys.is_sorted_by(|a, b| match (a, b) {
+            (SqlValue::Integer(a), SqlValue::Integer(b)) => a < b,
+            _ => false,
+        }));
+    }
+    assert_eq!(seen, 2600 + 866 + 1300);
+    let reports = ledger.roll_back(&mut database, UndoOptions::default());
+    assert!(reports.iter().all(|report| report.drift.is_empty()));
+    assert_same_dump(&before, &database.dump_sqlite().unwrap(), "packed images");
+}
+
+/// The after image reads back only the columns an update sets, unless a
+/// trigger could change others: then the whole row is read back.
+#[test]
+fn sqlite_after_image_sees_what_a_trigger_changed() {
+    let (_file, mut database) = fixture();
+    database
+        .execute_script(
+            "CREATE TRIGGER stamp AFTER UPDATE OF qty ON things BEGIN \
+             UPDATE things SET note = 'touched' WHERE id = NEW.id; END",
+        )
+        .unwrap();
+    let mut ledger = TestLedger::new();
+    database
+        .update(
+            &Update {
+                step: 1,
+                table: "things".into(),
+                key: None,
+                filter: Some("id <= 2".into()),
+                set: set(&[("qty", "qty + 1")]),
+                chunk_size: 1000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    let events = ledger.events();
+    let Event::RowsChanged(rows) = &events[0].1 else {
+        panic!("{events:?}")
+    };
+    let note = rows.columns.iter().position(|c| c.name == "note").unwrap();
+    for image in &rows.rows {
+        assert_eq!(
+            image.after.as_ref().unwrap()[note],
+            SqlValue::Text("touched".into())
+        );
+    }
+    let now = database
+        .query("SELECT * FROM things WHERE id <= 2 ORDER BY id", &[])
+        .unwrap();
+    let after: Vec<Vec<SqlValue>> = rows
+        .rows
+        .iter()
+        .map(|image| image.after.clone().unwrap())
+        .collect();
+    assert_eq!(after, now);
+}
+
+/// SQLite cannot turn a trigger off for one transaction: restoring rows of
+/// a table with triggers is refused, naming them, before anything is
+/// touched; without the trigger the rollback goes through.
+#[test]
+fn sqlite_rollback_refuses_to_fire_triggers() {
+    let (_file, mut database) = fixture();
+    let original = database.dump_sqlite().unwrap();
+    let mut ledger = TestLedger::new();
+    database
+        .update(
+            &Update {
+                step: 1,
+                table: "things".into(),
+                key: None,
+                filter: Some("id <= 3".into()),
+                set: set(&[("qty", "qty + 1")]),
+                chunk_size: 1000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    database
+        .execute_script(
+            "CREATE TABLE audit (id INTEGER); \
+             CREATE TRIGGER audit_things AFTER UPDATE ON things BEGIN INSERT INTO audit VALUES (NEW.id); END",
+        )
+        .unwrap();
+    let before_rollback = database.dump_sqlite().unwrap();
+    let (_, event) = ledger.events().pop().unwrap();
+    // Looking is allowed: a dry run changes nothing, so nothing fires.
+    let look = database.check_drift(&event).unwrap();
+    assert_eq!((look.restored, look.drift.len()), (3, 0));
+    let error = database.undo(&event, UndoOptions::default()).unwrap_err();
+    assert!(
+        matches!(&error, DbError::TriggersWouldFire { table, triggers, .. }
+            if table == "things" && triggers == "audit_things"),
+        "{error}"
+    );
+    assert!(error.hint().unwrap().contains("drop the triggers"));
+    assert_same_dump(
+        &before_rollback,
+        &database.dump_sqlite().unwrap(),
+        "refused rollback",
+    );
+    database
+        .execute_script("DROP TRIGGER audit_things; DROP TABLE audit")
+        .unwrap();
+    let report = database.undo(&event, UndoOptions::default()).unwrap();
+    assert_eq!((report.restored, report.triggers_fired.len()), (3, 0));
+    assert_same_dump(&original, &database.dump_sqlite().unwrap(), "rolled back");
+}
+
+/// An insert's chunk of more than 1000 rows is one transaction recorded as
+/// several events of at most 1000 rows.
+#[test]
+fn sqlite_insert_chunk_is_recorded_as_events_of_at_most_1000_rows() {
+    let (_file, mut database) = fixture();
+    let before = database.dump_sqlite().unwrap();
+    let mut ledger = TestLedger::new();
+    let report = database
+        .insert(
+            &Insert {
+                step: 1,
+                table: "tags".into(),
+                key: None,
+                source: InsertSource::Select(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) \
+                     SELECT 'tag ' || i AS name, i * 0.25 AS weight FROM n"
+                        .into(),
+                ),
+                chunk_size: 2000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!((report.rows, report.chunks, report.events), (2500, 2, 3));
+    let sizes: Vec<usize> = ledger
+        .events()
+        .iter()
+        .filter_map(|(_, event)| match event {
+            Event::RowsChanged(rows) => Some(rows.rows.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sizes, [1000, 1000, 500]);
+    ledger.roll_back(&mut database, UndoOptions::default());
+    assert_same_dump(
+        &before,
+        &database.dump_sqlite().unwrap(),
+        "insert rolled back",
     );
 }

@@ -4,7 +4,15 @@
 //! rows against a set-based restore from a before-table. Each case runs in
 //! its own child process so that its peak RSS (VmHWM) is its own.
 //!
-//! `cargo run --release -p rewind-tools --bin bench-rows -- [--rows N] [--changed N] [--chunk N] [--engine sqlite|postgres|both] [--cases a,b] [--pg URL]`
+//! `cargo run --release -p rewind-tools --bin bench-rows -- [--rows N] [--changed N] [--chunk N] [--engine sqlite|postgres|both] [--cases a,b] [--repeat N] [--pg URL]`
+//!
+//! `--chunk` defaults to the steps' default chunk size. Besides seconds and
+//! peak RSS, each case reports its process's CPU time (on PostgreSQL the
+//! server's is not in it), and the capture into the ledger reports the
+//! ledger's journal bytes per captured row. `--repeat N` runs the cases in N
+//! rounds (each case once per round, so that the cases compared share the
+//! machine's moments) and reports each case's median round, with the
+//! fastest and slowest; the ratios are of medians.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -14,7 +22,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use rewind_ledger::{Draft, Event, Ledger, Origin};
-use rewind_migrations::db::{Database, UndoOptions, Update};
+use rewind_migrations::db::{DEFAULT_CHUNK_SIZE, Database, UndoOptions, Update};
 
 const CASES: &[&str] = &[
     "bare-update",
@@ -31,6 +39,8 @@ struct Options {
     pg: String,
     chunk: usize,
     cases: Vec<String>,
+    /// Rounds over the cases; each case reports its median round.
+    repeat: usize,
 }
 
 fn parse() -> (Options, Option<(String, String, String)>) {
@@ -40,8 +50,9 @@ fn parse() -> (Options, Option<(String, String, String)>) {
         engines: vec!["sqlite".into(), "postgres".into()],
         pg: std::env::var("REWIND_TEST_PG")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
-        chunk: 1000,
+        chunk: DEFAULT_CHUNK_SIZE,
         cases: CASES.iter().map(|case| (*case).to_owned()).collect(),
+        repeat: 1,
     };
     let mut child = None;
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -56,6 +67,7 @@ fn parse() -> (Options, Option<(String, String, String)>) {
             "--engine" => options.engines = vec![value],
             "--pg" => options.pg = value,
             "--cases" => options.cases = value.split(',').map(str::to_owned).collect(),
+            "--repeat" => options.repeat = value.parse::<usize>().expect("--repeat N").max(1),
             "--case" => {
                 let parts: Vec<&str> = value.splitn(3, '|').collect();
                 child = Some((
@@ -78,6 +90,24 @@ fn peak_rss_kb() -> u64 {
         .find_map(|line| line.strip_prefix("VmHWM:"))
         .and_then(|rest| rest.split_whitespace().next().and_then(|n| n.parse().ok()))
         .unwrap_or(0)
+}
+
+/// CPU seconds of this process, every thread, from `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| -> f64 { fields.get(i).and_then(|n| n.parse().ok()).unwrap_or(0.0) };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The size of the ledger's journal, the export lines of every event.
+fn journal_bytes(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join("ledger").join("journal.jsonl")).map_or(0, |meta| meta.len())
 }
 
 fn ledger_in(dir: &Path) -> Ledger {
@@ -127,12 +157,14 @@ fn capture_update(
     report.rows
 }
 
-/// Runs one case in this (child) process; prints `seconds rss_kb`.
+/// Runs one case in this (child) process; prints `seconds rss_kb cpu_seconds
+/// journal_bytes`.
 fn run_case(case: &str, url: &str, options: &Options) {
     let mut database = Database::connect(url).expect("connect");
     let every = (options.rows / options.changed).max(1);
     let changed_filter = format!("id % {every} = 0");
     let dir = tempfile::tempdir().expect("tempdir");
+    let cpu_before = cpu_seconds();
     let seconds = match case {
         "bare-update" => {
             let start = Instant::now();
@@ -208,7 +240,12 @@ fn run_case(case: &str, url: &str, options: &Options) {
         }
         other => panic!("unknown case {other}"),
     };
-    println!("{seconds:.3} {}", peak_rss_kb());
+    println!(
+        "{seconds:.3} {} {:.2} {}",
+        peak_rss_kb(),
+        cpu_seconds() - cpu_before,
+        journal_bytes(dir.path())
+    );
 }
 
 fn with_database(admin: &str, name: &str) -> String {
@@ -241,9 +278,14 @@ fn main() {
     }
     let exe = std::env::current_exe().expect("current exe");
     let dir = tempfile::tempdir().expect("tempdir");
-    println!("| engine | rows | case | seconds | peak RSS (MB) |\n| --- | --- | --- | --- | --- |");
+    println!(
+        "chunk_size {}\n| engine | rows | case | seconds | CPU (s) | peak RSS (MB) |\n| --- | --- | --- | --- | --- | --- |",
+        options.chunk
+    );
     for engine in &options.engines {
         let mut results = BTreeMap::new();
+        let mut cpus = BTreeMap::new();
+        let mut journal_per_row = None;
         let template_path = dir.path().join("template.db");
         let mut admin = None;
         let template_name = format!("rewind_bench_template_{}", std::process::id());
@@ -277,64 +319,89 @@ fn main() {
                 admin = Some(connection);
             }
         }
-        for case in CASES
+        let cases: Vec<&str> = CASES
             .iter()
-            .filter(|case| options.cases.iter().any(|wanted| wanted == *case))
-        {
-            let (url, cleanup) = match engine.as_str() {
-                "sqlite" => {
-                    let path = dir.path().join(format!("{case}.db"));
-                    std::fs::copy(&template_path, &path).expect("copy");
-                    (format!("sqlite://{}", path.display()), None)
+            .copied()
+            .filter(|case| options.cases.iter().any(|wanted| wanted == case))
+            .collect();
+        let mut rounds: BTreeMap<&str, Vec<(f64, f64, f64)>> = BTreeMap::new();
+        for _ in 0..options.repeat {
+            for &case in &cases {
+                let (url, cleanup) = match engine.as_str() {
+                    "sqlite" => {
+                        let path = dir.path().join(format!("{case}.db"));
+                        std::fs::copy(&template_path, &path).expect("copy");
+                        (format!("sqlite://{}", path.display()), None)
+                    }
+                    _ => {
+                        let name = format!(
+                            "rewind_bench_{}_{}",
+                            case.replace('-', "_"),
+                            std::process::id()
+                        );
+                        let admin = admin.as_mut().expect("admin");
+                        admin
+                            .execute_script(&format!(
+                                "CREATE DATABASE {name} TEMPLATE {template_name}"
+                            ))
+                            .expect("copy database");
+                        (with_database(&options.pg, &name), Some(name))
+                    }
+                };
+                let output = Command::new(&exe)
+                    .args([
+                        "--rows",
+                        &options.rows.to_string(),
+                        "--changed",
+                        &options.changed.to_string(),
+                        "--chunk",
+                        &options.chunk.to_string(),
+                        "--case",
+                        &format!("{engine}|{case}|{url}"),
+                    ])
+                    .output()
+                    .expect("child");
+                assert!(
+                    output.status.success(),
+                    "{case}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                let text = String::from_utf8_lossy(&output.stdout);
+                let mut parts = text.split_whitespace();
+                let mut next =
+                    |what: &str| -> f64 { parts.next().and_then(|s| s.parse().ok()).expect(what) };
+                let (seconds, rss, cpu, journal) =
+                    (next("seconds"), next("rss"), next("cpu"), next("journal"));
+                if journal > 0.0 && case == "capture-update" {
+                    journal_per_row = Some(journal / options.rows as f64);
                 }
-                _ => {
-                    let name = format!(
-                        "rewind_bench_{}_{}",
-                        case.replace('-', "_"),
-                        std::process::id()
-                    );
-                    let admin = admin.as_mut().expect("admin");
+                rounds.entry(case).or_default().push((seconds, cpu, rss));
+                if let (Some(name), Some(admin)) = (cleanup, admin.as_mut()) {
                     admin
-                        .execute_script(&format!("CREATE DATABASE {name} TEMPLATE {template_name}"))
-                        .expect("copy database");
-                    (with_database(&options.pg, &name), Some(name))
+                        .execute_script(&format!("DROP DATABASE {name}"))
+                        .expect("drop");
+                } else if engine == "sqlite" {
+                    let _ = std::fs::remove_file(dir.path().join(format!("{case}.db")));
                 }
+            }
+        }
+        for &case in &cases {
+            let mut runs = rounds.remove(case).unwrap_or_default();
+            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (seconds, cpu, _) = runs[runs.len() / 2];
+            let rss = runs.iter().map(|run| run.2).fold(0.0, f64::max);
+            let spread = if runs.len() > 1 {
+                format!(" ({:.3}–{:.3})", runs[0].0, runs[runs.len() - 1].0)
+            } else {
+                String::new()
             };
-            let output = Command::new(&exe)
-                .args([
-                    "--rows",
-                    &options.rows.to_string(),
-                    "--changed",
-                    &options.changed.to_string(),
-                    "--chunk",
-                    &options.chunk.to_string(),
-                    "--case",
-                    &format!("{engine}|{case}|{url}"),
-                ])
-                .output()
-                .expect("child");
-            assert!(
-                output.status.success(),
-                "{case}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            let text = String::from_utf8_lossy(&output.stdout);
-            let mut parts = text.split_whitespace();
-            let seconds: f64 = parts.next().and_then(|s| s.parse().ok()).expect("seconds");
-            let rss: f64 = parts.next().and_then(|s| s.parse().ok()).expect("rss");
             println!(
-                "| {engine} | {} | {case} | {seconds:.3} | {:.0} |",
+                "| {engine} | {} | {case} | {seconds:.3}{spread} | {cpu:.2} | {:.0} |",
                 options.rows,
                 rss / 1024.0
             );
-            results.insert(*case, seconds);
-            if let (Some(name), Some(admin)) = (cleanup, admin.as_mut()) {
-                admin
-                    .execute_script(&format!("DROP DATABASE {name}"))
-                    .expect("drop");
-            } else if engine == "sqlite" {
-                let _ = std::fs::remove_file(dir.path().join(format!("{case}.db")));
-            }
+            results.insert(case, seconds);
+            cpus.insert(case, cpu);
         }
         if let Some(admin) = admin.as_mut() {
             admin
@@ -345,7 +412,7 @@ fn main() {
             (results.get("capture-update"), results.get("bare-update"))
         {
             println!(
-                "| {engine} | {} | ratio capture/bare update | {:.2} | |",
+                "| {engine} | {} | ratio capture/bare update | {:.2} | | |",
                 options.rows,
                 capture / bare
             );
@@ -355,16 +422,35 @@ fn main() {
             results.get("bare-update"),
         ) {
             println!(
-                "| {engine} | {} | ratio capture without ledger/bare update | {:.2} | |",
+                "| {engine} | {} | ratio capture without ledger/bare update | {:.2} | | |",
                 options.rows,
                 capture / bare
+            );
+        }
+        if let (Some(capture), Some(discarding)) = (
+            results.get("capture-update"),
+            results.get("capture-update-no-ledger"),
+        ) {
+            let per_row = |seconds: f64| seconds * 1e6 / options.rows as f64;
+            let cpu = match (
+                cpus.get("capture-update"),
+                cpus.get("capture-update-no-ledger"),
+            ) {
+                (Some(with), Some(without)) => per_row(with - without),
+                _ => 0.0,
+            };
+            println!(
+                "| {engine} | {} | ledger per captured row: µs wall, µs CPU, journal bytes | {:.2} | {cpu:.2} | {:.0} |",
+                options.rows,
+                per_row(capture - discarding),
+                journal_per_row.unwrap_or(0.0)
             );
         }
         if let (Some(rollback), Some(bare)) =
             (results.get("capture-rollback"), results.get("bare-restore"))
         {
             println!(
-                "| {engine} | {} | ratio rollback/bare restore ({} rows) | {:.2} | |",
+                "| {engine} | {} | ratio rollback/bare restore ({} rows) | {:.2} | | |",
                 options.rows,
                 options.changed,
                 rollback / bare

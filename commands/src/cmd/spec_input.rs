@@ -42,6 +42,7 @@ fn db_exit_code(error: &DbError) -> u8 {
         | DbError::Record { .. }
         | DbError::Concurrent { .. }
         | DbError::Irreversible { .. }
+        | DbError::TriggersWouldFire { .. }
         | DbError::NoInverse { .. }
         | DbError::Dump { .. }
         | DbError::Runtime { .. } => exit::FAILED,

@@ -5,19 +5,39 @@
 //! handed to the [`Recorder`] (which appends them to the ledger and flushes)
 //! *before* the transaction commits. If recording fails, the transaction
 //! is rolled back, so the database never holds a change the ledger lacks.
+//! A chunk's images are one recorder call: `RowsChanged` events of at most
+//! [`ROWS_PER_EVENT`] rows.
+//!
+//! Images cross sqlx packed, one value per chunk ([`super::images`]): on
+//! SQLite the chunk's keys are its key range, or (with a `where`, which
+//! the statement may stop matching) a temporary table of the picked keys;
+//! on PostgreSQL one statement locks the chunk, changes it and returns its
+//! images.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use rewind_ledger::{
     CheckRecorded, Event, RowImage, RowsChanged, SchemaChanged, SequenceMoved, SqlValue,
 };
 
-use super::catalog::{SequenceState, TableInfo, cascades, sequences, table_info};
+use super::catalog::{SequenceState, TableInfo, cascades, has_triggers, sequences, table_info};
 use super::error::{DbError, Result};
 use super::executor::{Bind, Engine, Executor, quote_ident};
+use super::images::{
+    Packed, parse_pg, parse_sqlite, pg_record, sqlite_real_affinity, sqlite_value_json,
+};
 
-/// The default number of rows per transaction and per `RowsChanged` event.
-pub const DEFAULT_CHUNK_SIZE: usize = 1000;
+/// The default number of rows per chunk: one transaction, whose images are
+/// recorded (in one durable batch) before it commits. Each commit costs
+/// the database a flush to disk, so chunks of 1000 rows spent most of a
+/// large update waiting for them (BENCHMARKS.md, Databases); 10,000 rows
+/// hold a SQLite write lock for tens of milliseconds and a few megabytes
+/// of images in memory.
+pub const DEFAULT_CHUNK_SIZE: usize = 10_000;
+
+/// The most rows one `RowsChanged` event holds; a larger chunk is recorded
+/// as several events, all in the batch made durable before its commit.
+pub const ROWS_PER_EVENT: usize = 1000;
 
 /// Where events go: the ledger's one appender, flushed before returning.
 pub trait Recorder {
@@ -129,8 +149,12 @@ pub struct Verify {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StepReport {
     pub rows: u64,
+    /// Transactions, one per chunk of at most `chunk_size` rows.
     pub chunks: u32,
+    /// Every event recorded.
     pub events: u64,
+    /// The `RowsChanged` events among them.
+    pub row_events: u32,
 }
 
 /// What a `verify` step found; a failed check is a value, not an error.
@@ -270,6 +294,65 @@ impl Context<'_> {
         Ok(())
     }
 
+    async fn has_triggers(&mut self, step: u32, table: &TableInfo) -> Result<bool> {
+        match has_triggers(self.executor, table).await {
+            Ok(found) => Ok(found),
+            Err(error) => Err(self.statement_error(step, "read triggers", error)),
+        }
+    }
+
+    /// The rows `SELECT columns FROM source` returns, read as one packed
+    /// value ([`super::images`]); a chunk the packed text cannot hold
+    /// exactly is read again row by row.
+    pub(crate) async fn sqlite_images(
+        &mut self,
+        step: u32,
+        columns: &[(String, bool)],
+        source: &str,
+        binds: &[Bind],
+    ) -> Result<Vec<Vec<SqlValue>>> {
+        let plain = columns
+            .iter()
+            .map(|(expression, _)| expression.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let plain = format!("SELECT {plain} FROM {source}");
+        // SQLite takes at most 1000 arguments to a function.
+        if columns.len() > 1000 {
+            return self.fetch(step, &plain, binds).await;
+        }
+        let aliased = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (expression, _))| format!("{expression} AS _rw_c{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let values = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (_, real_affinity))| sqlite_value_json(&format!("_rw_c{i}"), *real_affinity))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT json_group_array(json_array({values})) FROM (SELECT {aliased} FROM {source})"
+        );
+        let rows = self.fetch(step, &sql, binds).await?;
+        let parsed = match rows.first().and_then(|row| row.first()) {
+            Some(SqlValue::Text(packed)) => parse_sqlite(packed, columns.len()),
+            other => Err(format!("unexpected packed images {other:?}")),
+        };
+        match parsed {
+            Ok(Packed::Rows(rows)) => Ok(rows),
+            Ok(Packed::Inexact) => self.fetch(step, &plain, binds).await,
+            Err(problem) => Err(DbError::Statement {
+                step,
+                database: self.database.to_owned(),
+                statement: sql,
+                message: format!("cannot read the packed images: {problem}"),
+            }),
+        }
+    }
+
     async fn sequences(&mut self, step: u32, table: &TableInfo) -> Result<Vec<SequenceState>> {
         match sequences(self.executor, table).await {
             Ok(states) => Ok(states),
@@ -303,13 +386,6 @@ impl Context<'_> {
     }
 }
 
-fn engine_text_column(engine: Engine, expression: &str) -> String {
-    match engine {
-        Engine::Sqlite => expression.to_owned(),
-        Engine::Postgres => format!("{expression}::text"),
-    }
-}
-
 /// `$n::type` on PostgreSQL, `?n` on SQLite.
 fn placeholder(engine: Engine, index: usize, sql_type: &str) -> String {
     match engine {
@@ -337,22 +413,31 @@ fn check_chunk_size(step: u32, chunk_size: usize) -> Result<usize> {
     Ok(chunk_size)
 }
 
-fn rows_changed(
+/// A chunk's images as `RowsChanged` events of at most [`ROWS_PER_EVENT`]
+/// rows each, numbered on from the step's previous events.
+fn chunk_events(
     database: &str,
     info: &TableInfo,
     step: u32,
-    chunk: u32,
-    rows: Vec<RowImage>,
-) -> Event {
-    Event::RowsChanged(RowsChanged {
-        chunk,
-        columns: info.columns.clone(),
-        database: database.to_owned(),
-        key_columns: info.key.clone(),
-        rows,
-        step,
-        table: info.name.clone(),
-    })
+    report: &mut StepReport,
+    images: Vec<RowImage>,
+) -> Vec<Event> {
+    let mut events = Vec::with_capacity(images.len().div_ceil(ROWS_PER_EVENT));
+    let mut images = images.into_iter().peekable();
+    while images.peek().is_some() {
+        let rows: Vec<RowImage> = images.by_ref().take(ROWS_PER_EVENT).collect();
+        events.push(Event::RowsChanged(RowsChanged {
+            chunk: report.row_events,
+            columns: info.columns.clone(),
+            database: database.to_owned(),
+            key_columns: info.key.clone(),
+            rows,
+            step,
+            table: info.name.clone(),
+        }));
+        report.row_events += 1;
+    }
+    events
 }
 
 fn sequence_events(
@@ -385,9 +470,340 @@ pub(crate) fn key_of(row: &[SqlValue], positions: &[usize]) -> Vec<SqlValue> {
         .collect()
 }
 
-/// A hashable rendering of a key, exact for every value kind.
-pub(crate) fn key_string(key: &[SqlValue]) -> String {
-    format!("{key:?}")
+/// What `update` and `delete` share: the table, the rows they pick and how
+/// each chunk finds them again.
+struct RowsPlan<'a> {
+    step: u32,
+    info: &'a TableInfo,
+    filter: Option<&'a str>,
+    chunk_size: usize,
+    /// `"k0", "k1"`: the key columns.
+    keys: String,
+    key_positions: Vec<usize>,
+}
+
+/// The temporary table that holds the keys of a filtered SQLite chunk, so
+/// that its statement and the read-back after it touch exactly the picked
+/// rows even when the statement changes whether a row matches the filter.
+const SQLITE_KEYS: &str = "temp._rw_keys";
+
+impl<'a> RowsPlan<'a> {
+    fn new(
+        step: u32,
+        info: &'a TableInfo,
+        filter: Option<&'a str>,
+        chunk_size: usize,
+    ) -> RowsPlan<'a> {
+        RowsPlan {
+            step,
+            info,
+            filter,
+            chunk_size,
+            keys: info.key_list(""),
+            key_positions: info.key_positions(),
+        }
+    }
+
+    fn table(&self) -> &str {
+        &self.info.quoted
+    }
+
+    /// ` AND (keys) > ($1, …)` after the first chunk, with its binds.
+    fn lower(&self, engine: Engine, lower: Option<&[SqlValue]>) -> (String, Vec<Bind>) {
+        match lower {
+            None => (String::new(), Vec::new()),
+            Some(values) => (
+                format!(
+                    " AND ({}) > ({})",
+                    self.keys,
+                    key_placeholders(engine, self.info, 1)
+                ),
+                values.iter().cloned().map(Bind::Value).collect(),
+            ),
+        }
+    }
+
+    /// Every captured column, qualified by the table.
+    fn sqlite_columns(&self, positions: impl IntoIterator<Item = usize>) -> Vec<(String, bool)> {
+        positions
+            .into_iter()
+            .map(|position| {
+                let column = &self.info.columns[position];
+                (
+                    format!("{}.{}", self.table(), quote_ident(&column.name)),
+                    sqlite_real_affinity(&column.sql_type),
+                )
+            })
+            .collect()
+    }
+
+    async fn create_sqlite_keys(&self, context: &mut Context<'_>) -> Result<()> {
+        let columns = (0..self.info.key.len())
+            .map(|i| format!("k{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        context
+            .script(
+                self.step,
+                &format!(
+                    "DROP TABLE IF EXISTS {SQLITE_KEYS}; CREATE TEMP TABLE _rw_keys ({columns})"
+                ),
+            )
+            .await
+    }
+
+    async fn drop_sqlite_keys(&self, context: &mut Context<'_>) {
+        let _ = context
+            .script(self.step, &format!("DROP TABLE IF EXISTS {SQLITE_KEYS}"))
+            .await;
+    }
+
+    /// Reads the before images of the next SQLite chunk, inside its
+    /// transaction, and says where its rows are: a `WHERE` condition that
+    /// matches exactly them, its binds, and a source to read them again.
+    async fn sqlite_pick(
+        &self,
+        context: &mut Context<'_>,
+        lower: Option<&[SqlValue]>,
+    ) -> Result<Option<SqlitePicked>> {
+        let step = self.step;
+        let table = self.table();
+        let (lower_sql, lower_binds) = self.lower(Engine::Sqlite, lower);
+        let columns = self.sqlite_columns(0..self.info.columns.len());
+        let limit = self.chunk_size;
+        let keys = &self.keys;
+        let Some(filter) = self.filter else {
+            // Every row in key order: the chunk is a key range.
+            let before = context
+                .sqlite_images(
+                    step,
+                    &columns,
+                    &format!("{table} WHERE TRUE{lower_sql} ORDER BY {keys} LIMIT {limit}"),
+                    &lower_binds,
+                )
+                .await?;
+            let Some(last) = before.last() else {
+                return Ok(None);
+            };
+            let upper = key_of(last, &self.key_positions);
+            let bound = format!(
+                "TRUE{lower_sql} AND ({keys}) <= ({})",
+                key_placeholders(Engine::Sqlite, self.info, lower_binds.len() + 1)
+            );
+            let mut binds = lower_binds;
+            binds.extend(upper.into_iter().map(Bind::Value));
+            return Ok(Some(SqlitePicked {
+                source: format!("{table} WHERE {bound} ORDER BY {keys}"),
+                bound,
+                binds,
+                before,
+            }));
+        };
+        context
+            .script(step, &format!("DELETE FROM {SQLITE_KEYS}"))
+            .await?;
+        context
+            .execute(
+                step,
+                &format!(
+                    "INSERT INTO {SQLITE_KEYS} SELECT {keys} FROM {table} WHERE ({filter}){lower_sql} \
+                     ORDER BY {keys} LIMIT {limit}"
+                ),
+                &lower_binds,
+            )
+            .await?;
+        let join = self
+            .info
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("{table}.{} = _rw_k.k{i}", quote_ident(name)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        // CROSS JOIN keeps the key table outside, read in the order it was filled.
+        let source =
+            format!("{SQLITE_KEYS} AS _rw_k CROSS JOIN {table} ON {join} ORDER BY _rw_k.rowid");
+        let before = context.sqlite_images(step, &columns, &source, &[]).await?;
+        if before.is_empty() {
+            return Ok(None);
+        }
+        let key_columns = (0..self.info.key.len())
+            .map(|i| format!("k{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(Some(SqlitePicked {
+            bound: format!("({keys}) IN (SELECT {key_columns} FROM {SQLITE_KEYS})"),
+            binds: Vec::new(),
+            source,
+            before,
+        }))
+    }
+
+    /// The PostgreSQL CTE that locks the next chunk's rows in key order
+    /// and casts their before images to text: `_rw_old(_rw_k0…, _rw_b0…)`.
+    fn pg_old(&self, lower_sql: &str) -> String {
+        let columns = pg_keys_and_texts(self.info, "_rw_b");
+        format!(
+            "_rw_old AS (SELECT {columns} FROM {} WHERE ({}){lower_sql} \
+             ORDER BY {} LIMIT {} FOR UPDATE)",
+            self.table(),
+            self.filter.unwrap_or("TRUE"),
+            self.keys,
+            self.chunk_size
+        )
+    }
+
+    /// `"t"."k0" = _rw_old._rw_k0 AND …`
+    fn pg_join(&self) -> String {
+        self.info
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("{}.{} = _rw_old._rw_k{i}", self.table(), quote_ident(name)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    /// `SELECT count(*), string_agg(ROW(fields)::text, …)` over `source`,
+    /// the records in key order.
+    fn pg_packed_select(&self, fields: &[String], source: &str) -> String {
+        let order = (0..self.info.key.len())
+            .map(|i| format!("_rw_result._rw_k{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "SELECT count(*), string_agg({}, E'\\n' ORDER BY {order}) FROM {source} AS _rw_result",
+            pg_record(fields)
+        )
+    }
+}
+
+/// `"k" AS _rw_k0, …, "c"::text AS {image}0, …`: the typed keys, to order
+/// by, and every column's text, as PostgreSQL images are read.
+fn pg_keys_and_texts(info: &TableInfo, image: &str) -> String {
+    let keys = info
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, name)| format!("{} AS _rw_k{i}", quote_ident(name)));
+    let texts = info
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, column)| format!("{}::text AS {image}{i}", quote_ident(&column.name)));
+    keys.chain(texts).collect::<Vec<_>>().join(", ")
+}
+
+/// A picked SQLite chunk.
+struct SqlitePicked {
+    /// A condition on the table matching exactly the chunk's rows.
+    bound: String,
+    binds: Vec<Bind>,
+    /// `FROM` text that reads the chunk's rows again, in key order.
+    source: String,
+    before: Vec<Vec<SqlValue>>,
+}
+
+fn concurrent(info: &TableInfo, step: u32, problem: impl Into<String>) -> DbError {
+    DbError::Concurrent {
+        step,
+        table: info.name.clone(),
+        problem: problem.into(),
+    }
+}
+
+/// The image of an updated row: the after image is the before image with
+/// the columns at `changed` (in column order) taken from `changed_values`.
+fn update_image(
+    plan: &RowsPlan<'_>,
+    before: Vec<SqlValue>,
+    changed: &[usize],
+    changed_values: impl IntoIterator<Item = SqlValue>,
+) -> RowImage {
+    let mut changed_values = changed_values.into_iter();
+    let mut changed = changed.iter().peekable();
+    let after = before
+        .iter()
+        .enumerate()
+        .map(|(position, value)| match changed.next_if_eq(&&position) {
+            Some(_) => changed_values.next().unwrap_or(SqlValue::Null),
+            None => value.clone(),
+        })
+        .collect();
+    RowImage {
+        key: key_of(&before, &plan.key_positions),
+        before: Some(before),
+        after: Some(after),
+    }
+}
+
+/// The images of a SQLite update: `read[j]` holds row j's key columns,
+/// read back after the statement, then its columns at `changed`.
+fn sqlite_update_images(
+    plan: &RowsPlan<'_>,
+    before: Vec<Vec<SqlValue>>,
+    read: Vec<Vec<SqlValue>>,
+    changed: &[usize],
+) -> Result<Vec<RowImage>> {
+    if read.len() != before.len() {
+        return Err(concurrent(
+            plan.info,
+            plan.step,
+            format!(
+                "captured {} rows but read back {} after the update",
+                before.len(),
+                read.len()
+            ),
+        ));
+    }
+    let key_count = plan.key_positions.len();
+    let mut images = Vec::with_capacity(before.len());
+    for (before, mut read) in before.into_iter().zip(read) {
+        let same_row = plan
+            .key_positions
+            .iter()
+            .zip(&read)
+            .all(|(&position, value)| before[position] == *value);
+        if !same_row {
+            return Err(concurrent(
+                plan.info,
+                plan.step,
+                "the rows read back after the update are not the rows captured",
+            ));
+        }
+        images.push(update_image(plan, before, changed, read.drain(key_count..)));
+    }
+    Ok(images)
+}
+
+/// The PostgreSQL rows of a packed select: the count, then the records.
+fn pg_unpack(
+    context: &Context<'_>,
+    step: u32,
+    sql: &str,
+    rows: &[Vec<SqlValue>],
+    width: usize,
+) -> Result<Vec<Vec<SqlValue>>> {
+    let bad = |message: String| DbError::Statement {
+        step,
+        database: context.database.to_owned(),
+        statement: sql.to_owned(),
+        message,
+    };
+    let (count, packed) = match rows.first().map(Vec::as_slice) {
+        Some([SqlValue::Integer(count), SqlValue::Null]) => (*count, ""),
+        Some([SqlValue::Integer(count), SqlValue::Typed(packed)]) => (*count, packed.as_str()),
+        other => return Err(bad(format!("unexpected packed images {other:?}"))),
+    };
+    let records = parse_pg(packed, width)
+        .map_err(|problem| bad(format!("cannot read the packed images: {problem}")))?;
+    if records.len() as i64 != count {
+        return Err(bad(format!(
+            "{count} rows changed but {} images read",
+            records.len()
+        )));
+    }
+    Ok(records)
 }
 
 pub(crate) async fn update(
@@ -424,195 +840,27 @@ pub(crate) async fn update(
     context
         .refuse_cascades(step, &info, Some(&operation.set))
         .await?;
-    let engine = context.executor.engine();
-    let filter = operation.filter.as_deref().unwrap_or("TRUE");
-    let table = &info.quoted;
-    let keys = info.key_list("");
+    // The after image reads back only the columns the statement sets and
+    // takes the others from the before image, unless a trigger or rule
+    // could change them too.
+    let changed: Vec<usize> = if context.has_triggers(step, &info).await? {
+        (0..info.columns.len()).collect()
+    } else {
+        info.columns
+            .iter()
+            .enumerate()
+            .filter(|(_, column)| operation.set.contains_key(&column.name))
+            .map(|(position, _)| position)
+            .collect()
+    };
     let sets = operation
         .set
         .iter()
         .map(|(column, expression)| format!("{} = ({expression})", quote_ident(column)))
         .collect::<Vec<_>>()
         .join(", ");
-    let column_count = info.columns.len();
-    let key_positions = info.key_positions();
-    let mut report = StepReport::default();
-    let mut lower: Option<Vec<SqlValue>> = None;
-    loop {
-        let lower_sql = if lower.is_some() {
-            format!(" AND ({keys}) > ({})", key_placeholders(engine, &info, 1))
-        } else {
-            String::new()
-        };
-        let lower_binds: Vec<Bind> = lower.iter().flatten().cloned().map(Bind::Value).collect();
-        context.begin(step).await?;
-        let images = match engine {
-            Engine::Postgres => {
-                let old_keys = info
-                    .key
-                    .iter()
-                    .enumerate()
-                    .map(|(i, name)| format!("{} AS _rw_k{i}", quote_ident(name)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let old_images = info
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, column)| format!("{}::text AS _rw_b{i}", quote_ident(&column.name)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let join = info
-                    .key
-                    .iter()
-                    .enumerate()
-                    .map(|(i, name)| format!("{table}.{} = _rw_old._rw_k{i}", quote_ident(name)))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
-                let returning_keys = (0..info.key.len())
-                    .map(|i| format!("_rw_old._rw_k{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let returning_before = (0..column_count)
-                    .map(|i| format!("_rw_old._rw_b{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let returning_after = info
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, column)| {
-                        format!("{table}.{}::text AS _rw_a{i}", quote_ident(&column.name))
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let select_keys = (0..info.key.len())
-                    .map(|i| format!("_rw_k{i}::text"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let select_images = (0..column_count)
-                    .map(|i| format!("_rw_b{i}"))
-                    .chain((0..column_count).map(|i| format!("_rw_a{i}")))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                // Qualified, so that it names the typed key and not the
-                // text column of the same name in the select list.
-                let order = (0..info.key.len())
-                    .map(|i| format!("_rw_result._rw_k{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let sql = format!(
-                    "WITH _rw_old AS (SELECT {old_keys}, {old_images} FROM {table} WHERE ({filter}){lower_sql} \
-                     ORDER BY {keys} LIMIT {chunk_size} FOR UPDATE), \
-                     _rw_new AS (UPDATE {table} SET {sets} FROM _rw_old WHERE {join}{lower_sql} \
-                     RETURNING {returning_keys}, {returning_before}, {returning_after}) \
-                     SELECT {select_keys}, {select_images} FROM _rw_new AS _rw_result ORDER BY {order}"
-                );
-                let rows = match context.fetch(step, &sql, &lower_binds).await {
-                    Ok(rows) => rows,
-                    Err(error) => {
-                        context.rollback().await;
-                        return Err(error);
-                    }
-                };
-                let key_count = info.key.len();
-                rows.into_iter()
-                    .map(|row| RowImage {
-                        key: row[..key_count].to_vec(),
-                        before: Some(row[key_count..key_count + column_count].to_vec()),
-                        after: Some(row[key_count + column_count..].to_vec()),
-                    })
-                    .collect::<Vec<_>>()
-            }
-            Engine::Sqlite => {
-                let columns = info
-                    .columns
-                    .iter()
-                    .map(|column| quote_ident(&column.name))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let select = format!(
-                    "SELECT {columns} FROM {table} WHERE ({filter}){lower_sql} ORDER BY {keys} LIMIT {chunk_size}"
-                );
-                let before = match context.fetch(step, &select, &lower_binds).await {
-                    Ok(rows) => rows,
-                    Err(error) => {
-                        context.rollback().await;
-                        return Err(error);
-                    }
-                };
-                if before.is_empty() {
-                    Vec::new()
-                } else {
-                    let upper = key_of(
-                        before.last().map(Vec::as_slice).unwrap_or_default(),
-                        &key_positions,
-                    );
-                    let first_upper = lower_binds.len() + 1;
-                    let update = format!(
-                        "UPDATE {table} SET {sets} WHERE ({filter}){lower_sql} AND ({keys}) <= ({}) RETURNING {columns}",
-                        key_placeholders(engine, &info, first_upper)
-                    );
-                    let mut binds = lower_binds.clone();
-                    binds.extend(upper.into_iter().map(Bind::Value));
-                    let after = match context.fetch(step, &update, &binds).await {
-                        Ok(rows) => rows,
-                        Err(error) => {
-                            context.rollback().await;
-                            return Err(error);
-                        }
-                    };
-                    let mut after_by_key: HashMap<String, Vec<SqlValue>> = after
-                        .into_iter()
-                        .map(|row| (key_string(&key_of(&row, &key_positions)), row))
-                        .collect();
-                    let mut images = Vec::with_capacity(before.len());
-                    for row in before {
-                        let key = key_of(&row, &key_positions);
-                        let Some(after) = after_by_key.remove(&key_string(&key)) else {
-                            context.rollback().await;
-                            return Err(DbError::Concurrent {
-                                step,
-                                table: info.name.clone(),
-                                problem: "a selected row was not updated".to_owned(),
-                            });
-                        };
-                        images.push(RowImage {
-                            key,
-                            before: Some(row),
-                            after: Some(after),
-                        });
-                    }
-                    if !after_by_key.is_empty() {
-                        context.rollback().await;
-                        return Err(DbError::Concurrent {
-                            step,
-                            table: info.name.clone(),
-                            problem: "the update changed rows that were not captured".to_owned(),
-                        });
-                    }
-                    images
-                }
-            }
-        };
-        if images.is_empty() {
-            context.rollback().await;
-            break;
-        }
-        lower = images.last().map(|image| image.key.clone());
-        let count = images.len();
-        let event = rows_changed(context.database, &info, step, report.chunks, images);
-        context
-            .record_then_commit(step, &info.name, vec![event], recorder)
-            .await?;
-        report.rows += count as u64;
-        report.chunks += 1;
-        report.events += 1;
-        if count < chunk_size {
-            break;
-        }
-    }
-    Ok(report)
+    let plan = RowsPlan::new(step, &info, operation.filter.as_deref(), chunk_size);
+    change_rows(context, &plan, &Change::Update { sets, changed }, recorder).await
 }
 
 pub(crate) async fn delete(
@@ -626,156 +874,189 @@ pub(crate) async fn delete(
         .table(&operation.table, operation.key.as_deref())
         .await?;
     context.refuse_cascades(step, &info, None).await?;
+    let plan = RowsPlan::new(step, &info, operation.filter.as_deref(), chunk_size);
+    change_rows(context, &plan, &Change::Delete, recorder).await
+}
+
+/// What `update` or `delete` does to each chunk's rows.
+enum Change {
+    Update {
+        /// `"c" = (expression), …`
+        sets: String,
+        /// The positions of the columns read back for the after image.
+        changed: Vec<usize>,
+    },
+    Delete,
+}
+
+/// Changes the picked rows chunk by chunk, each chunk one transaction
+/// whose images are recorded before it commits.
+async fn change_rows(
+    context: &mut Context<'_>,
+    plan: &RowsPlan<'_>,
+    change: &Change,
+    recorder: &mut dyn Recorder,
+) -> Result<StepReport> {
     let engine = context.executor.engine();
-    let filter = operation.filter.as_deref().unwrap_or("TRUE");
-    let table = &info.quoted;
-    let keys = info.key_list("");
-    let column_count = info.columns.len();
-    let key_positions = info.key_positions();
+    let sqlite_keys = engine == Engine::Sqlite && plan.filter.is_some();
+    if sqlite_keys {
+        plan.create_sqlite_keys(context).await?;
+    }
     let mut report = StepReport::default();
     let mut lower: Option<Vec<SqlValue>> = None;
-    loop {
-        let lower_sql = if lower.is_some() {
-            format!(" AND ({keys}) > ({})", key_placeholders(engine, &info, 1))
-        } else {
-            String::new()
-        };
-        let lower_binds: Vec<Bind> = lower.iter().flatten().cloned().map(Bind::Value).collect();
-        context.begin(step).await?;
-        let images: Vec<RowImage> = match engine {
-            Engine::Postgres => {
-                let old_keys = info
-                    .key
-                    .iter()
-                    .enumerate()
-                    .map(|(i, name)| format!("{} AS _rw_k{i}", quote_ident(name)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let old_images = info
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, column)| format!("{}::text AS _rw_b{i}", quote_ident(&column.name)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let join = info
-                    .key
-                    .iter()
-                    .enumerate()
-                    .map(|(i, name)| format!("{table}.{} = _rw_old._rw_k{i}", quote_ident(name)))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
-                let select_keys = (0..info.key.len())
-                    .map(|i| format!("_rw_k{i}::text"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let select_images = (0..column_count)
-                    .map(|i| format!("_rw_b{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                // Qualified, so that it names the typed key and not the
-                // text column of the same name in the select list.
-                let order = (0..info.key.len())
-                    .map(|i| format!("_rw_result._rw_k{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let sql = format!(
-                    "WITH _rw_old AS (SELECT {old_keys}, {old_images} FROM {table} WHERE ({filter}){lower_sql} \
-                     ORDER BY {keys} LIMIT {chunk_size} FOR UPDATE), \
-                     _rw_gone AS (DELETE FROM {table} USING _rw_old WHERE {join}{lower_sql} RETURNING _rw_old.*) \
-                     SELECT {select_keys}, {select_images} FROM _rw_gone AS _rw_result ORDER BY {order}"
-                );
-                let rows = match context.fetch(step, &sql, &lower_binds).await {
-                    Ok(rows) => rows,
-                    Err(error) => {
-                        context.rollback().await;
-                        return Err(error);
-                    }
-                };
-                let key_count = info.key.len();
-                rows.into_iter()
-                    .map(|row| RowImage {
-                        key: row[..key_count].to_vec(),
-                        before: Some(row[key_count..].to_vec()),
-                        after: None,
-                    })
-                    .collect()
-            }
-            Engine::Sqlite => {
-                let columns = info
-                    .columns
-                    .iter()
-                    .map(|column| quote_ident(&column.name))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let select = format!(
-                    "SELECT {columns} FROM {table} WHERE ({filter}){lower_sql} ORDER BY {keys} LIMIT {chunk_size}"
-                );
-                let before = match context.fetch(step, &select, &lower_binds).await {
-                    Ok(rows) => rows,
-                    Err(error) => {
-                        context.rollback().await;
-                        return Err(error);
-                    }
-                };
-                if !before.is_empty() {
-                    let upper = key_of(
-                        before.last().map(Vec::as_slice).unwrap_or_default(),
-                        &key_positions,
-                    );
-                    let delete = format!(
-                        "DELETE FROM {table} WHERE ({filter}){lower_sql} AND ({keys}) <= ({})",
-                        key_placeholders(engine, &info, lower_binds.len() + 1)
-                    );
-                    let mut binds = lower_binds.clone();
-                    binds.extend(upper.into_iter().map(Bind::Value));
-                    let deleted = match context.execute(step, &delete, &binds).await {
-                        Ok(count) => count,
-                        Err(error) => {
-                            context.rollback().await;
-                            return Err(error);
-                        }
-                    };
-                    if deleted != before.len() as u64 {
-                        context.rollback().await;
-                        return Err(DbError::Concurrent {
-                            step,
-                            table: info.name.clone(),
-                            problem: format!(
-                                "captured {} rows but the delete removed {deleted}",
-                                before.len()
-                            ),
-                        });
-                    }
-                }
-                before
-                    .into_iter()
-                    .map(|row| RowImage {
-                        key: key_of(&row, &key_positions),
-                        before: Some(row),
-                        after: None,
-                    })
-                    .collect()
-            }
-        };
-        if images.is_empty() {
-            context.rollback().await;
-            break;
+    let result = loop {
+        if let Err(error) = context.begin(plan.step).await {
+            break Err(error);
         }
-        lower = images.last().map(|image| image.key.clone());
+        let images = match engine {
+            Engine::Sqlite => sqlite_chunk(context, plan, change, lower.as_deref()).await,
+            Engine::Postgres => pg_chunk(context, plan, change, lower.as_deref()).await,
+        };
+        let images = match images {
+            Ok(images) if images.is_empty() => {
+                context.rollback().await;
+                break Ok(report);
+            }
+            Ok(images) => images,
+            Err(error) => {
+                context.rollback().await;
+                break Err(error);
+            }
+        };
         let count = images.len();
-        let event = rows_changed(context.database, &info, step, report.chunks, images);
-        context
-            .record_then_commit(step, &info.name, vec![event], recorder)
-            .await?;
+        lower = images.last().map(|image| image.key.clone());
+        let events = chunk_events(context.database, plan.info, plan.step, &mut report, images);
+        report.events += events.len() as u64;
+        if let Err(error) = context
+            .record_then_commit(plan.step, &plan.info.name, events, recorder)
+            .await
+        {
+            break Err(error);
+        }
         report.rows += count as u64;
         report.chunks += 1;
-        report.events += 1;
-        if count < chunk_size {
-            break;
+        if count < plan.chunk_size {
+            break Ok(report);
         }
+    };
+    if sqlite_keys {
+        plan.drop_sqlite_keys(context).await;
     }
-    Ok(report)
+    result
+}
+
+/// The images of deleted rows.
+fn deleted_images(plan: &RowsPlan<'_>, before: Vec<Vec<SqlValue>>) -> Vec<RowImage> {
+    before
+        .into_iter()
+        .map(|row| RowImage {
+            key: key_of(&row, &plan.key_positions),
+            before: Some(row),
+            after: None,
+        })
+        .collect()
+}
+
+async fn sqlite_chunk(
+    context: &mut Context<'_>,
+    plan: &RowsPlan<'_>,
+    change: &Change,
+    lower: Option<&[SqlValue]>,
+) -> Result<Vec<RowImage>> {
+    let Some(picked) = plan.sqlite_pick(context, lower).await? else {
+        return Ok(Vec::new());
+    };
+    let (statement, done) = match change {
+        Change::Update { sets, .. } => (
+            format!("UPDATE {} SET {sets} WHERE {}", plan.table(), picked.bound),
+            "the update changed",
+        ),
+        Change::Delete => (
+            format!("DELETE FROM {} WHERE {}", plan.table(), picked.bound),
+            "the delete removed",
+        ),
+    };
+    let count = context
+        .execute(plan.step, &statement, &picked.binds)
+        .await?;
+    if count != picked.before.len() as u64 {
+        return Err(concurrent(
+            plan.info,
+            plan.step,
+            format!("captured {} rows but {done} {count}", picked.before.len()),
+        ));
+    }
+    match change {
+        Change::Update { changed, .. } => {
+            let read_back = plan.sqlite_columns(plan.key_positions.iter().chain(changed).copied());
+            let read = context
+                .sqlite_images(plan.step, &read_back, &picked.source, &picked.binds)
+                .await?;
+            sqlite_update_images(plan, picked.before, read, changed)
+        }
+        Change::Delete => Ok(deleted_images(plan, picked.before)),
+    }
+}
+
+async fn pg_chunk(
+    context: &mut Context<'_>,
+    plan: &RowsPlan<'_>,
+    change: &Change,
+    lower: Option<&[SqlValue]>,
+) -> Result<Vec<RowImage>> {
+    let (lower_sql, lower_binds) = plan.lower(Engine::Postgres, lower);
+    let table = plan.table();
+    let column_count = plan.info.columns.len();
+    let before_fields = (0..column_count).map(|i| format!("_rw_b{i}"));
+    let (statement, fields, changed) = match change {
+        Change::Update { sets, changed } => {
+            let returning = (0..plan.info.key.len())
+                .map(|i| format!("_rw_old._rw_k{i}"))
+                .chain((0..column_count).map(|i| format!("_rw_old._rw_b{i}")))
+                .chain(changed.iter().enumerate().map(|(offset, &position)| {
+                    let name = quote_ident(&plan.info.columns[position].name);
+                    format!("{table}.{name}::text AS _rw_a{offset}")
+                }))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let fields: Vec<String> = before_fields
+                .chain((0..changed.len()).map(|offset| format!("_rw_a{offset}")))
+                .collect();
+            (
+                format!(
+                    "UPDATE {table} SET {sets} FROM _rw_old WHERE {}{lower_sql} RETURNING {returning}",
+                    plan.pg_join()
+                ),
+                fields,
+                Some(changed),
+            )
+        }
+        Change::Delete => (
+            format!(
+                "DELETE FROM {table} USING _rw_old WHERE {}{lower_sql} RETURNING _rw_old.*",
+                plan.pg_join()
+            ),
+            before_fields.collect(),
+            None,
+        ),
+    };
+    let sql = format!(
+        "WITH {}, _rw_changed AS ({statement}) {}",
+        plan.pg_old(&lower_sql),
+        plan.pg_packed_select(&fields, "_rw_changed"),
+    );
+    let rows = context.fetch(plan.step, &sql, &lower_binds).await?;
+    let records = pg_unpack(context, plan.step, &sql, &rows, fields.len())?;
+    let Some(changed) = changed else {
+        return Ok(deleted_images(plan, records));
+    };
+    Ok(records
+        .into_iter()
+        .map(|mut record| {
+            let changed_values = record.split_off(column_count);
+            update_image(plan, record, changed, changed_values)
+        })
+        .collect())
 }
 
 pub(crate) async fn insert(
@@ -910,63 +1191,46 @@ pub(crate) async fn insert(
                 .collect()
         }
     };
-    let returning = info
-        .columns
-        .iter()
-        .map(|column| engine_text_column(engine, &quote_ident(&column.name)))
-        .collect::<Vec<_>>()
-        .join(", ");
     let result = async {
         let mut report = StepReport::default();
         for (insert_sql, binds) in batches {
             let sql = match engine {
-                Engine::Sqlite => format!("{insert_sql} RETURNING {returning}"),
-                Engine::Postgres => {
-                    let keys = (0..info.key.len())
-                        .map(|i| format!("_rw_k{i}"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let returning_keys = info
-                        .key
-                        .iter()
-                        .enumerate()
-                        .map(|(i, name)| format!("{} AS _rw_k{i}", quote_ident(name)))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let returning_images = info
+                Engine::Sqlite => {
+                    // RETURNING hands rows over one by one; an insert's rows
+                    // are known only once inserted, so they come back that way.
+                    let returning = info
                         .columns
                         .iter()
-                        .enumerate()
-                        .map(|(i, column)| format!("{}::text AS _rw_a{i}", quote_ident(&column.name)))
+                        .map(|column| quote_ident(&column.name))
                         .collect::<Vec<_>>()
                         .join(", ");
-                    let images = (0..column_count)
-                        .map(|i| format!("_rw_a{i}"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
+                    format!("{insert_sql} RETURNING {returning}")
+                }
+                Engine::Postgres => {
+                    let returning = pg_keys_and_texts(&info, "_rw_a");
+                    let plan = RowsPlan::new(step, &info, None, chunk_size);
+                    let fields: Vec<String> =
+                        (0..column_count).map(|i| format!("_rw_a{i}")).collect();
                     format!(
-                        "WITH _rw_new AS ({insert_sql} RETURNING {returning_keys}, {returning_images}) \
-                         SELECT {images} FROM _rw_new ORDER BY {keys}"
+                        "WITH _rw_new AS ({insert_sql} RETURNING {returning}) {}",
+                        plan.pg_packed_select(&fields, "_rw_new")
                     )
                 }
             };
             context.begin(step).await?;
-            let before_sequences = match context.sequences(step, &info).await {
-                Ok(states) => states,
-                Err(error) => {
-                    context.rollback().await;
-                    return Err(error);
-                }
-            };
-            let rows = match context.fetch(step, &sql, &binds).await {
-                Ok(rows) => rows,
-                Err(error) => {
-                    context.rollback().await;
-                    return Err(error);
-                }
-            };
-            let after_sequences = match context.sequences(step, &info).await {
-                Ok(states) => states,
+            let chunk = async {
+                let before_sequences = context.sequences(step, &info).await?;
+                let rows = context.fetch(step, &sql, &binds).await?;
+                let rows = match engine {
+                    Engine::Sqlite => rows,
+                    Engine::Postgres => pg_unpack(context, step, &sql, &rows, column_count)?,
+                };
+                let after_sequences = context.sequences(step, &info).await?;
+                Ok((before_sequences, rows, after_sequences))
+            }
+            .await;
+            let (before_sequences, rows, after_sequences) = match chunk {
+                Ok(chunk) => chunk,
                 Err(error) => {
                     context.rollback().await;
                     return Err(error);
@@ -983,25 +1247,21 @@ pub(crate) async fn insert(
                     after: Some(row),
                 })
                 .collect();
-            let mut images = images.into_iter().peekable();
-            let mut chunks = 0;
-            while images.peek().is_some() {
-                let chunk: Vec<RowImage> = images.by_ref().take(chunk_size).collect();
-                events.push(rows_changed(
-                    context.database,
-                    &info,
-                    step,
-                    report.chunks + chunks,
-                    chunk,
-                ));
-                chunks += 1;
+            if !images.is_empty() {
+                report.chunks += 1;
             }
+            events.extend(chunk_events(
+                context.database,
+                &info,
+                step,
+                &mut report,
+                images,
+            ));
             let event_count = events.len() as u64;
             context
                 .record_then_commit(step, &info.name, events, recorder)
                 .await?;
             report.rows += count;
-            report.chunks += chunks;
             report.events += event_count;
         }
         Ok(report)

@@ -344,3 +344,70 @@ pub(crate) async fn cascades(
         })
         .collect())
 }
+
+/// A trigger on a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Trigger {
+    pub name: String,
+    /// PostgreSQL's `tgenabled`: `O` fires in ordinary sessions, `R` only
+    /// with `session_replication_role = replica`, `A` always, `D` never.
+    /// SQLite triggers always fire: `A`.
+    pub enabled: char,
+}
+
+/// The table's triggers, by name; on PostgreSQL those a user created (not
+/// the ones behind foreign keys).
+pub(crate) async fn triggers(
+    executor: &mut dyn Executor,
+    table: &TableInfo,
+) -> Result<Vec<Trigger>, sqlx::Error> {
+    let rows = match executor.engine() {
+        Engine::Sqlite => {
+            executor
+                .fetch(
+                    "SELECT name, 'A' FROM (SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' \
+                     UNION ALL SELECT name, tbl_name FROM sqlite_temp_master WHERE type = 'trigger') \
+                     WHERE tbl_name = ?1 COLLATE NOCASE ORDER BY name",
+                    &[Bind::Value(SqlValue::Text(table.name.clone()))],
+                )
+                .await?
+        }
+        Engine::Postgres => {
+            executor
+                .fetch(
+                    "SELECT tgname::text, tgenabled::text FROM pg_trigger \
+                     WHERE tgrelid = to_regclass($1) AND NOT tgisinternal ORDER BY tgname",
+                    &[Bind::Value(SqlValue::Text(table.quoted.clone()))],
+                )
+                .await?
+        }
+    };
+    Ok(rows
+        .iter()
+        .map(|row| Trigger {
+            name: text(&row[0]),
+            enabled: text(&row[1]).chars().next().unwrap_or('O'),
+        })
+        .collect())
+}
+
+/// Whether the table has triggers (or, on PostgreSQL, rewrite rules) that
+/// could change a row beyond what a statement's `SET` names.
+pub(crate) async fn has_triggers(
+    executor: &mut dyn Executor,
+    table: &TableInfo,
+) -> Result<bool, sqlx::Error> {
+    if !triggers(executor, table).await?.is_empty() {
+        return Ok(true);
+    }
+    if executor.engine() == Engine::Sqlite {
+        return Ok(false);
+    }
+    let rules = executor
+        .fetch(
+            "SELECT EXISTS (SELECT 1 FROM pg_rewrite WHERE ev_class = to_regclass($1) AND rulename <> '_RETURN')",
+            &[Bind::Value(SqlValue::Text(table.quoted.clone()))],
+        )
+        .await?;
+    Ok(rules.first().map(|row| &row[0]) == Some(&SqlValue::Integer(1)))
+}

@@ -78,6 +78,15 @@ pub enum DbError {
     #[error("step {step}: refusing to roll back irreversible statement {statement}")]
     Irreversible { step: u32, statement: String },
 
+    #[error(
+        "step {step}: refusing to restore rows of table {table}: its triggers {triggers} would fire and write what the ledger does not hold"
+    )]
+    TriggersWouldFire {
+        step: u32,
+        table: String,
+        triggers: String,
+    },
+
     #[error("cannot dump database {database}: {message}")]
     Dump { database: String, message: String },
 
@@ -130,6 +139,9 @@ impl DbError {
             DbError::Irreversible { .. } => {
                 Some("pass --allow-irreversible to roll back past it without undoing it")
             }
+            DbError::TriggersWouldFire { .. } => Some(
+                "keep each trigger's CREATE TRIGGER statement (sqlite_master.sql), drop the triggers, roll back again, then create them again",
+            ),
             DbError::Dump { .. } => {
                 Some("check that pg_dump is installed and matches the server's major version")
             }

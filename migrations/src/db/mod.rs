@@ -15,12 +15,13 @@
 //! database url in events and messages has its password removed
 //! ([`redact_url`]).
 //!
-//! Recovery after a crash: a `RowsChanged` chunk is in the ledger before
-//! its transaction commits, so the newest chunk of an unfinished step may
-//! never have committed. [`Database::chunk_state`] tells, through
-//! [`Database::check_drift`]: every row at its before image
-//! (`already_restored`) means it did not commit; every row at its after
-//! image (`restored`) means it did.
+//! Recovery after a crash: a chunk's `RowsChanged` events (one per at most
+//! [`ROWS_PER_EVENT`] rows, all in one durable batch) are in the ledger
+//! before its transaction commits, so the newest chunk of an unfinished
+//! step may never have committed. [`Database::chunk_state`] tells, through
+//! [`Database::check_drift`] on each of its events: every row at its before
+//! image (`already_restored`) means it did not commit; every row at its
+//! after image (`restored`) means it did.
 //!
 //! This module never prints and never writes the ledger itself.
 
@@ -29,6 +30,7 @@ mod catalog;
 pub mod dump;
 mod error;
 mod executor;
+mod images;
 mod postgres;
 mod preflight;
 mod recover;
@@ -40,8 +42,8 @@ use std::collections::BTreeMap;
 use rewind_ledger::{Event, SqlValue};
 
 pub use capture::{
-    Check, DEFAULT_CHUNK_SIZE, Delete, Expectation, Insert, InsertSource, RECORD_PREFIX, Recorder,
-    Schema, StepReport, Update, Verify, VerifyReport, recorded_values,
+    Check, DEFAULT_CHUNK_SIZE, Delete, Expectation, Insert, InsertSource, RECORD_PREFIX,
+    ROWS_PER_EVENT, Recorder, Schema, StepReport, Update, Verify, VerifyReport, recorded_values,
 };
 pub use error::{DbError, Result};
 pub use executor::{Bind, BoxFuture, Engine, Executor, quote_ident, quote_table, redact_url};

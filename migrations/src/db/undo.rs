@@ -14,7 +14,7 @@ use rewind_ledger::{
 };
 
 use super::capture::Context;
-use super::catalog::TableInfo;
+use super::catalog::{TableInfo, Trigger, triggers};
 use super::error::{DbError, Result};
 use super::executor::{Bind, Engine, quote_ident};
 
@@ -91,6 +91,10 @@ pub struct UndoReport {
     /// finds every row of the chunk here: the chunk never committed.
     pub already_restored: u64,
     pub drift: Vec<RowDrift>,
+    /// Triggers of the table that fired while its rows were restored: on
+    /// PostgreSQL those marked `ENABLE ALWAYS`, and every ordinary one when
+    /// the session may not set `session_replication_role`.
+    pub triggers_fired: Vec<String>,
 }
 
 pub(crate) async fn undo(
@@ -266,8 +270,30 @@ async fn undo_rows(
             Engine::Sqlite => String::new(),
         }
     };
+    let triggers = match triggers(context.executor, &info).await {
+        Ok(triggers) => triggers,
+        Err(error) => return Err(context.statement_error(step, "read triggers", error)),
+    };
+    // SQLite cannot turn a trigger off for one transaction, and dropping and
+    // creating it again would move it in the schema: refuse instead.
+    if !dry_run && engine == Engine::Sqlite && !triggers.is_empty() {
+        return Err(DbError::TriggersWouldFire {
+            step,
+            table: info.name.clone(),
+            triggers: triggers
+                .iter()
+                .map(|trigger| trigger.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
     context.begin(step).await?;
     let result = async {
+        let triggers_fired = if dry_run {
+            Vec::new()
+        } else {
+            quiet_triggers(context, step, &triggers).await?
+        };
         load_images(context, step, &info, rows).await?;
         let present = format!("CASE WHEN t.{} IS NULL THEN 0 ELSE 1 END", quote_ident(&rows.key_columns[0]));
         let current_columns = rows
@@ -304,7 +330,10 @@ async fn undo_rows(
                 .await?;
         }
         let current = context.fetch(step, &current_sql, &[]).await?;
-        let mut report = UndoReport::default();
+        let mut report = UndoReport {
+            triggers_fired,
+            ..UndoReport::default()
+        };
         let mut leave_alone: Vec<i64> = Vec::new();
         for row in current {
             let (SqlValue::Integer(index), SqlValue::Integer(present)) = (&row[0], &row[1]) else {
@@ -422,6 +451,49 @@ async fn undo_rows(
             context.rollback().await;
             Err(error)
         }
+    }
+}
+
+/// Turns a PostgreSQL table's ordinary triggers off for the rest of the
+/// transaction with `SET LOCAL session_replication_role = replica`, which
+/// needs a superuser (or `GRANT SET ON PARAMETER`); when that is refused,
+/// the triggers stay on. Returns the triggers that will fire. Replica mode
+/// also skips the checks behind foreign keys, so it is set only when an
+/// ordinary trigger would fire: the rows restored are their before images.
+async fn quiet_triggers(
+    context: &mut Context<'_>,
+    step: u32,
+    triggers: &[Trigger],
+) -> Result<Vec<String>> {
+    let firing = |states: &[char]| -> Vec<String> {
+        triggers
+            .iter()
+            .filter(|trigger| states.contains(&trigger.enabled))
+            .map(|trigger| trigger.name.clone())
+            .collect()
+    };
+    if context.executor.engine() == Engine::Sqlite || !triggers.iter().any(|t| t.enabled == 'O') {
+        return Ok(firing(&['A']));
+    }
+    context.script(step, "SAVEPOINT _rw_replica").await?;
+    let replica = context
+        .executor
+        .script("SET LOCAL session_replication_role = replica")
+        .await
+        .is_ok();
+    if replica {
+        context
+            .script(step, "RELEASE SAVEPOINT _rw_replica")
+            .await?;
+        Ok(firing(&['A', 'R']))
+    } else {
+        context
+            .script(
+                step,
+                "ROLLBACK TO SAVEPOINT _rw_replica; RELEASE SAVEPOINT _rw_replica",
+            )
+            .await?;
+        Ok(firing(&['O', 'A']))
     }
 }
 

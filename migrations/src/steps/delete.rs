@@ -15,7 +15,7 @@ use crate::plan::Sim;
 
 pub const INFO: KindInfo = KindInfo {
     name: "delete",
-    docs: "Deletes the rows of `table` matching `where` (required; `where = \"TRUE\"` for all), `chunk_size` rows (default 1000) per transaction. `key` names the key columns (default: the primary key). Every deleted row is recorded whole.",
+    docs: "Deletes the rows of `table` matching `where` (required; `where = \"TRUE\"` for all), `chunk_size` rows (default 10000) per transaction, recorded as events of at most 1000 rows. `key` names the key columns (default: the primary key). Every deleted row is recorded whole.",
     inverse: Some("re-inserts each deleted row when its key is still absent"),
     fixture: "table = \"t\"\nwhere = \"n < 0\"\ndatabase = \"sqlite://{root}/fixture.db\"",
 };

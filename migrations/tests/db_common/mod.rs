@@ -197,6 +197,23 @@ impl PgDatabase {
         Database::connect(&self.url).unwrap()
     }
 
+    /// A connection to the admin database (roles are the cluster's).
+    pub fn admin(&self) -> Database {
+        Database::connect(&self.admin_url).unwrap()
+    }
+
+    /// A connection to this database as another user.
+    pub fn connect_as(&self, user: &str, password: &str) -> Database {
+        let scheme_end = self.url.find("://").map_or(0, |i| i + 3);
+        let rest = &self.url[scheme_end..];
+        let host = rest.rfind('@').map_or(rest, |at| &rest[at + 1..]);
+        Database::connect(&format!(
+            "{}{user}:{password}@{host}",
+            &self.url[..scheme_end]
+        ))
+        .unwrap()
+    }
+
     /// `pg_dump` of the schema, or of the data (with sequence values),
     /// rows sorted within each COPY block (see `db::dump::postgres`).
     pub fn dump(&self, data_only: bool) -> String {
