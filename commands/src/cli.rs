@@ -343,6 +343,10 @@ pub struct RollbackArgs {
     #[arg(long)]
     pub allow_irreversible: bool,
 
+    /// Restore rows of SQLite tables that have triggers, letting the triggers fire (what they write is not recorded)
+    #[arg(long)]
+    pub allow_triggers: bool,
+
     /// Connect with this database url (with its password) where events name it without
     #[arg(long = "database", value_name = "URL")]
     pub databases: Vec<String>,

@@ -28,6 +28,9 @@ pub struct Databases {
     /// Named snapshots recorded by the `verify` steps of this run, for
     /// `equals_recorded`.
     pub recorded: BTreeMap<String, String>,
+    /// A rollback may restore rows of SQLite tables with triggers, letting
+    /// them fire (`rollback --allow-triggers`).
+    pub allow_triggers: bool,
 }
 
 impl Databases {
@@ -40,6 +43,7 @@ impl Databases {
                 .collect(),
             open: BTreeMap::new(),
             recorded: BTreeMap::new(),
+            allow_triggers: false,
         }
     }
 

@@ -494,6 +494,7 @@ pub fn rollback(
                     OnDrift::Skip => db::OnDrift::Skip,
                 },
                 allow_irreversible: true,
+                allow_triggers: databases.allow_triggers,
             };
             let undone = databases
                 .get(url)

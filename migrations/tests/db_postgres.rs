@@ -347,6 +347,7 @@ fn postgres_drift_is_detected_and_left_alone() {
             UndoOptions {
                 on_drift: OnDrift::Skip,
                 allow_irreversible: false,
+                allow_triggers: false,
             },
         )
         .unwrap();

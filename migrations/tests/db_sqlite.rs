@@ -308,6 +308,7 @@ fn sqlite_drift_is_detected_and_left_alone() {
             UndoOptions {
                 on_drift: OnDrift::Skip,
                 allow_irreversible: false,
+                allow_triggers: false,
             },
         )
         .unwrap();
@@ -351,6 +352,7 @@ fn sqlite_deleted_row_recreated_since_is_drift() {
             UndoOptions {
                 on_drift: OnDrift::Skip,
                 allow_irreversible: false,
+                allow_triggers: false,
             },
         )
         .unwrap();
@@ -555,6 +557,7 @@ fn sqlite_irreversible_statement_is_refused_unless_allowed() {
             UndoOptions {
                 on_drift: OnDrift::Stop,
                 allow_irreversible: true,
+                allow_triggers: false,
             },
         )
         .unwrap();
@@ -1122,9 +1125,10 @@ fn sqlite_after_image_sees_what_a_trigger_changed() {
 
 /// SQLite cannot turn a trigger off for one transaction: restoring rows of
 /// a table with triggers is refused, naming them, before anything is
-/// touched; without the trigger the rollback goes through.
+/// touched, unless allowed (`--allow-triggers`: they fire, and the report
+/// names them); without the trigger the rollback goes through.
 #[test]
-fn sqlite_rollback_refuses_to_fire_triggers() {
+fn sqlite_rollback_refuses_to_fire_triggers_unless_allowed() {
     let (_file, mut database) = fixture();
     let original = database.dump_sqlite().unwrap();
     let mut ledger = TestLedger::new();
@@ -1158,11 +1162,30 @@ fn sqlite_rollback_refuses_to_fire_triggers() {
             if table == "things" && triggers == "audit_things"),
         "{error}"
     );
-    assert!(error.hint().unwrap().contains("drop the triggers"));
+    assert!(error.hint().unwrap().contains("--allow-triggers"));
     assert_same_dump(
         &before_rollback,
         &database.dump_sqlite().unwrap(),
         "refused rollback",
+    );
+    // Allowed, the rows come back and the trigger fires, and says so.
+    let allowed = UndoOptions {
+        allow_triggers: true,
+        ..UndoOptions::default()
+    };
+    let copy = tempfile::NamedTempFile::new().unwrap();
+    database
+        .execute_script(&format!("VACUUM INTO '{}'", copy.path().display()))
+        .unwrap();
+    let mut fired = Database::connect(&format!("sqlite://{}", copy.path().display())).unwrap();
+    let report = fired.undo(&event, allowed).unwrap();
+    assert_eq!(
+        (report.restored, report.triggers_fired),
+        (3, vec!["audit_things".to_owned()])
+    );
+    assert_eq!(
+        fired.query("SELECT count(*) FROM audit", &[]).unwrap(),
+        vec![vec![rewind_ledger::SqlValue::Integer(3)]]
     );
     database
         .execute_script("DROP TRIGGER audit_things; DROP TABLE audit")

@@ -211,6 +211,7 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
     };
     let ledger = ctx.open_write()?;
     let mut databases = Databases::new(args.databases.clone());
+    databases.allow_triggers = args.allow_triggers;
     let recorder = if args.dry_run {
         super::recover::mention_unfinished(&mut ctx.printer, &ledger)?;
         Recorder::new(ledger)

@@ -140,7 +140,7 @@ impl DbError {
                 Some("pass --allow-irreversible to roll back past it without undoing it")
             }
             DbError::TriggersWouldFire { .. } => Some(
-                "keep each trigger's CREATE TRIGGER statement (sqlite_master.sql), drop the triggers, roll back again, then create them again",
+                "nothing of this chunk was restored; pass --allow-triggers to restore the rows and let the triggers fire (what they write is not in the ledger), or drop the triggers, roll back, and create them again",
             ),
             DbError::Dump { .. } => {
                 Some("check that pg_dump is installed and matches the server's major version")

@@ -220,6 +220,7 @@ impl Database {
         let options = UndoOptions {
             on_drift: OnDrift::Skip,
             allow_irreversible: true,
+            allow_triggers: true,
         };
         self.run(async |context| undo::undo(context, event, options, true).await)
     }

@@ -34,6 +34,9 @@ pub struct UndoOptions {
     pub on_drift: OnDrift,
     /// Pass over `irreversible` statements instead of refusing.
     pub allow_irreversible: bool,
+    /// Restore rows of a SQLite table with triggers, letting them fire,
+    /// instead of refusing.
+    pub allow_triggers: bool,
 }
 
 /// A row whose current state is neither its after image nor its before image.
@@ -276,7 +279,7 @@ async fn undo_rows(
     };
     // SQLite cannot turn a trigger off for one transaction, and dropping and
     // creating it again would move it in the schema: refuse instead.
-    if !dry_run && engine == Engine::Sqlite && !triggers.is_empty() {
+    if !dry_run && engine == Engine::Sqlite && !triggers.is_empty() && !options.allow_triggers {
         return Err(DbError::TriggersWouldFire {
             step,
             table: info.name.clone(),
@@ -472,7 +475,14 @@ async fn quiet_triggers(
             .map(|trigger| trigger.name.clone())
             .collect()
     };
-    if context.executor.engine() == Engine::Sqlite || !triggers.iter().any(|t| t.enabled == 'O') {
+    if context.executor.engine() == Engine::Sqlite {
+        // SQLite's triggers all fire (restoring them was allowed).
+        return Ok(triggers
+            .iter()
+            .map(|trigger| trigger.name.clone())
+            .collect());
+    }
+    if !triggers.iter().any(|t| t.enabled == 'O') {
         return Ok(firing(&['A']));
     }
     context.script(step, "SAVEPOINT _rw_replica").await?;
