@@ -277,9 +277,10 @@ proptest! {
             return Ok(());
         };
         // Items whose path is where the event left it, so that drift can be
-        // made there, and which no newer item touches: a newer inverse could
-        // remove what carries the drift (a directory a later move created
-        // where the item's path was) before the item's turn comes.
+        // made there, and such that no newer item names that path or one
+        // above it: a newer inverse could then remove or move what carries
+        // the drift (a directory a later move created where the item's path
+        // was) before the item's turn comes.
         let drifted_path = |event: &Event| match event {
             Event::PathMoved(e) => Some(e.to.clone()),
             Event::ModeChanged(e) => Some(e.path.clone()),
@@ -289,9 +290,8 @@ proptest! {
             Event::OwnerChanged(e) => Some(e.path.clone()),
             _ => None,
         };
-        let overlaps = |a: &str, b: &str| {
-            a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"))
-        };
+        // `other` is `path` or one of the directories above it.
+        let overlaps = |path: &str, other: &str| path == other || path.starts_with(&format!("{other}/"));
         let untouched_by_newer = |index: usize| {
             let Some(path) = drifted_path(&items[index].event) else {
                 return false;

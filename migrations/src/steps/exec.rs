@@ -12,7 +12,9 @@
 //!
 //! A command stays in rewind's process group, so that Ctrl-C at the
 //! terminal reaches it and what it started. At the timeout, the command and
-//! every process it started (found through `/proc`) are killed. Its output
+//! every process it started (found through `/proc`) are stopped, then
+//! killed; a process that detached itself (a double fork, whose parent is
+//! then init) is beyond reach, as a daemon should be. Its output
 //! is what it wrote until it, and anything it left holding its output, were
 //! done; a process left running in the background with the output still
 //! open (a daemon that did not close it) is waited for at most
@@ -91,8 +93,7 @@ pub fn run(argv: &[String], cwd: Option<&str>, timeout: Duration) -> std::io::Re
         }
         if started.elapsed() >= timeout {
             timed_out = true;
-            kill_descendants(child.id());
-            let _ = child.kill();
+            kill_tree(child.id());
             break child.wait()?;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -109,12 +110,14 @@ pub fn run(argv: &[String], cwd: Option<&str>, timeout: Duration) -> std::io::Re
 
 /// Output read on a thread of its own as it comes.
 struct Behind {
-    buffer: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    /// What was read; `None` once collected, after which the thread reads
+    /// on (so that the writer never blocks) and keeps nothing.
+    buffer: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
     done: std::sync::mpsc::Receiver<()>,
 }
 
 fn read_behind(mut pipe: impl Read + Send + 'static) -> Behind {
-    let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let buffer = std::sync::Arc::new(std::sync::Mutex::new(Some(Vec::new())));
     let (sender, done) = std::sync::mpsc::channel();
     let filled = std::sync::Arc::clone(&buffer);
     std::thread::spawn(move || {
@@ -122,10 +125,12 @@ fn read_behind(mut pipe: impl Read + Send + 'static) -> Behind {
         loop {
             match pipe.read(&mut chunk) {
                 Ok(0) => break,
-                Ok(read) => filled
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend_from_slice(&chunk[..read]),
+                Ok(read) => {
+                    if let Some(buffer) = filled.lock().unwrap_or_else(|e| e.into_inner()).as_mut()
+                    {
+                        buffer.extend_from_slice(&chunk[..read]);
+                    }
+                }
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }
@@ -141,48 +146,77 @@ impl Behind {
         let _ = self
             .done
             .recv_timeout(deadline.saturating_duration_since(Instant::now()));
-        std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|e| e.into_inner()))
+        self.buffer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_default()
     }
 }
 
-/// Kills every process descended from `pid` (its children, theirs, …),
-/// read from `/proc`; twice over, for what forked in between.
-fn kill_descendants(pid: u32) {
-    for _ in 0..2 {
-        let mut parents: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let Some(process) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            // The parent is the second field after the command name, which
-            // is in parentheses and may hold spaces.
-            let parent = std::fs::read_to_string(entry.path().join("stat"))
-                .ok()
-                .and_then(|stat| {
-                    let (_, rest) = stat.rsplit_once(") ")?;
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                });
-            if let Some(parent) = parent {
-                parents.entry(parent).or_default().push(process);
-            }
+/// Kills `pid` and every process descended from it (its children, theirs,
+/// …, read from `/proc`). Each is stopped first, parents before children,
+/// so that none forks while the tree is walked and none reaps a child
+/// whose pid could then be reused; then all are killed.
+fn kill_tree(pid: u32) {
+    use rustix::process::{Pid, Signal, kill_process};
+    let signal = |process: u32, signal: Signal| {
+        if let Some(pid) = Pid::from_raw(process as i32) {
+            let _ = kill_process(pid, signal);
         }
-        let mut stack = parents.get(&pid).cloned().unwrap_or_default();
-        while let Some(process) = stack.pop() {
-            if let Some(children) = parents.get(&process) {
-                stack.extend(children);
+    };
+    signal(pid, Signal::STOP);
+    let mut stopped = vec![pid];
+    loop {
+        let children = children();
+        let mut found = false;
+        let mut index = 0;
+        while index < stopped.len() {
+            for &child in children.get(&stopped[index]).into_iter().flatten() {
+                if !stopped.contains(&child) {
+                    signal(child, Signal::STOP);
+                    stopped.push(child);
+                    found = true;
+                }
             }
-            if let Some(pid) = rustix::process::Pid::from_raw(process as i32) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
+            index += 1;
+        }
+        if !found {
+            break;
         }
     }
+    for process in stopped.into_iter().rev() {
+        signal(process, Signal::KILL);
+    }
+}
+
+/// Each process's children, from `/proc/*/stat`.
+fn children() -> BTreeMap<u32, Vec<u32>> {
+    let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return children;
+    };
+    for entry in entries.flatten() {
+        let Some(process) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // The parent is the second field after the command name, which is
+        // in parentheses and may hold spaces.
+        let parent = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                let (_, rest) = stat.rsplit_once(") ")?;
+                rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+            });
+        if let Some(parent) = parent {
+            children.entry(parent).or_default().push(process);
+        }
+    }
+    children
 }
 
 impl Exec {
