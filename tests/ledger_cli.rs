@@ -237,7 +237,7 @@ fn audit_reports_are_readable_and_the_csv_verifies_like_the_jsonl() {
     assert!(
         run_report
             .stdout
-            .contains("rewind audit export --format jsonl -o trail.jsonl --run r1"),
+            .contains("rewind audit export --format jsonl -o trail.jsonl --from-seq 1 --to-seq 4"),
         "{}",
         run_report.stdout
     );
@@ -274,6 +274,154 @@ fn audit_reports_are_readable_and_the_csv_verifies_like_the_jsonl() {
             assert!(!ok && stderr.contains(expected), "{stderr}");
         }
     }
+}
+
+/// The seqs of a JSONL export, in order.
+fn jsonl_seqs(stdout: &str) -> Vec<u64> {
+    stdout
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            value["seq"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_proof_printed_in_a_report_still_verifies_after_the_ledger_grows() {
+    let env = populated();
+    assert_eq!(env.run(&["note", "checked", "--run", "r1"]).code, 0);
+    let scopes: [&[&str]; 4] = [
+        &[],
+        &["--run", "r1"],
+        &["--since", "2026-01-02"],
+        &["--run", "r1", "--from-seq", "2", "--to-seq", "3"],
+    ];
+    let reports: Vec<String> = scopes
+        .iter()
+        .map(|scope| {
+            let mut args = vec!["audit", "export", "--format", "md"];
+            args.extend_from_slice(scope);
+            let output = env.run(&args);
+            assert_eq!(output.code, 0, "{output:?}");
+            output.stdout
+        })
+        .collect();
+    // One more event in the run and in the period: a command rebuilt from
+    // --run or --since would now export it too, and end past the head.
+    assert_eq!(env.run(&["note", "later", "--run", "r1"]).code, 0);
+    let trail = env.root().join("trail.jsonl");
+    let trail = trail.to_str().unwrap();
+    for report in reports {
+        let block = report
+            .split("```sh\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap_or_else(|| panic!("no commands in {report}"));
+        let mut lines = block.lines();
+        let words = |line: Option<&str>| -> Vec<String> {
+            line.unwrap()
+                .split_whitespace()
+                .map(|word| if word == "trail.jsonl" { trail } else { word }.to_owned())
+                .collect()
+        };
+        let export = words(lines.next());
+        assert_eq!(export[0], "rewind", "{block}");
+        let export: Vec<&str> = export[1..].iter().map(String::as_str).collect();
+        let output = env.run(&export);
+        assert_eq!(output.code, 0, "{output:?}");
+        let verify = words(lines.next());
+        assert_eq!(
+            verify[..3],
+            ["python3", "tools/verify_chain.py", trail],
+            "{block}"
+        );
+        let head = verify
+            .iter()
+            .position(|word| word == "--head")
+            .map(|at| verify[at + 1].clone())
+            .unwrap();
+        let text = std::fs::read_to_string(trail).unwrap();
+        let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(last["hash"], head.as_str(), "{block}\n{text}");
+        let first = report
+            .split("Events seq ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap();
+        assert_eq!(
+            jsonl_seqs(&text).first().map(u64::to_string).as_deref(),
+            Some(first),
+            "{block}"
+        );
+        let rest: Vec<&str> = verify[3..].iter().map(String::as_str).collect();
+        if let Some((ok, stdout, stderr)) = python_verifier(Path::new(trail), &rest) {
+            assert!(ok, "{block}\n{stdout}{stderr}");
+        }
+    }
+}
+
+#[test]
+fn an_export_by_seq_is_what_every_filter_covers() {
+    let env = populated();
+    assert_eq!(env.run(&["note", "checked", "--run", "r1"]).code, 0);
+    assert_eq!(env.run(&["note", "unrelated"]).code, 0);
+    let seqs = |args: &[&str]| -> Vec<u64> {
+        let mut argv = vec!["audit", "export"];
+        argv.extend_from_slice(args);
+        let output = env.run(&argv);
+        assert_eq!(output.code, 0, "{output:?}");
+        jsonl_seqs(&output.stdout)
+    };
+    assert_eq!(seqs(&["--from-seq", "2"]), vec![2, 3, 4, 5]);
+    assert_eq!(seqs(&["--to-seq", "2"]), vec![1, 2]);
+    assert_eq!(seqs(&["--from-seq", "3", "--to-seq", "3"]), vec![3]);
+    assert_eq!(seqs(&["--run", "r1", "--from-seq", "2"]), vec![2, 3, 4]);
+    assert_eq!(seqs(&["--run", "r1", "--to-seq", "5"]), vec![1, 2, 3, 4]);
+    assert_eq!(
+        seqs(&["--since", "2026-01-02", "--from-seq", "4", "--to-seq", "5"]),
+        vec![4, 5]
+    );
+    assert_eq!(
+        seqs(&["--since", "2026-01-03", "--from-seq", "1"]),
+        Vec::<u64>::new()
+    );
+    let part = env.root().join("part.jsonl");
+    let output = env.run(&[
+        "audit",
+        "export",
+        "--from-seq",
+        "2",
+        "--to-seq",
+        "3",
+        "-o",
+        part.to_str().unwrap(),
+    ]);
+    assert_eq!(output.code, 0, "{output:?}");
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&part)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    if let Some((ok, stdout, stderr)) =
+        python_verifier(&part, &["--prev", first["prev"].as_str().unwrap()])
+    {
+        assert!(
+            ok && stdout.starts_with("ok: 2 events, seq 2..3"),
+            "{stdout}{stderr}"
+        );
+    }
+    let empty = TestEnv::with_ledger();
+    let output = empty.run(&["audit", "export", "--to-seq", "1"]);
+    assert_eq!(output.code, 2, "{output:?}");
+    assert!(
+        output.stderr.contains("whose head is seq 0") && output.stderr.contains("no events yet"),
+        "{}",
+        output.stderr
+    );
 }
 
 #[test]
@@ -318,6 +466,18 @@ fn bad_input_changes_nothing() {
         env.snapshot(&["history", "--kind", "pathmoved"])
     );
     assert_snapshot!("empty_note", env.snapshot(&["note", "  "]));
+    assert_snapshot!(
+        "export_seq_past_the_head",
+        env.snapshot(&["audit", "export", "--from-seq", "2", "--to-seq", "9"])
+    );
+    assert_snapshot!(
+        "export_seq_zero",
+        env.snapshot(&["audit", "export", "--from-seq", "0"])
+    );
+    assert_snapshot!(
+        "export_seqs_reversed",
+        env.snapshot(&["audit", "export", "--from-seq", "3", "--to-seq", "2"])
+    );
     assert_eq!(
         std::fs::read(env.ledger.join("journal.jsonl")).unwrap(),
         journal

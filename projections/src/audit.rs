@@ -31,7 +31,7 @@ pub struct Header {
     pub last: u64,
     /// What the range was asked for as: `run r1`, `since …`, or the whole ledger.
     pub scope: String,
-    /// The command that exports the same range as JSONL.
+    /// The command that exports exactly `first..=last` as JSONL.
     pub jsonl_command: String,
 }
 
