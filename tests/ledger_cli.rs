@@ -8,8 +8,8 @@ use std::process::Command;
 use insta::assert_snapshot;
 use rewind_ledger::page::surgery;
 use rewind_ledger::{
-    Column, Digest, Draft, Event, FileType, Ledger, Origin, PathMoved, RowImage, RowsChanged,
-    RunStarted, SqlValue, Timestamp,
+    Column, Digest, Draft, EVENT_KINDS, Event, FileType, Ledger, Origin, PathMoved, RowImage,
+    RowsChanged, RunStarted, SqlValue, Timestamp,
 };
 use rewind_tests::{NOW, TestEnv};
 
@@ -241,17 +241,7 @@ fn audit_reports_are_readable_and_the_csv_verifies_like_the_jsonl() {
         "{}",
         run_report.stdout
     );
-    let csv = env.root().join("trail.csv");
-    let output = env.run(&[
-        "audit",
-        "export",
-        "--format",
-        "csv",
-        "-o",
-        csv.to_str().unwrap(),
-    ]);
-    assert_eq!(output.code, 0, "{output:?}");
-    let text = std::fs::read_to_string(&csv).unwrap();
+    let (csv, text) = export_csv(&env, "trail.csv");
     assert_snapshot!("audit_report_csv", text);
     if let Some((ok, stdout, stderr)) = python_verifier(&csv, &[]) {
         assert!(ok, "{stdout}{stderr}");
@@ -421,6 +411,174 @@ fn an_export_by_seq_is_what_every_filter_covers() {
         output.stderr.contains("whose head is seq 0") && output.stderr.contains("no events yet"),
         "{}",
         output.stderr
+    );
+}
+
+/// The CSV export of a ledger, written to `name` in its temporary directory.
+fn export_csv(env: &TestEnv, name: &str) -> (std::path::PathBuf, String) {
+    let csv = env.root().join(name);
+    let output = env.run(&[
+        "audit",
+        "export",
+        "--format",
+        "csv",
+        "-o",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(output.code, 0, "{output:?}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    (csv, text)
+}
+
+/// A CSV export with its header line replaced.
+fn with_header(text: &str, header: &str) -> String {
+    let (_, rows) = text.split_once("\r\n").unwrap();
+    format!("{header}\r\n{rows}")
+}
+
+/// A CSV export with `field` added to the end of every row but the header.
+fn with_field(text: &str, field: &str) -> String {
+    let (header, rows) = text.split_once("\r\n").unwrap();
+    let rows = rows.replace("\r\n", &format!(",{field}\r\n"));
+    format!("{header}\r\n{rows}")
+}
+
+#[test]
+fn the_verifier_refuses_forged_csv_columns_and_headers() {
+    let env = populated();
+    assert_eq!(env.run(&["note", "checked", "--run", "r1"]).code, 0);
+    let (csv, text) = export_csv(&env, "trail.csv");
+    let header = rewind_projections::audit::CSV_COLUMNS.join(",");
+    assert!(text.starts_with(&format!("{header}\r\n")), "{text}");
+    let forged = |from: &str, to: &str| {
+        assert!(text.contains(from), "{from:?} not in {text}");
+        text.replacen(from, to, 1)
+    };
+    let cases = [
+        (
+            forged(",PathMoved,1,", ",PathMoved,7,"),
+            "row 2: seq 2: the step column says '7', its record '1'",
+        ),
+        (
+            forged(",RunStarted,,", ",RunStarted,1,"),
+            "row 1: seq 1: the step column says '1', its record ''",
+        ),
+        // csv.DictReader kept the last of two columns of one name.
+        (
+            with_header(
+                &with_field(&text, "mallory@evil"),
+                &format!("{header},actor"),
+            ),
+            "the header: column 12 'actor' is not one of the export's 11 columns",
+        ),
+        (
+            with_header(
+                &text.replace(",testhost,", ",mallory@evil,"),
+                &header.replace(",host,", ",actor,"),
+            ),
+            "the header: column 7 is 'actor', the export's is 'host'",
+        ),
+        (
+            with_header(&with_field(&text, "fine"), &format!("{header},comment")),
+            "the header: column 12 'comment' is not one of the export's 11 columns",
+        ),
+        (
+            with_field(&text, "extra"),
+            "row 1: column 12 holds 'extra', past the export's 11 columns",
+        ),
+        (
+            with_header(&text, header.strip_suffix(",record").unwrap()),
+            "the header: column 11 'record' is missing",
+        ),
+        (
+            forged(
+                ",run of ns3-vhost started on example.com,",
+                ",nothing happened,",
+            ),
+            "",
+        ),
+    ];
+    let tampered = env.root().join("tampered.csv");
+    for (forgery, expected) in cases {
+        std::fs::write(&tampered, &forgery).unwrap();
+        if let Some((ok, stdout, stderr)) = python_verifier(&tampered, &[]) {
+            if expected.is_empty() {
+                // The summary is rewind's sentence about the event: no
+                // verifier without rewind's code can recompute it, so the
+                // "ok" of a CSV says it was not checked.
+                assert!(ok, "{stdout}{stderr}");
+                assert!(
+                    stdout.contains("the summary column is for reading and was not checked"),
+                    "{stdout}"
+                );
+            } else {
+                assert!(!ok, "accepted:\n{forgery}\n{stdout}");
+                assert!(
+                    stderr.contains(expected),
+                    "expected {expected:?} in {stderr}"
+                );
+            }
+        }
+    }
+    if let Some((ok, stdout, stderr)) = python_verifier(&csv, &[]) {
+        assert!(ok, "{stdout}{stderr}");
+    }
+}
+
+#[test]
+fn every_event_kind_exports_a_csv_that_verifies() {
+    let env = TestEnv::with_ledger();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ledger/tests/fixtures/v1");
+    let mut drafts = Vec::new();
+    // The sample checkpoint names a head of another ledger; this ledger's
+    // own, signed, checkpoint stands for the kind instead.
+    for kind in EVENT_KINDS.iter().filter(|kind| **kind != "Checkpoint") {
+        let text = std::fs::read_to_string(fixtures.join(format!("{kind}.hex"))).unwrap();
+        let bytes = hex::decode(text.split_whitespace().collect::<String>()).unwrap();
+        let (_, record) = rewind_ledger::codec::decode_stored(&bytes, 0).unwrap();
+        drafts.push(Draft {
+            run: record.run,
+            event: record.event,
+        });
+    }
+    let mut ledger = Ledger::open(&env.ledger, origin()).unwrap();
+    ledger.append_batch(drafts).unwrap();
+    ledger.checkpoint(&[3; 32]).unwrap();
+    drop(ledger);
+    let (csv, text) = export_csv(&env, "kinds.csv");
+    // Steps appear where an event has one, and the check covers both cases.
+    assert!(
+        text.contains(",PathMoved,") && text.contains(",Note,,"),
+        "{text}"
+    );
+    if let Some((ok, stdout, stderr)) = python_verifier(&csv, &[]) {
+        assert!(ok, "{stdout}{stderr}");
+        let count = EVENT_KINDS.len();
+        assert!(
+            stdout.starts_with(&format!("ok: {count} events, seq 1..{count}")),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn the_verifiers_csv_columns_are_the_exports() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/verify_chain.py");
+    let text = std::fs::read_to_string(script).unwrap();
+    let list = text
+        .split_once("\nCSV_COLUMNS = [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(list, _)| list)
+        .expect("tools/verify_chain.py defines CSV_COLUMNS = [...]");
+    let columns: Vec<&str> = list
+        .split(',')
+        .map(|item| item.trim().trim_matches('"'))
+        .filter(|item| !item.is_empty())
+        .collect();
+    assert_eq!(
+        columns,
+        rewind_projections::audit::CSV_COLUMNS,
+        "change CSV_COLUMNS in tools/verify_chain.py and projections/src/audit.rs together"
     );
 }
 

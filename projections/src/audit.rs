@@ -2,11 +2,21 @@
 //! entry so that a million events never sit in memory.
 //!
 //! The JSONL export (the journal's own lines) is the proof; these are for
-//! reading, filing and spreadsheets. The CSV still carries the proof: its
-//! `prev`, `hash` and `record` (the canonical JSON) columns are exactly what
-//! `tools/verify_chain.py` checks, so a CSV export verifies like a JSONL
-//! one. Markdown and HTML end with the range's first `prev` and last hash,
-//! the newest checkpoint in it, and the commands that prove it.
+//! reading, filing and spreadsheets. Markdown and HTML end with the range's
+//! first `prev` and last hash, the newest checkpoint in it, and the commands
+//! that prove it.
+//!
+//! The CSV still carries the proof: its `seq`, `prev`, `hash` and `record`
+//! (the canonical JSON) columns are exactly what `tools/verify_chain.py`
+//! checks, so the chain of a CSV export verifies like a JSONL one. Its
+//! header is exactly [`CSV_COLUMNS`] (the verifier holds the same list, and
+//! a test keeps the two equal) and every row has exactly that many fields.
+//! The reading columns are checked against their record: `recorded_at`,
+//! `run`, `actor`, `host`, `kind` and `step` (the event's own `step`, empty
+//! when it has none). `summary` is [`describe::summary`], a sentence only
+//! this code can write: the verifier cannot recompute it, leaves it
+//! unchecked and says so. What a verified CSV proves is therefore the chain,
+//! the records and every column but `summary`.
 
 use std::io::{self, Write};
 
