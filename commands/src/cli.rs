@@ -217,6 +217,14 @@ pub struct ExportArgs {
     /// End at the last event recorded at or before this time
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
+
+    /// Start at this seq (with other filters, export only what they all cover)
+    #[arg(long, value_name = "SEQ")]
+    pub from_seq: Option<u64>,
+
+    /// End at this seq, inclusive (with other filters, export only what they all cover)
+    #[arg(long, value_name = "SEQ")]
+    pub to_seq: Option<u64>,
 }
 
 #[derive(Debug, Args)]

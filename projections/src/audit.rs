@@ -2,12 +2,40 @@
 //! entry so that a million events never sit in memory.
 //!
 //! The JSONL export (the journal's own lines) is the proof; these are for
-//! reading, filing and spreadsheets. The CSV still carries the proof: its
-//! `prev`, `hash` and `record` (the canonical JSON) columns are exactly what
-//! `tools/verify_chain.py` checks, so a CSV export verifies like a JSONL
-//! one. Markdown and HTML end with the range's first `prev` and last hash,
-//! the newest checkpoint in it, and the commands that prove it.
+//! reading, filing and spreadsheets. Markdown and HTML end with the range's
+//! first `prev` and last hash, the newest checkpoint in it, and the commands
+//! that prove it.
+//!
+//! The CSV still carries the proof: its `seq`, `prev`, `hash` and `record`
+//! (the canonical JSON) columns are exactly what `tools/verify_chain.py`
+//! checks, so the chain of a CSV export verifies like a JSONL one. Its
+//! header is exactly [`CSV_COLUMNS`] (the verifier holds the same list, and
+//! a test keeps the two equal) and every row has exactly that many fields.
+//! The reading columns are checked against their record: `recorded_at`,
+//! `run`, `actor`, `host`, `kind` and `step` (the event's own `step`, empty
+//! when it has none). `summary` is [`describe::summary`], a sentence only
+//! this code can write: the verifier cannot recompute it, leaves it
+//! unchecked and says so. What a verified CSV proves is therefore the chain,
+//! the records and every column but `summary`.
+//!
+//! A spreadsheet reads a cell that starts with `=`, `+`, `-` or `@` (or a
+//! tab or carriage return before one) as a formula, and an actor, a host, a
+//! run id or a table name in a summary is text an operator chose. So a
+//! reading cell (every column but `seq`, `prev`, `hash` and `record`, which
+//! hold digits, hex and JSON) whose text starts with one of
+//! [`FORMULA_STARTS`] is written with one leading `'`, which spreadsheets
+//! take as "text follows"; a value starting with `'` gets one too, so that
+//! stripping exactly one leading `'` from a cell that has one gives back the
+//! value. The verifier does that strip before comparing a cell with its
+//! record, and refuses a cell not written by this rule (a formula left
+//! unescaped, a `'` that was not needed), `summary` included, so a CSV that
+//! verifies is also one a spreadsheet shows as text.
+//!
+//! Spreadsheet programs cut a cell at 32,767 characters, and the `record`
+//! of a large `RowsChanged` is longer: verify the CSV as it was exported,
+//! never a copy a spreadsheet saved again.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 use rewind_ledger::canonical::record_json;
@@ -31,7 +59,7 @@ pub struct Header {
     pub last: u64,
     /// What the range was asked for as: `run r1`, `since …`, or the whole ledger.
     pub scope: String,
-    /// The command that exports the same range as JSONL.
+    /// The command that exports exactly `first..=last` as JSONL.
     pub jsonl_command: String,
 }
 
@@ -49,6 +77,12 @@ pub const CSV_COLUMNS: [&str; 11] = [
     "summary",
     "record",
 ];
+
+/// The first characters that make a spreadsheet read a cell as something
+/// other than the text it holds; a reading cell starting with one gets a
+/// leading `'` (see the module docs). `tools/verify_chain.py` holds the same
+/// list.
+pub const FORMULA_STARTS: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\''];
 
 /// Writes one report, one entry at a time: `begin`, `entry` for each entry
 /// in seq order, then `end`.
@@ -127,25 +161,32 @@ impl Report {
         match self.format {
             Format::Csv => {
                 let json = record_json(record);
+                let step = record
+                    .event
+                    .step()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                let recorded_at = record.recorded_at.to_string();
+                let reading = [
+                    recorded_at.as_str(),
+                    run,
+                    &record.actor,
+                    &record.host,
+                    record.event.kind(),
+                    &step,
+                    &summary,
+                ]
+                .map(spreadsheet_text);
+                let seq = entry.seq().to_string();
+                let (prev, hash) = (entry.prev.to_hex(), entry.hash.to_hex());
+                let proof = [seq.as_str(), &prev, &hash];
+                let record = std::str::from_utf8(&json).expect("canonical JSON is UTF-8");
                 csv_row(
                     out,
-                    [
-                        &entry.seq().to_string(),
-                        &entry.prev.to_hex(),
-                        &entry.hash.to_hex(),
-                        &record.recorded_at.to_string(),
-                        run,
-                        &record.actor,
-                        &record.host,
-                        record.event.kind(),
-                        &record
-                            .event
-                            .step()
-                            .map(|s| s.to_string())
-                            .unwrap_or_default(),
-                        &summary,
-                        std::str::from_utf8(&json).expect("canonical JSON is UTF-8"),
-                    ],
+                    proof
+                        .into_iter()
+                        .chain(reading.iter().map(|cell| cell.as_ref()))
+                        .chain([record]),
                 )
             }
             Format::Markdown => writeln!(
@@ -257,6 +298,16 @@ fn csv_row<'a>(
     out.write_all(b"\r\n")
 }
 
+/// A reading cell of the CSV: text starting with one of [`FORMULA_STARTS`]
+/// gets one leading `'`, so that a spreadsheet shows it as text.
+fn spreadsheet_text(text: &str) -> Cow<'_, str> {
+    if text.starts_with(FORMULA_STARTS) {
+        Cow::Owned(format!("'{text}"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
 /// Text for a Markdown table cell: pipes, backslashes and the characters
 /// that start markup are escaped; line breaks become spaces.
 fn markdown(text: &str) -> String {
@@ -302,6 +353,24 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",\r\n"
         );
+    }
+
+    #[test]
+    fn a_cell_a_spreadsheet_would_run_gets_one_leading_quote() {
+        for (text, cell) in [
+            ("=HYPERLINK(\"x\")", "'=HYPERLINK(\"x\")"),
+            ("+1", "'+1"),
+            ("-1", "'-1"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "'\r=1"),
+            ("'quoted", "''quoted"),
+            ("a=1", "a=1"),
+            (" =1", " =1"),
+            ("", ""),
+        ] {
+            assert_eq!(spreadsheet_text(text), cell, "{text:?}");
+        }
     }
 
     #[test]

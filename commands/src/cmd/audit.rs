@@ -3,7 +3,11 @@
 //!
 //! An export is always a contiguous seq range, so that it proves nothing in
 //! between was left out: `--run` exports from the run's first to its last
-//! event, including whatever else was recorded in between.
+//! event, including whatever else was recorded in between. `--from-seq` and
+//! `--to-seq` bound the range by seq; given with `--run`, `--since` or
+//! `--until`, the export is what all of them cover. The Markdown and HTML
+//! reports print the JSONL command of exactly their range by seq, so that it
+//! still exports the same events after the ledger has grown.
 
 use std::io::Write;
 
@@ -19,8 +23,7 @@ pub fn export(ctx: &mut Ctx, args: ExportArgs) -> CliResult {
     let (since, until) = parse_window(args.since.as_deref(), args.until.as_deref())?;
     let view = ctx.open_read()?;
     let (head, _) = view.head();
-    let mut first = 1;
-    let mut last = head;
+    let (mut first, mut last) = seq_bounds(&args, head)?;
     if let Some(run) = &args.run {
         let selector = Selector {
             run: Some(run.clone()),
@@ -38,8 +41,8 @@ pub fn export(ctx: &mut Ctx, args: ExportArgs) -> CliResult {
                     .hint("`rewind history --kind RunStarted` lists the runs"),
             );
         };
-        first = start;
-        last = end;
+        first = first.max(start);
+        last = last.min(end);
     }
     if since.is_some() || until.is_some() {
         let selector = Selector {
@@ -98,7 +101,7 @@ pub fn export(ctx: &mut Ctx, args: ExportArgs) -> CliResult {
                     first,
                     last,
                     scope: scope(&args),
-                    jsonl_command: jsonl_command(&args),
+                    jsonl_command: jsonl_command(first, last),
                 },
             );
             report.begin(out)?;
@@ -140,6 +143,12 @@ fn scope(args: &ExportArgs) -> String {
     if let Some(until) = &args.until {
         parts.push(format!("until {until}"));
     }
+    if let Some(seq) = args.from_seq {
+        parts.push(format!("from seq {seq}"));
+    }
+    if let Some(seq) = args.to_seq {
+        parts.push(format!("to seq {seq}"));
+    }
     if parts.is_empty() {
         "the whole ledger".to_owned()
     } else {
@@ -147,30 +156,38 @@ fn scope(args: &ExportArgs) -> String {
     }
 }
 
-/// The command that exports the same range as JSONL, the verifiable form.
-fn jsonl_command(args: &ExportArgs) -> String {
-    let mut command = String::from("rewind audit export --format jsonl -o trail.jsonl");
-    for (flag, value) in [
-        ("--run", &args.run),
-        ("--since", &args.since),
-        ("--until", &args.until),
-    ] {
-        if let Some(value) = value {
-            command.push_str(&format!(" {flag} {}", shell_word(value)));
-        }
-    }
-    command
+/// The command that exports exactly `first..=last` as JSONL, the
+/// verifiable form. It names seqs, not the filters asked for: a run or a
+/// period goes on growing with the ledger, the seqs of an export do not.
+fn jsonl_command(first: u64, last: u64) -> String {
+    format!("rewind audit export --format jsonl -o trail.jsonl --from-seq {first} --to-seq {last}")
 }
 
-/// A word as a POSIX shell reads it back.
-fn shell_word(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:/+@=".contains(c))
-    {
-        word.to_owned()
+/// The seqs `--from-seq` and `--to-seq` allow, `1..=head` without them;
+/// a seq the ledger does not hold is a usage error naming the head.
+fn seq_bounds(args: &ExportArgs, head: u64) -> CliResult<(u64, u64)> {
+    let holds = if head == 0 {
+        "it holds no events yet".to_owned()
     } else {
-        format!("'{}'", word.replace('\'', "'\\''"))
+        format!("--from-seq and --to-seq take a seq from 1 to {head}")
+    };
+    for (flag, seq) in [("--from-seq", args.from_seq), ("--to-seq", args.to_seq)] {
+        if let Some(seq) = seq
+            && !(1..=head).contains(&seq)
+        {
+            return Err(CliError::usage(format!(
+                "{flag} {seq} is outside the ledger, whose head is seq {head}"
+            ))
+            .hint(holds));
+        }
     }
+    let first = args.from_seq.unwrap_or(1);
+    let last = args.to_seq.unwrap_or(head);
+    if first > last {
+        return Err(
+            CliError::usage(format!("--from-seq {first} comes after --to-seq {last}"))
+                .hint("the range is inclusive: give --from-seq at or before --to-seq"),
+        );
+    }
+    Ok((first, last))
 }
