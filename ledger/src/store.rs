@@ -439,7 +439,8 @@ impl Ledger {
             for item in entries.by_ref().take(CATCH_UP_EVENTS) {
                 let (seq, value, place) = item?;
                 let (_, record) = decode_stored(&value[place], seq)?;
-                index_record(&mut batch, &mut runs, &mut subjects, &record);
+                index_record(&mut batch, &mut runs, &record);
+                subjects::collect(&record, &mut subjects);
                 last = seq;
                 if subjects.len() >= CATCH_UP_SUBJECTS {
                     break;
@@ -504,10 +505,27 @@ impl Ledger {
     }
 
     /// Appends events as one durable batch: seqs, chain, journal (fsync),
-    /// store (flush, fsync). Returns the stored entries.
+    /// then the store behind it. Returns the stored entries.
     pub fn append_batch(&mut self, drafts: Vec<Draft>) -> Result<Vec<Entry>> {
+        Ok(self.append_records(drafts, true)?.1)
+    }
+
+    /// Appends like [`Ledger::append_batch`], returning only the seqs: the
+    /// records then go to the store writer, which encodes them for the store
+    /// and takes their paths and rows for the index off the caller's path.
+    /// What a migration's recorder uses (it keeps nothing of what it appends).
+    pub fn append_batch_seqs(&mut self, drafts: Vec<Draft>) -> Result<RangeInclusive<u64>> {
+        let first = self.head.0 + 1;
+        let (last, _) = self.append_records(drafts, false)?;
+        Ok(first..=last)
+    }
+
+    /// The one appender. With `entries`, the records come back to the caller
+    /// and are encoded for the store here; without, they move to the store
+    /// writer. Returns the new head's seq and the entries.
+    fn append_records(&mut self, drafts: Vec<Draft>, entries: bool) -> Result<(u64, Vec<Entry>)> {
         if drafts.is_empty() {
-            return Ok(Vec::new());
+            return Ok((self.head.0, Vec::new()));
         }
         // Time never runs backwards inside a ledger, so that `--since` can
         // binary-search by seq.
@@ -532,25 +550,51 @@ impl Ledger {
                 }
             })
             .collect();
-        let encoded = encode_all(&records);
+        // The canonical JSON (and, for entries, the stored value) of each
+        // record does not depend on the chain: it is made on two threads, and
+        // only the hashing that follows is sequential.
+        let encoded = if entries {
+            encode_all(&records, |record| {
+                (
+                    record_json(record),
+                    Some(encode_stored(&Digest::default(), record)),
+                )
+            })
+        } else {
+            encode_all(&records, |record| (record_json(record), None))
+        };
         let mut lines = Vec::with_capacity(records.len() * 700);
-        let mut stored_entries = Vec::with_capacity(records.len());
         let mut index = sled::Batch::default();
         let mut runs = RunRanges::default();
-        let mut subjects: Vec<SubjectEntry> = Vec::new();
-        let mut entries = Vec::with_capacity(records.len());
-        for (record, (json, mut stored)) in records.into_iter().zip(encoded) {
-            let hash = link(&prev, &json);
-            set_stored_hash(&mut stored, &hash);
-            write_line(&mut lines, record.seq, &prev, &hash, &json);
+        let mut hashes = Vec::with_capacity(records.len());
+        for (record, (json, _)) in records.iter().zip(&encoded) {
+            let hash = link(&prev, json);
+            write_line(&mut lines, record.seq, &prev, &hash, json);
             lines.push(b'\n');
-            stored_entries.push((record.seq, stored));
-            index_record(&mut index, &mut runs, &mut subjects, &record);
-            entries.push(Entry { hash, prev, record });
+            index_record(&mut index, &mut runs, record);
+            hashes.push((prev, hash));
             prev = hash;
         }
         runs.write(&mut index);
         index.insert(INDEXED_THROUGH, &seq.to_be_bytes());
+        let (job, appended) = if entries {
+            let mut stored_entries = Vec::with_capacity(records.len());
+            let mut subjects = Vec::new();
+            let mut appended = Vec::with_capacity(records.len());
+            for ((record, (_, stored)), (prev, hash)) in
+                records.into_iter().zip(encoded).zip(hashes)
+            {
+                let mut stored = stored.expect("encoded for entries");
+                set_stored_hash(&mut stored, &hash);
+                stored_entries.push((record.seq, stored));
+                subjects::collect(&record, &mut subjects);
+                appended.push(Entry { hash, prev, record });
+            }
+            (StoreJob::Encoded(stored_entries, subjects), appended)
+        } else {
+            let hashes = hashes.into_iter().map(|(_, hash)| hash).collect();
+            (StoreJob::Records(records, hashes), Vec::new())
+        };
         // Store writes stay in order: the previous batch's must be done.
         self.settle()?;
         // The journal's fsync is what makes the batch durable: from here on
@@ -577,6 +621,7 @@ impl Ledger {
         let writer = std::thread::Builder::new()
             .name("rewind-store-writer".into())
             .spawn(move || -> Result<()> {
+                let (stored_entries, subjects) = job.encoded();
                 let mut events = sled::Batch::default();
                 page::write_pages(&mut events, &stored_entries);
                 events_tree.apply_batch(events)?;
@@ -591,7 +636,7 @@ impl Ledger {
         *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(writer);
         self.head = (seq, prev);
         self.last_time = Some(now);
-        Ok(entries)
+        Ok((seq, appended))
     }
 
     /// Waits until the store holds every appended batch (appends return once
@@ -867,26 +912,46 @@ fn open_store(dir: &Path) -> Result<sled::Db> {
     }
 }
 
-/// The canonical JSON and the stored value (hash left blank) of each
-/// record. Both are independent of the chain, so a large batch is encoded on
-/// two threads; only the hashing that follows is sequential.
-fn encode_all(records: &[Record]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let encode = |record: &Record| {
-        (
-            record_json(record),
-            encode_stored(&Digest::default(), record),
-        )
-    };
+/// `encode` of every record, in order, on two threads for a large batch.
+fn encode_all<T: Send>(records: &[Record], encode: impl Fn(&Record) -> T + Sync) -> Vec<T> {
     if records.len() < 256 {
-        return records.iter().map(encode).collect();
+        return records.iter().map(&encode).collect();
     }
     let (first, second) = records.split_at(records.len() / 2);
     std::thread::scope(|scope| {
-        let second = scope.spawn(|| second.iter().map(encode).collect::<Vec<_>>());
-        let mut out: Vec<_> = first.iter().map(encode).collect();
+        let second = scope.spawn(|| second.iter().map(&encode).collect::<Vec<_>>());
+        let mut out: Vec<_> = first.iter().map(&encode).collect();
         out.extend(second.join().expect("encoding records does not panic"));
         out
     })
+}
+
+/// What the store writer of one batch is handed: stored values and the
+/// index's subjects already made, or the records and their hashes to make
+/// them from.
+enum StoreJob {
+    Encoded(Vec<(u64, Vec<u8>)>, Vec<SubjectEntry>),
+    Records(Vec<Record>, Vec<Digest>),
+}
+
+impl StoreJob {
+    fn encoded(self) -> (Vec<(u64, Vec<u8>)>, Vec<SubjectEntry>) {
+        match self {
+            StoreJob::Encoded(stored, subjects) => (stored, subjects),
+            StoreJob::Records(records, hashes) => {
+                let mut subjects = Vec::new();
+                let stored = records
+                    .iter()
+                    .zip(hashes)
+                    .map(|(record, hash)| {
+                        subjects::collect(record, &mut subjects);
+                        (record.seq, encode_stored(&hash, record))
+                    })
+                    .collect();
+                (stored, subjects)
+            }
+        }
+    }
 }
 
 /// Kinds indexed by kind: rare, run-level events that listings start from.
@@ -969,12 +1034,7 @@ fn index_value_seqs(key_seq: u64, value: &[u8], seqs: &mut Vec<u64>) -> Result<(
     Ok(())
 }
 
-fn index_record(
-    batch: &mut sled::Batch,
-    runs: &mut RunRanges,
-    subjects: &mut Vec<SubjectEntry>,
-    record: &Record,
-) {
+fn index_record(batch: &mut sled::Batch, runs: &mut RunRanges, record: &Record) {
     let seq = record.seq.to_be_bytes();
     let with_seq = |mut key: Vec<u8>| {
         key.extend_from_slice(&seq);
@@ -994,7 +1054,6 @@ fn index_record(
     if INDEXED_KINDS.contains(&kind) {
         batch.insert(with_seq(prefixed(b'k', &[kind.as_bytes()])), &[]);
     }
-    subjects::collect(record, subjects);
 }
 
 fn decode_key(bytes: &[u8]) -> Result<u64> {

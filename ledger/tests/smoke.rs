@@ -170,15 +170,24 @@ fn the_path_and_row_index_answers_as_a_scan_of_every_event_would() {
         entries
     };
     let mut ledger = Ledger::init(&path, "ledger-2", origin()).unwrap();
+    // Both ways in: entries back (encoded here), or seqs only (the store
+    // writer encodes the records and takes their subjects).
     for batch in 0..30 {
-        ledger.append_batch(subject_drafts(batch)).unwrap();
+        if batch % 2 == 0 {
+            ledger.append_batch(subject_drafts(batch)).unwrap();
+        } else {
+            let first = ledger.head().0 + 1;
+            let seqs = ledger.append_batch_seqs(subject_drafts(batch)).unwrap();
+            assert_eq!(seqs, first..=first + 39);
+        }
     }
+    assert_eq!(ledger.verify_chain().unwrap().problem, None);
     check(&ledger, "after appending");
     drop(ledger);
     // The newest group is continued by the next writer.
     let mut ledger = Ledger::open(&path, origin()).unwrap();
     for batch in 30..45 {
-        ledger.append_batch(subject_drafts(batch)).unwrap();
+        ledger.append_batch_seqs(subject_drafts(batch)).unwrap();
     }
     check(&ledger, "after reopening and appending");
     ledger.reindex().unwrap();

@@ -164,7 +164,7 @@ pub fn apply(
             params: params.clone(),
             step: *index,
         }));
-        recorder.append(Some(run), std::mem::take(&mut carry))?;
+        recorder.record(Some(run), std::mem::take(&mut carry))?;
         progress(&Progress::StepStarted {
             step: *index,
             kind,
@@ -236,6 +236,6 @@ pub fn apply(
         error: report.error.clone(),
         outcome: report.outcome,
     }));
-    recorder.append(Some(run), carry)?;
+    recorder.record(Some(run), carry)?;
     Ok(report)
 }

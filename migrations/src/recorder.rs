@@ -57,6 +57,21 @@ impl Recorder {
         Ok(self.lock().append_batch(drafts)?)
     }
 
+    /// Appends events of one run as one durable batch, keeping nothing of
+    /// them: the ledger then encodes them for its store off this thread
+    /// ([`Ledger::append_batch_seqs`]). Returns the seqs they took.
+    pub fn record(
+        &self,
+        run: Option<&str>,
+        events: Vec<Event>,
+    ) -> Result<std::ops::RangeInclusive<u64>, MigrateError> {
+        let drafts = events
+            .into_iter()
+            .map(|event| Draft::new(run, event))
+            .collect();
+        Ok(self.lock().append_batch_seqs(drafts)?)
+    }
+
     /// Appends drafts of possibly different runs as one durable batch.
     pub fn append_drafts(&self, drafts: Vec<Draft>) -> Result<Vec<Entry>, MigrateError> {
         Ok(self.lock().append_batch(drafts)?)

@@ -130,7 +130,7 @@ fn capture_update(
 ) -> u64 {
     let mut recorder = |events: Vec<Event>| {
         ledger
-            .append_batch(
+            .append_batch_seqs(
                 events
                     .into_iter()
                     .map(|event| Draft::new(Some("bench"), event))

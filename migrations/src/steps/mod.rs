@@ -186,7 +186,7 @@ impl<'a> StepContext<'a> {
         let mut count = 0u64;
         let mut sink = |events: Vec<Event>| -> Result<(), MigrateError> {
             count += events.len() as u64;
-            recorder.append(Some(run), events).map(|_| ())
+            recorder.record(Some(run), events).map(|_| ())
         };
         let result = work(database, &mut sink);
         self.recorded += count;
@@ -266,7 +266,7 @@ impl<'a> StepContext<'a> {
     pub fn flush(&mut self) -> Result<(), MigrateError> {
         if !self.pending.is_empty() {
             let events = std::mem::take(&mut self.pending);
-            self.recorder.append(Some(self.run), events)?;
+            self.recorder.record(Some(self.run), events)?;
         }
         for effect in std::mem::take(&mut self.effects) {
             effect()?;
