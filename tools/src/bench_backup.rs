@@ -166,14 +166,13 @@ fn main() {
         .arg(".")
         .status();
 
-    // The reference and rewind's backup alternate, round after round, so
-    // that a shared machine's changing load falls on both alike; each
-    // ratio is of the medians.
+    // The reference and rewind's backup run in pairs, round after round, so
+    // that a shared machine's changing load falls on both alike.
     let rounds = arg("--rounds", 3).max(1) as usize;
     let mut reference_runs = Vec::new();
     let mut our_runs = Vec::new();
     let mut sizes = (0, 0, 0);
-    for round in 0..rounds {
+    let run_reference = |round: usize| {
         let tar_out = base.path().join(format!("reference-{round}.tar.zst"));
         let (_, children_before) = cpu_seconds();
         let started = Instant::now();
@@ -188,36 +187,66 @@ fn main() {
             .status()
             .expect("tar and zstd are installed");
         assert!(status.success());
-        reference_runs.push((
+        let run = (
             started.elapsed().as_secs_f64(),
             cpu_seconds().1 - children_before,
-        ));
-        let reference_size = std::fs::metadata(&tar_out).unwrap().len();
+        );
+        let size = std::fs::metadata(&tar_out).unwrap().len();
         std::fs::remove_file(&tar_out).unwrap();
-
+        (run, size)
+    };
+    let run_ours = |round: usize| {
         // A fresh blob store each round, so that no round finds the
         // archive already stored.
-        let blobs = rewind_ledger::BlobStore::new(base.path().join(format!("blobs-{round}")));
+        let dir = base.path().join(format!("blobs-{round}"));
+        let blobs = rewind_ledger::BlobStore::new(dir.clone());
         let (own_before, _) = cpu_seconds();
         let started = Instant::now();
         let archived = write_archive(&blobs, &root, None, &Exclude::default()).unwrap();
-        our_runs.push((
+        let run = (
             started.elapsed().as_secs_f64(),
             cpu_seconds().0 - own_before,
-        ));
-        std::fs::remove_dir_all(base.path().join(format!("blobs-{round}"))).unwrap();
-        sizes = (reference_size, archived.size, archived.files);
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        (run, archived)
+    };
+    for round in 0..rounds {
+        // Which goes first alternates, so that neither always meets the
+        // page cache or the other's writeback as the other left them.
+        let (reference_run, ours_run) = if round % 2 == 0 {
+            let reference = run_reference(round);
+            (reference, run_ours(round))
+        } else {
+            let ours = run_ours(round);
+            (run_reference(round), ours)
+        };
+        reference_runs.push(reference_run.0);
+        our_runs.push(ours_run.0);
+        sizes = (reference_run.1, ours_run.1.size, ours_run.1.files);
     }
-    let median = |runs: &[(f64, f64)], part: fn(&(f64, f64)) -> f64| {
-        let mut values: Vec<f64> = runs.iter().map(part).collect();
+    let median = |mut values: Vec<f64>| {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     };
     let (reference, reference_cpu) = (
-        median(&reference_runs, |r| r.0),
-        median(&reference_runs, |r| r.1),
+        median(reference_runs.iter().map(|r| r.0).collect()),
+        median(reference_runs.iter().map(|r| r.1).collect()),
     );
-    let (ours, ours_cpu) = (median(&our_runs, |r| r.0), median(&our_runs, |r| r.1));
+    let (ours, ours_cpu) = (
+        median(our_runs.iter().map(|r| r.0).collect()),
+        median(our_runs.iter().map(|r| r.1).collect()),
+    );
+    // Each round's pair shared the machine's moment: the ratio is the
+    // median of the rounds' ratios.
+    let ratio = |part: fn(&(f64, f64)) -> f64| {
+        median(
+            our_runs
+                .iter()
+                .zip(&reference_runs)
+                .map(|(ours, reference)| part(ours) / part(reference).max(0.01))
+                .collect(),
+        )
+    };
     let seconds = |runs: &[(f64, f64)]| {
         runs.iter()
             .map(|(wall, _)| format!("{wall:.2}"))
@@ -236,9 +265,9 @@ fn main() {
         sizes.0 as f64 / (1 << 20) as f64
     );
     println!(
-        "ratio backup / reference, medians of {rounds} rounds: {:.2} wall clock, {:.2} CPU time ({ours_cpu:.2} s vs {reference_cpu:.2} s of CPU)",
-        ours / reference,
-        ours_cpu / reference_cpu.max(0.01),
+        "ratio backup / reference, median of {rounds} rounds' ratios: {:.2} wall clock, {:.2} CPU time (medians {ours_cpu:.2} s vs {reference_cpu:.2} s of CPU)",
+        ratio(|r| r.0),
+        ratio(|r| r.1),
     );
 
     let ledger_dir = base.path().join("ledger");
