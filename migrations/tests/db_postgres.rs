@@ -61,9 +61,14 @@ INSERT INTO ident (v) VALUES ('a'), ('b');
 "#;
 
 fn fixture(prefix: &str) -> Option<(PgDatabase, Database)> {
+    scratch_with(prefix, FIXTURE)
+}
+
+/// A database of its own, made by `script`.
+fn scratch_with(prefix: &str, script: &str) -> Option<(PgDatabase, Database)> {
     let scratch = PgDatabase::create(prefix)?;
     let mut database = scratch.connect();
-    database.execute_script(FIXTURE).unwrap();
+    database.execute_script(script).unwrap();
     Some((scratch, database))
 }
 
@@ -72,6 +77,18 @@ fn set(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
+}
+
+/// An `update` of every row of table `t`, step 1.
+fn update_every_row(set_pairs: &[(&str, &str)], chunk_size: usize) -> Update {
+    Update {
+        step: 1,
+        table: "t".into(),
+        key: None,
+        filter: None,
+        set: set(set_pairs),
+        chunk_size,
+    }
 }
 
 #[test]
@@ -709,27 +726,17 @@ fn postgres_chinook_migration_rolls_back_to_identical_dump() {
 /// with keys 1…1000 the chunk ended at "999" and row 1000 was updated twice.
 #[test]
 fn postgres_chunks_follow_key_order_not_text_order() {
-    let Some(scratch) = PgDatabase::create("rw_order") else {
+    let Some((_scratch, mut database)) = scratch_with(
+        "rw_order",
+        "CREATE TABLE t (id bigint PRIMARY KEY, a bigint NOT NULL); \
+             INSERT INTO t SELECT i, 0 FROM generate_series(1, 2500) AS i",
+    ) else {
         return;
     };
-    let mut database = scratch.connect();
-    database
-        .execute_script(
-            "CREATE TABLE t (id bigint PRIMARY KEY, a bigint NOT NULL); \
-             INSERT INTO t SELECT i, 0 FROM generate_series(1, 2500) AS i",
-        )
-        .unwrap();
     let mut ledger = TestLedger::new();
     let report = database
         .update(
-            &Update {
-                step: 1,
-                table: "t".into(),
-                key: None,
-                filter: None,
-                set: set(&[("a", "a + 1")]),
-                chunk_size: 1000,
-            },
+            &update_every_row(&[("a", "a + 1")], 1000),
             &mut ledger.recorder(),
         )
         .unwrap();
@@ -1030,4 +1037,153 @@ fn postgres_rollback_turns_triggers_off() {
     drop(database);
     drop(scratch);
     admin.execute_script(&format!("DROP ROLE {role}")).unwrap();
+}
+
+fn rows_changed(ledger: &TestLedger) -> Vec<rewind_ledger::RowsChanged> {
+    ledger
+        .events()
+        .into_iter()
+        .filter_map(|(_, event)| match event {
+            Event::RowsChanged(rows) => Some(rows),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A step's chunks overlap on two connections (the next one's statement
+/// carries the last key as a literal): text keys that need quoting in SQL
+/// still split into chunks that meet exactly, every row changed once, the
+/// chunks recorded in key order, and the rollback exact.
+#[test]
+fn postgres_overlapped_chunks_meet_exactly_on_quoted_text_keys() {
+    let Some((scratch, mut database)) = scratch_with(
+        "rw_overlap_keys",
+        r#"CREATE TABLE t (k text COLLATE "C" PRIMARY KEY, a int NOT NULL);
+               INSERT INTO t VALUES ('a''b', 0), ('a''''b', 0), (E'back\\slash', 0),
+                 ('comma, (paren)', 0), ('"double"', 0), ('ünï 🚀', 0), ('', 0),
+                 ('z', 0), ('$1', 0), ('--', 0), ('x''); DROP TABLE t; --', 0)"#,
+    ) else {
+        return;
+    };
+    let before = scratch.dump(false);
+    let mut ledger = TestLedger::new();
+    let report = database
+        .update(
+            &update_every_row(&[("a", "a + 1")], 2),
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!((report.rows, report.chunks), (11, 6));
+    let rows = database
+        .query("SELECT count(*) FROM t WHERE a = 1", &[])
+        .unwrap();
+    assert_eq!(rows[0][0], SqlValue::Integer(11));
+    let chunks = rows_changed(&ledger);
+    let keys: Vec<SqlValue> = chunks
+        .iter()
+        .flat_map(|chunk| chunk.rows.iter().map(|row| row.key[0].clone()))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort_by(|a, b| match (a, b) {
+        (SqlValue::Typed(a), SqlValue::Typed(b)) => a.as_bytes().cmp(b.as_bytes()),
+        _ => panic!("PostgreSQL keys are text: {a:?} {b:?}"),
+    });
+    assert_eq!(keys, sorted, "the chunks are recorded in key order");
+    assert_eq!(
+        chunks.iter().map(|chunk| chunk.chunk).collect::<Vec<_>>(),
+        (0..6).collect::<Vec<_>>()
+    );
+    let deleted = database
+        .delete(
+            &Delete {
+                step: 2,
+                table: "t".into(),
+                key: None,
+                filter: Some("a = 1".into()),
+                chunk_size: 3,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!((deleted.rows, deleted.chunks), (11, 4));
+    ledger.roll_back(&mut database, UndoOptions::default());
+    assert_same_dump(
+        &before,
+        &scratch.dump(false),
+        "overlapped chunks rolled back",
+    );
+}
+
+/// A `set` that reads other rows of the table sees what the earlier chunks
+/// committed, as chunks run one after the other: such a step does not
+/// overlap its chunks.
+#[test]
+fn postgres_set_reading_the_table_sees_earlier_chunks() {
+    let Some((_scratch, mut database)) = scratch_with(
+        "rw_overlap_reads",
+        "CREATE TABLE t (id int PRIMARY KEY, a int NOT NULL); \
+             INSERT INTO t SELECT i, 0 FROM generate_series(1, 6) AS i",
+    ) else {
+        return;
+    };
+    let mut ledger = TestLedger::new();
+    database
+        .update(
+            &update_every_row(&[("a", "(SELECT count(*) FROM t WHERE a > 0) + 1")], 2),
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    let rows = database.query("SELECT a FROM t ORDER BY id", &[]).unwrap();
+    let values: Vec<SqlValue> = rows.into_iter().map(|row| row[0].clone()).collect();
+    assert_eq!(
+        values,
+        [1, 1, 3, 3, 5, 5].map(SqlValue::Integer).to_vec(),
+        "each chunk saw the chunks before it"
+    );
+}
+
+/// A chunk that fails while the one before it is being recorded on the
+/// other connection: the chunks before it stay committed and recorded,
+/// it and the rows after it are untouched, and the rollback is exact.
+#[test]
+fn postgres_failing_overlapped_chunk_keeps_the_chunks_before_it() {
+    let Some((scratch, mut database)) = scratch_with(
+        "rw_overlap_fail",
+        "CREATE TABLE t (id int PRIMARY KEY, a int NOT NULL); \
+             INSERT INTO t SELECT i, i FROM generate_series(1, 9) AS i",
+    ) else {
+        return;
+    };
+    let before = scratch.dump(false);
+    let mut ledger = TestLedger::new();
+    let error = database
+        .update(
+            &update_every_row(&[("a", "100 / (id - 7)")], 2),
+            &mut ledger.recorder(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::Statement { message, .. } if message.contains("division by zero")),
+        "{error}"
+    );
+    let recorded: Vec<u64> = rows_changed(&ledger)
+        .iter()
+        .flat_map(|chunk| chunk.rows.iter())
+        .map(|row| match &row.key[0] {
+            SqlValue::Typed(id) => id.parse().unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(recorded, vec![1, 2, 3, 4, 5, 6]);
+    let rows = database
+        .query("SELECT id FROM t WHERE a = id ORDER BY id", &[])
+        .unwrap();
+    assert_eq!(
+        rows.into_iter()
+            .map(|row| row[0].clone())
+            .collect::<Vec<_>>(),
+        [7, 8, 9].map(SqlValue::Integer).to_vec()
+    );
+    ledger.roll_back(&mut database, UndoOptions::default());
+    assert_same_dump(&before, &scratch.dump(false), "failed step rolled back");
 }

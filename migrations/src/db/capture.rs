@@ -12,7 +12,8 @@
 //! SQLite the chunk's keys are its key range, or (with a `where`, which
 //! the statement may stop matching) a temporary table of the picked keys;
 //! on PostgreSQL one statement locks the chunk, changes it and returns its
-//! images.
+//! images, and while a chunk is recorded and commits the next one's
+//! statement already runs on a second connection ([`pg_overlapped`]).
 
 use std::collections::BTreeMap;
 
@@ -897,6 +898,23 @@ async fn change_rows(
     change: &Change,
     recorder: &mut dyn Recorder,
 ) -> Result<StepReport> {
+    if may_overlap(context, plan, change).await?
+        && let Some(connecting) = context.executor.sibling()
+        // Without a second connection (the server's limit, say) the chunks
+        // run one after the other.
+        && let Ok(mut sibling) = connecting.await
+    {
+        let database = context.database;
+        let first = Context {
+            executor: &mut *context.executor,
+            database,
+        };
+        let second = Context {
+            executor: &mut *sibling,
+            database,
+        };
+        return pg_overlapped(first, second, plan, change, recorder).await;
+    }
     let engine = context.executor.engine();
     let sqlite_keys = engine == Engine::Sqlite && plan.filter.is_some();
     if sqlite_keys {
@@ -1005,10 +1023,18 @@ async fn pg_chunk(
     lower: Option<&[SqlValue]>,
 ) -> Result<Vec<RowImage>> {
     let (lower_sql, lower_binds) = plan.lower(Engine::Postgres, lower);
+    let (sql, width) = pg_chunk_sql(plan, change, &lower_sql);
+    let rows = context.fetch(plan.step, &sql, &lower_binds).await?;
+    pg_chunk_images(context, plan, change, &sql, &rows, width)
+}
+
+/// The one statement that locks a PostgreSQL chunk's rows in key order,
+/// changes them and returns their packed images, and how many fields each
+/// packed record has.
+fn pg_chunk_sql(plan: &RowsPlan<'_>, change: &Change, lower_sql: &str) -> (String, usize) {
     let table = plan.table();
     let column_count = plan.info.columns.len();
-    let before_fields = (0..column_count).map(|i| format!("_rw_b{i}"));
-    let (statement, fields, changed) = match change {
+    let (statement, width) = match change {
         Change::Update { sets, changed } => {
             let returning = (0..plan.info.key.len())
                 .map(|i| format!("_rw_old._rw_k{i}"))
@@ -1019,16 +1045,12 @@ async fn pg_chunk(
                 }))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let fields: Vec<String> = before_fields
-                .chain((0..changed.len()).map(|offset| format!("_rw_a{offset}")))
-                .collect();
             (
                 format!(
                     "UPDATE {table} SET {sets} FROM _rw_old WHERE {}{lower_sql} RETURNING {returning}",
                     plan.pg_join()
                 ),
-                fields,
-                Some(changed),
+                column_count + changed.len(),
             )
         }
         Change::Delete => (
@@ -1036,20 +1058,35 @@ async fn pg_chunk(
                 "DELETE FROM {table} USING _rw_old WHERE {}{lower_sql} RETURNING _rw_old.*",
                 plan.pg_join()
             ),
-            before_fields.collect(),
-            None,
+            column_count,
         ),
     };
+    let fields: Vec<String> = (0..column_count)
+        .map(|i| format!("_rw_b{i}"))
+        .chain((column_count..width).map(|i| format!("_rw_a{}", i - column_count)))
+        .collect();
     let sql = format!(
         "WITH {}, _rw_changed AS ({statement}) {}",
-        plan.pg_old(&lower_sql),
+        plan.pg_old(lower_sql),
         plan.pg_packed_select(&fields, "_rw_changed"),
     );
-    let rows = context.fetch(plan.step, &sql, &lower_binds).await?;
-    let records = pg_unpack(context, plan.step, &sql, &rows, fields.len())?;
-    let Some(changed) = changed else {
+    (sql, width)
+}
+
+/// The images of a chunk from the rows its statement returned.
+fn pg_chunk_images(
+    context: &Context<'_>,
+    plan: &RowsPlan<'_>,
+    change: &Change,
+    sql: &str,
+    rows: &[Vec<SqlValue>],
+    width: usize,
+) -> Result<Vec<RowImage>> {
+    let records = pg_unpack(context, plan.step, sql, rows, width)?;
+    let Change::Update { changed, .. } = change else {
         return Ok(deleted_images(plan, records));
     };
+    let column_count = plan.info.columns.len();
     Ok(records
         .into_iter()
         .map(|mut record| {
@@ -1057,6 +1094,173 @@ async fn pg_chunk(
             update_image(plan, record, changed, changed_values)
         })
         .collect())
+}
+
+/// Whether a PostgreSQL step's chunks may overlap (see
+/// [`pg_overlapped`]): only when nothing in the step reads rows of the
+/// table other than the one it changes, since the next chunk's statement
+/// runs before this chunk commits and does not see its changes. So no
+/// subquery in `set` or `where`, and no trigger or rule on the table.
+/// (A function called in them that reads the table is not seen here.)
+async fn may_overlap(
+    context: &mut Context<'_>,
+    plan: &RowsPlan<'_>,
+    change: &Change,
+) -> Result<bool> {
+    if context.executor.engine() != Engine::Postgres {
+        return Ok(false);
+    }
+    let reads_rows = |sql: &str| {
+        sql.to_ascii_lowercase()
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|word| word == "select")
+    };
+    let sets = match change {
+        Change::Update { sets, .. } => sets.as_str(),
+        Change::Delete => "",
+    };
+    if reads_rows(sets) || plan.filter.is_some_and(reads_rows) {
+        return Ok(false);
+    }
+    Ok(!context.has_triggers(plan.step, plan.info).await?)
+}
+
+/// ` AND (keys) > ('v'::type, …)`: [`RowsPlan::lower`] with the values
+/// written into the statement as quoted literals (`'` doubled; the session
+/// keeps `standard_conforming_strings` on, so nothing else is special), for
+/// a statement sent in one message without binds. `None` for a value that
+/// PostgreSQL's text images never hold.
+fn pg_lower_literal(info: &TableInfo, lower: &[SqlValue]) -> Option<String> {
+    let literals = info
+        .key
+        .iter()
+        .zip(lower)
+        .map(|(name, value)| match value {
+            SqlValue::Typed(text) | SqlValue::Text(text) => Some(format!(
+                "'{}'::{}",
+                text.replace('\'', "''"),
+                info.sql_type(name)
+            )),
+            SqlValue::Null => Some(format!("NULL::{}", info.sql_type(name))),
+            SqlValue::Integer(_) | SqlValue::Real(_) | SqlValue::Blob(_) => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(format!(
+        " AND ({}) > ({})",
+        info.key_list(""),
+        literals.join(", ")
+    ))
+}
+
+/// PostgreSQL chunks on two connections, overlapped: once a chunk's
+/// statement has returned its images, the next chunk's statement is sent
+/// on the other connection, in a transaction of its own, and runs on the
+/// server while this chunk's images are recorded and its transaction
+/// commits. The order of the ledger is kept: a chunk's images are recorded
+/// only after the chunk before it committed, so, as without overlap, only
+/// the newest recorded chunk can be uncommitted after a crash, and a
+/// failing chunk leaves the ones before it committed.
+async fn pg_overlapped<'c>(
+    mut first: Context<'c>,
+    mut second: Context<'c>,
+    plan: &RowsPlan<'_>,
+    change: &Change,
+    recorder: &mut dyn Recorder,
+) -> Result<StepReport> {
+    let step = plan.step;
+    let mut report = StepReport::default();
+    let mut contexts = [&mut first, &mut second];
+    // Which connection holds the open transaction of `images`.
+    let mut now = 0;
+    contexts[now].begin(step).await?;
+    let mut images = match pg_chunk(contexts[now], plan, change, None).await {
+        Ok(images) => images,
+        Err(error) => {
+            contexts[now].rollback().await;
+            return Err(error);
+        }
+    };
+    loop {
+        let [a, b] = &mut contexts;
+        let (this, other) = if now == 0 { (a, b) } else { (b, a) };
+        if images.is_empty() {
+            this.rollback().await;
+            return Ok(report);
+        }
+        let count = images.len();
+        let lower = images
+            .last()
+            .map(|image| image.key.clone())
+            .unwrap_or_default();
+        let next = (count == plan.chunk_size)
+            .then(|| pg_lower_literal(plan.info, &lower))
+            .flatten()
+            .map(|lower_sql| {
+                let (sql, width) = pg_chunk_sql(plan, change, &lower_sql);
+                (format!("BEGIN; {sql}"), width)
+            });
+        let events = chunk_events(this.database, plan.info, step, &mut report, images);
+        report.events += events.len() as u64;
+        let Some((next_sql, width)) = next else {
+            // The last chunk, or one whose key cannot be written as a
+            // literal: recorded and committed, then on without overlap.
+            this.record_then_commit(step, &plan.info.name, events, recorder)
+                .await?;
+            report.rows += count as u64;
+            report.chunks += 1;
+            if count < plan.chunk_size {
+                return Ok(report);
+            }
+            this.begin(step).await?;
+            images = match pg_chunk(this, plan, change, Some(&lower)).await {
+                Ok(images) => images,
+                Err(error) => {
+                    this.rollback().await;
+                    return Err(error);
+                }
+            };
+            continue;
+        };
+        let (recorded, rows) = {
+            let mut pending = other
+                .executor
+                .fetch_sent(&next_sql)
+                .expect("a PostgreSQL connection sends a statement in one message");
+            // One poll sends it; the server runs it while this chunk is recorded.
+            let early = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(match pending.as_mut().poll(cx) {
+                    std::task::Poll::Ready(rows) => Some(rows),
+                    std::task::Poll::Pending => None,
+                })
+            })
+            .await;
+            let recorded = this
+                .record_then_commit(step, &plan.info.name, events, recorder)
+                .await;
+            let rows = match early {
+                Some(rows) => rows,
+                None => pending.await,
+            };
+            (recorded, rows)
+        };
+        if let Err(error) = recorded {
+            other.rollback().await;
+            return Err(error);
+        }
+        report.rows += count as u64;
+        report.chunks += 1;
+        let next_images = rows
+            .map_err(|error| other.statement_error(step, &next_sql, error))
+            .and_then(|rows| pg_chunk_images(other, plan, change, &next_sql, &rows, width));
+        images = match next_images {
+            Ok(images) => images,
+            Err(error) => {
+                other.rollback().await;
+                return Err(error);
+            }
+        };
+        now = 1 - now;
+    }
 }
 
 pub(crate) async fn insert(

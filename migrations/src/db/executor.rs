@@ -58,6 +58,17 @@ pub trait Executor: Send {
 
     /// The names of the columns a query returns, without running it.
     fn column_names<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Vec<String>>;
+
+    /// Runs statements without bound values, sent as one message on the
+    /// future's first poll, so that the server works on them while the
+    /// caller does something else before awaiting the rows. `None` where
+    /// the engine has no such use (SQLite runs in the caller's process).
+    fn fetch_sent<'a>(&'a mut self, sql: &'a str) -> Option<BoxFuture<'a, Vec<Vec<SqlValue>>>>;
+
+    /// A second connection to the same database with the same session
+    /// settings, or `None` where a second writer could not run beside the
+    /// first (SQLite).
+    fn sibling(&self) -> Option<BoxFuture<'static, Box<dyn Executor>>>;
 }
 
 /// Quotes an identifier: `a"b` becomes `"a""b"`.

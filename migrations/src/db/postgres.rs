@@ -18,20 +18,27 @@ use super::sqlite::{real_from_bits, real_to_bits};
 /// Session settings that fix the text form of dates, intervals, floats and bytea.
 const SESSION: &str = "SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; \
 SET TimeZone = 'UTC'; SET extra_float_digits = 1; SET bytea_output = 'hex'; \
-SET client_encoding = 'UTF8'";
+SET client_encoding = 'UTF8'; SET standard_conforming_strings = on";
 
 /// A connection to one PostgreSQL database.
 pub struct PgExecutor {
     connection: PgConnection,
+    options: PgConnectOptions,
 }
 
 impl PgExecutor {
     /// Connects and pins the session settings.
     pub async fn connect(url: &str) -> Result<PgExecutor, sqlx::Error> {
-        let options = PgConnectOptions::from_str(url)?;
+        PgExecutor::connect_with(PgConnectOptions::from_str(url)?).await
+    }
+
+    async fn connect_with(options: PgConnectOptions) -> Result<PgExecutor, sqlx::Error> {
         let mut connection = PgConnection::connect_with(&options).await?;
         sqlx::raw_sql(SESSION).execute(&mut connection).await?;
-        Ok(PgExecutor { connection })
+        Ok(PgExecutor {
+            connection,
+            options,
+        })
     }
 }
 
@@ -140,6 +147,26 @@ impl Executor for PgExecutor {
                 .await?;
             Ok(())
         })
+    }
+
+    fn fetch_sent<'a>(&'a mut self, sql: &'a str) -> Option<BoxFuture<'a, Vec<Vec<SqlValue>>>> {
+        // The simple query protocol: one `Query` message, written and
+        // flushed before the first poll returns (an extended query would
+        // wait for its `Parse` to be answered before sending the rest).
+        Some(Box::pin(async move {
+            let rows = sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+                .fetch_all(&mut self.connection)
+                .await?;
+            rows.iter().map(decode_row).collect()
+        }))
+    }
+
+    fn sibling(&self) -> Option<BoxFuture<'static, Box<dyn Executor>>> {
+        let options = self.options.clone();
+        Some(Box::pin(async move {
+            let executor = PgExecutor::connect_with(options).await?;
+            Ok(Box::new(executor) as Box<dyn Executor>)
+        }))
     }
 
     fn column_names<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Vec<String>> {

@@ -145,6 +145,14 @@ impl Executor for SqliteExecutor {
         })
     }
 
+    fn fetch_sent<'a>(&'a mut self, _sql: &'a str) -> Option<BoxFuture<'a, Vec<Vec<SqlValue>>>> {
+        None
+    }
+
+    fn sibling(&self) -> Option<BoxFuture<'static, Box<dyn Executor>>> {
+        None
+    }
+
     fn column_names<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Vec<String>> {
         Box::pin(async move {
             let statement = sqlx::Executor::prepare(
