@@ -25,6 +25,30 @@ use rewind_migrations::undo::{OnDrift, UndoItem, rollback};
 
 const RUNBOOK: &str = include_str!("../../migrations/examples/ns3-vhost.toml");
 
+const USAGE: &str =
+    "usage: bench-backup [--files 10000] [--megabytes 200] [--rounds 3] [--dir DIR]";
+
+/// Refuses an argument this benchmark does not take, rather than running
+/// with its defaults; `--help` prints the usage.
+fn check_args() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        match pair {
+            [flag, ..] if flag == "--help" || flag == "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            [flag, value] if matches!(flag.as_str(), "--files" | "--megabytes" | "--rounds") => {
+                if value.parse::<u64>().is_err() {
+                    panic!("{flag} takes a number, not {value:?}; {USAGE}");
+                }
+            }
+            [flag, _] if flag == "--dir" => {}
+            other => panic!("unknown argument {:?}; {USAGE}", other[0]),
+        }
+    }
+}
+
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -141,6 +165,7 @@ fn generate(root: &Path, files: u64, bytes: u64) {
 }
 
 fn main() {
+    check_args();
     let files = arg("--files", 10_000);
     let megabytes = arg("--megabytes", 200);
     let base = match std::env::args().skip_while(|a| a != "--dir").nth(1) {
