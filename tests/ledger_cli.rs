@@ -660,7 +660,7 @@ fn spreadsheet_formulas_in_a_csv_stay_text_and_it_still_verifies() {
 fn tampering_is_reported_with_its_seq_and_repair_rebuilds_from_the_journal() {
     let env = populated();
     {
-        let db = sled::open(env.ledger.join("store")).unwrap();
+        let db = surgery::open_store(&env.ledger.join("store"));
         let events = db.open_tree("events").unwrap();
         let mut value = surgery::read(&events, 2).unwrap();
         let last = value.len() - 3;
@@ -744,7 +744,7 @@ fn newer_format_and_corrupt_record_are_refused() {
     assert_snapshot!("newer_format", env.snapshot(&["history"]));
     std::fs::write(&marker, &original).unwrap();
     {
-        let db = sled::open(env.ledger.join("store")).unwrap();
+        let db = surgery::open_store(&env.ledger.join("store"));
         surgery::replace(&db.open_tree("events").unwrap(), 3, vec![1u8, 2, 3]);
         db.flush().unwrap();
     }

@@ -262,6 +262,27 @@ impl Iterator for Entries {
 pub mod surgery {
     use super::*;
 
+    /// The sled store in `store` (a ledger's `store` directory), opened
+    /// directly, as an attacker with file access would. sled lets go of its
+    /// file lock a moment after a ledger of this process closed (its
+    /// background threads finish first), so a held lock is retried for up
+    /// to two seconds.
+    pub fn open_store(store: &std::path::Path) -> sled::Db {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match sled::open(store) {
+                Ok(db) => return db,
+                Err(error)
+                    if error.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(error) => panic!("opening {} directly: {error}", store.display()),
+            }
+        }
+    }
+
     fn rewrite(tree: &sled::Tree, seq: u64, edit: impl FnOnce(&mut Vec<(u64, Vec<u8>)>)) {
         let page = page_for(tree, seq)
             .expect("readable page")

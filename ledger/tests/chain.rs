@@ -133,20 +133,7 @@ fn assert_python_refuses(file: &Path, args: &[&str], expected: &str) {
 
 /// The sled store of a closed ledger, opened directly as an attacker would.
 fn with_events_tree(dir: &Path, change: impl FnOnce(&sled::Tree)) {
-    // sled lets go of its file lock a moment after the last handle is
-    // dropped (its background threads finish first): retry briefly.
-    let mut attempts = 0;
-    let db = loop {
-        match sled::open(dir.join("store")) {
-            Ok(db) => break db,
-            Err(error) if attempts < 200 => {
-                attempts += 1;
-                assert!(error.to_string().contains("lock"), "{error}");
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(error) => panic!("opening the store directly: {error}"),
-        }
-    };
+    let db = rewind_ledger::page::surgery::open_store(&dir.join("store"));
     let events = db.open_tree("events").unwrap();
     change(&events);
     db.flush().unwrap();
@@ -1060,18 +1047,8 @@ fn a_store_held_outside_rewind_is_reported_as_locked() {
     let temp = tempfile::tempdir().unwrap();
     let dir = ledger_dir(&temp);
     six_events(&dir);
-    // The ledger closed a moment ago: retry until sled lets go.
-    let mut held = None;
-    for _ in 0..200 {
-        match sled::open(dir.join("store")) {
-            Ok(db) => {
-                held = Some(db);
-                break;
-            }
-            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-        }
-    }
-    assert!(held.is_some(), "could not hold the store");
+    // The ledger closed a moment ago: `open_store` waits until sled lets go.
+    let held = rewind_ledger::page::surgery::open_store(&dir.join("store"));
     let error = Ledger::open(&dir, origin()).unwrap_err();
     assert!(
         matches!(error, LedgerError::Locked { holder: None, .. }),

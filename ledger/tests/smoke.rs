@@ -196,7 +196,7 @@ fn the_path_and_row_index_answers_as_a_scan_of_every_event_would() {
     // An index without its layout marker (of an older layout, or a clear
     // cut short) is rebuilt on open, whatever is left in it.
     {
-        let db = sled::open(path.join("store")).unwrap();
+        let db = rewind_ledger::page::surgery::open_store(&path.join("store"));
         let index = db.open_tree("index").unwrap();
         assert!(index.remove(b"\xffindex_format").unwrap().is_some());
         // Half its keys gone, its `indexed_through` marker kept.
@@ -244,7 +244,7 @@ fn a_damaged_compressed_page_is_reported_and_repaired_from_the_journal() {
         .unwrap();
     drop(ledger);
     {
-        let db = sled::open(path.join("store")).unwrap();
+        let db = rewind_ledger::page::surgery::open_store(&path.join("store"));
         let events = db.open_tree("events").unwrap();
         let mut page = events.get(1u64.to_be_bytes()).unwrap().unwrap().to_vec();
         let middle = page.len() / 2;
