@@ -368,3 +368,58 @@ fn one_spec_with_file_and_database_steps_rolls_back_both() {
     assert!(!root.join("exports").exists());
     assert_eq!(before, db.dump());
 }
+
+/// The events of one chunk are undone in one transaction, newest first,
+/// each behind a savepoint: drift in the middle event stops the rollback
+/// there with the newer event restored and recorded, the drifted event and
+/// the older one untouched; skipping then restores all but the drifted row.
+#[test]
+fn drift_inside_a_chunk_keeps_the_newer_events_of_the_chunk_undone() {
+    let db = DbEnv::with_spec(
+        "[migration]\nid = \"bump\"\ndatabase = \"{db}\"\n\n[vars]\ndb = { required = true }\n\n\
+         [[step]]\nkind = \"update\"\ntable = \"counters\"\nset = { n = \"n + 1\" }\nchunk_size = 10000\n",
+    );
+    db.sql(
+        "CREATE TABLE counters (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);\n\
+         WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 2500)\n\
+         INSERT INTO counters SELECT i, 0 FROM s",
+    );
+    let before = db.dump();
+    let applied = db.apply();
+    assert!(applied.starts_with("exit: 0"), "{applied}");
+    // Rows 1–1000, 1001–2000 and 2001–2500 are three events of one chunk.
+    db.sql("UPDATE counters SET n = 7 WHERE id = 1500");
+    let count = |sql: &str| -> i64 {
+        let rows = Database::connect(&db.url).unwrap().query(sql, &[]).unwrap();
+        match rows[0][0] {
+            rewind_ledger::SqlValue::Integer(n) => n,
+            ref other => panic!("{other:?}"),
+        }
+    };
+    let stopped = db.env.run(&["rollback", "r1", "--yes"]);
+    assert_eq!(stopped.code, 3, "{stopped:?}");
+    assert_eq!(
+        count("SELECT count(*) FROM counters WHERE id > 2000 AND n = 0"),
+        500
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM counters WHERE id <= 2000 AND n = 1"),
+        1999
+    );
+    assert_eq!(count("SELECT n FROM counters WHERE id = 1500"), 7);
+    let history = db.env.run(&["history", "--kind", "Compensated", "--json"]);
+    assert_eq!(
+        history.stdout.matches("\"undoes\":").count(),
+        1,
+        "{}",
+        history.stdout
+    );
+    let skipped = db
+        .env
+        .run(&["rollback", "r1", "--yes", "--on-drift", "skip"]);
+    assert_eq!(skipped.code, 3, "{skipped:?}");
+    assert_eq!(count("SELECT count(*) FROM counters WHERE n = 0"), 2499);
+    assert_eq!(count("SELECT n FROM counters WHERE id = 1500"), 7);
+    db.sql("UPDATE counters SET n = 0 WHERE id = 1500");
+    assert_eq!(db.dump(), before);
+}

@@ -363,6 +363,38 @@ pub fn check_db_drift(
         .collect())
 }
 
+/// The most `RowsChanged` events undone in one database transaction: the
+/// events of one chunk of the default size.
+const ROW_GROUP: usize = 10;
+
+/// The items at the start of `items` that change rows of one table in one
+/// step of one run: up to [`ROW_GROUP`] of them, undone in one transaction.
+/// Empty unless the first is a `RowsChanged`.
+fn row_group(items: &[UndoItem]) -> &[UndoItem] {
+    let same = |a: &UndoItem, b: &UndoItem| match (&a.event, &b.event) {
+        (Event::RowsChanged(a_rows), Event::RowsChanged(b_rows)) => {
+            a.run == b.run
+                && a_rows.database == b_rows.database
+                && a_rows.table == b_rows.table
+                && a_rows.step == b_rows.step
+                && a_rows.key_columns == b_rows.key_columns
+        }
+        _ => false,
+    };
+    let Some(first) = items.first() else {
+        return items;
+    };
+    if !matches!(first.event, Event::RowsChanged(_)) {
+        return &items[..0];
+    }
+    let length = items
+        .iter()
+        .take(ROW_GROUP)
+        .take_while(|item| same(first, item))
+        .count();
+    &items[..length]
+}
+
 /// One item to undo, as the inverse plan lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UndoItem {
@@ -485,9 +517,17 @@ pub fn rollback(
         }
         Ok(())
     };
-    for item in items {
+    // Items already undone as part of the group of an earlier item.
+    let mut grouped = 0;
+    for (index, item) in items.iter().enumerate() {
+        if grouped > 0 {
+            grouped -= 1;
+            continue;
+        }
         if let Some(url) = database_of(&item.event) {
-            // The database layer checks drift and undoes in one transaction.
+            // The database layer checks drift and undoes in one transaction;
+            // the next items that change rows of the same table in the same
+            // step (the events of one chunk) share it.
             let options = UndoOptions {
                 on_drift: match on_drift {
                     OnDrift::Stop => db::OnDrift::Stop,
@@ -496,9 +536,18 @@ pub fn rollback(
                 allow_irreversible: true,
                 allow_triggers: databases.allow_triggers,
             };
+            let group = row_group(&items[index..]);
             let undone = databases
                 .get(url)
-                .and_then(|database| database.undo(&item.event, options))
+                .and_then(|database| match group.len() {
+                    0 | 1 => database
+                        .undo(&item.event, options)
+                        .map(|report| vec![report]),
+                    _ => {
+                        let events: Vec<&Event> = group.iter().map(|item| &item.event).collect();
+                        database.undo_group(&events, options)
+                    }
+                })
                 .map_err(|error| db_error(&item.event, error));
             let undone = match undone {
                 Ok(undone) => undone,
@@ -508,49 +557,57 @@ pub fn rollback(
                     break;
                 }
             };
-            if !undone.drift.is_empty() {
-                flush(&mut pending)?;
-                let mut events = Vec::new();
-                for row in &undone.drift {
-                    let drift = row_drift(item.seq, &item.event, row);
-                    progress(&RollbackProgress::Drifted(drift.clone()));
-                    events.push(drift_found(&drift, &item.event));
-                    report.drifted.push(drift);
-                }
-                recorder.append(item.run.as_deref(), events)?;
-                match on_drift {
-                    OnDrift::Stop => {
-                        report.outcome = Outcome::Drifted;
-                        break;
+            grouped = undone.len().saturating_sub(1);
+            let mut stopped = false;
+            for (item, undone) in items[index..].iter().zip(&undone) {
+                if !undone.drift.is_empty() {
+                    flush(&mut pending)?;
+                    let mut events = Vec::new();
+                    for row in &undone.drift {
+                        let drift = row_drift(item.seq, &item.event, row);
+                        progress(&RollbackProgress::Drifted(drift.clone()));
+                        events.push(drift_found(&drift, &item.event));
+                        report.drifted.push(drift);
                     }
-                    // The rows that did not drift were restored; the item
-                    // stays uncompensated so that a later rollback, after
-                    // the drift is dealt with, finishes it.
-                    OnDrift::Skip => continue,
+                    recorder.append(item.run.as_deref(), events)?;
+                    match on_drift {
+                        OnDrift::Stop => {
+                            report.outcome = Outcome::Drifted;
+                            stopped = true;
+                            break;
+                        }
+                        // The rows that did not drift were restored; the item
+                        // stays uncompensated so that a later rollback, after
+                        // the drift is dealt with, finishes it.
+                        OnDrift::Skip => continue,
+                    }
                 }
+                pending.push(Draft::new(
+                    item.run.as_deref(),
+                    Event::Compensated(Compensated { undoes: item.seq }),
+                ));
+                report.compensated += 1;
+                progress(&RollbackProgress::Undone {
+                    seq: item.seq,
+                    kind: item.event.kind(),
+                    subject: if undone.already_restored > 0 && undone.restored == 0 {
+                        format!("{} (found already undone)", subject(&item.event))
+                    } else if !undone.triggers_fired.is_empty() {
+                        format!(
+                            "{} (triggers fired: {})",
+                            subject(&item.event),
+                            undone.triggers_fired.join(", ")
+                        )
+                    } else {
+                        subject(&item.event)
+                    },
+                });
             }
-            pending.push(Draft::new(
-                item.run.as_deref(),
-                Event::Compensated(Compensated { undoes: item.seq }),
-            ));
-            // A database undo has committed: record it before the next one.
+            // The database undo has committed: record it before the next one.
             flush(&mut pending)?;
-            report.compensated += 1;
-            progress(&RollbackProgress::Undone {
-                seq: item.seq,
-                kind: item.event.kind(),
-                subject: if undone.already_restored > 0 && undone.restored == 0 {
-                    format!("{} (found already undone)", subject(&item.event))
-                } else if !undone.triggers_fired.is_empty() {
-                    format!(
-                        "{} (triggers fired: {})",
-                        subject(&item.event),
-                        undone.triggers_fired.join(", ")
-                    )
-                } else {
-                    subject(&item.event)
-                },
-            });
+            if stopped {
+                break;
+            }
             continue;
         }
         if let Event::CommandRun(command) = &item.event {

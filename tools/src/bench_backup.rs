@@ -16,12 +16,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use rewind_ledger::{Ledger, Origin, RollbackTarget};
+use rewind_ledger::{Ledger, Origin};
 use rewind_migrations::Recorder;
 use rewind_migrations::apply::{RunRequest, apply};
+use rewind_migrations::databases::Databases;
 use rewind_migrations::spec::Spec;
 use rewind_migrations::steps::archive::{Exclude, write_archive};
-use rewind_migrations::undo::{OnDrift, UndoItem, rollback};
+
+mod run_rollback;
+use run_rollback::roll_back_run;
 
 const RUNBOOK: &str = include_str!("../../migrations/examples/ns3-vhost.toml");
 
@@ -359,41 +362,8 @@ fn main() {
     println!("  seconds per step: {}", per_step.join(" "));
 
     let started = Instant::now();
-    let entries: Vec<_> = {
-        let ledger = recorder.lock();
-        let head = ledger.head().0;
-        ledger.range(1..=head).map(Result::unwrap).collect()
-    };
-    let target = RollbackTarget::Run("bench".into());
-    let plan = rewind_projections::inverse::plan(&entries, &target, false).unwrap();
-    let items: Vec<UndoItem> = plan
-        .items
-        .into_iter()
-        .map(|i| UndoItem {
-            seq: i.seq,
-            run: i.run,
-            event: i.event,
-            undo_started: i.undo_started,
-            resolution: None,
-        })
-        .collect();
-    let rolled = rollback(
-        &recorder,
-        Some("bench"),
-        target,
-        false,
-        &items,
-        OnDrift::Stop,
-        &mut rewind_migrations::databases::Databases::default(),
-        &mut |_| {},
-    )
-    .unwrap();
+    let rolled = roll_back_run(&recorder, "bench", &mut Databases::default());
     let rolled_time = started.elapsed();
-    assert_eq!(
-        rolled.outcome,
-        rewind_ledger::Outcome::Succeeded,
-        "{rolled:?}"
-    );
     println!(
         "rollback of the run: {:.2} s ({} inverses)",
         rolled_time.as_secs_f64(),

@@ -21,8 +21,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use rewind_ledger::{Draft, Event, Ledger, Origin};
-use rewind_migrations::db::{DEFAULT_CHUNK_SIZE, Database, UndoOptions, Update};
+use rewind_ledger::{Digest, Draft, Event, Ledger, Origin, RunStarted};
+use rewind_migrations::Recorder;
+use rewind_migrations::databases::Databases;
+use rewind_migrations::db::{DEFAULT_CHUNK_SIZE, Database, ROWS_PER_EVENT, Update};
+
+mod run_rollback;
+use run_rollback::roll_back_run;
 
 const CASES: &[&str] = &[
     "bare-update",
@@ -219,6 +224,21 @@ fn run_case(case: &str, url: &str, options: &Options) {
         }
         "capture-rollback" => {
             let mut ledger = ledger_in(dir.path());
+            // A run for the rollback to name.
+            ledger
+                .append(
+                    Some("bench"),
+                    Event::RunStarted(RunStarted {
+                        description: "bench-rows".into(),
+                        spec_id: "bench-rows".into(),
+                        spec_path: "bench-rows".into(),
+                        spec_sha256: Digest::of(b"bench-rows"),
+                        spec_text: String::new(),
+                        target: None,
+                        vars: BTreeMap::new(),
+                    }),
+                )
+                .expect("append");
             let rows = capture_update(
                 &mut database,
                 &mut ledger,
@@ -226,16 +246,17 @@ fn run_case(case: &str, url: &str, options: &Options) {
                 options.chunk,
             );
             assert_eq!(rows, options.rows / every);
+            // As `rewind rollback` does it: its own connection, the
+            // inverse plan, and each undo recorded (`Compensated`).
+            drop(database);
+            let recorder = Recorder::new(ledger);
+            let mut databases = Databases::new([url.to_owned()]);
             let start = Instant::now();
-            let (head, _) = ledger.head();
-            let events: Vec<Event> = ledger
-                .range(1..=head)
-                .map(|entry| entry.expect("entry").record.event)
-                .collect();
-            for event in events.iter().rev() {
-                let report = database.undo(event, UndoOptions::default()).expect("undo");
-                assert!(report.drift.is_empty());
-            }
+            let rolled = roll_back_run(&recorder, "bench", &mut databases);
+            assert_eq!(
+                rolled.compensated as usize,
+                rows.div_ceil(ROWS_PER_EVENT as u64) as usize
+            );
             start.elapsed().as_secs_f64()
         }
         other => panic!("unknown case {other}"),

@@ -215,6 +215,24 @@ impl Database {
         self.run(async |context| undo::undo(context, event, options, false).await)
     }
 
+    /// Undoes several `RowsChanged` events of one table (the events of one
+    /// chunk, say) in one transaction, in the order given: see
+    /// `undo_rows_group` in `undo.rs`. Any other event is refused, with nothing done.
+    pub fn undo_group(
+        &mut self,
+        events: &[&Event],
+        options: UndoOptions,
+    ) -> Result<Vec<UndoReport>> {
+        let mut group = Vec::with_capacity(events.len());
+        for event in events {
+            match event {
+                Event::RowsChanged(rows) => group.push(rows),
+                other => return Err(DbError::NoInverse { kind: other.kind() }),
+            }
+        }
+        self.run(async |context| undo::undo_rows_group(context, &group, options).await)
+    }
+
     /// Reports the drift the inverse of `event` would meet; changes nothing.
     pub fn check_drift(&mut self, event: &Event) -> Result<UndoReport> {
         let options = UndoOptions {

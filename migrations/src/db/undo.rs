@@ -1,13 +1,15 @@
 //! The inverses of the database events, each behind its drift check.
 //!
-//! A `RowsChanged` chunk is undone set-based, in one transaction: its
-//! images are loaded into a temporary table with one statement (PostgreSQL
-//! `unnest` of text arrays; SQLite multi-row `VALUES`), the current rows are
-//! read with one join, each row is compared with its after image, and then
-//! one `UPDATE … FROM`, one `DELETE` and one `INSERT … SELECT` restore the
-//! rows that did not drift. A row that already equals its before image
-//! (a rollback interrupted after its commit and run again) is left as it is
-//! and counted, not reported as drift.
+//! A `RowsChanged` event is undone set-based, in one transaction (or, with
+//! the other events of its chunk, in one transaction with a savepoint
+//! each: [`undo_rows_group`]): its images are loaded into a temporary
+//! table (PostgreSQL: one `unnest` of text arrays; SQLite: one prepared
+//! insert run per row), the current rows are read with one join, each row
+//! is compared with its after image, and then one `UPDATE … FROM`, one
+//! `DELETE` and one `INSERT … SELECT` restore the rows that did not drift.
+//! A row that already equals its before image (a rollback interrupted
+//! after its commit and run again) is left as it is and counted, not
+//! reported as drift.
 
 use rewind_ledger::{
     DriftFound, Event, RowImage, RowsChanged, SchemaChanged, SequenceMoved, SqlValue, render_key,
@@ -246,33 +248,23 @@ fn classify(rows: &RowsChanged, image: &RowImage, current: Option<Vec<SqlValue>>
     })
 }
 
-async fn undo_rows(
+/// What undoing a `RowsChanged` needs from the catalog, read (and the
+/// undo refused where it must be) before its transaction begins.
+struct Prepared {
+    info: TableInfo,
+    triggers: Vec<Trigger>,
+}
+
+async fn prepare_rows(
     context: &mut Context<'_>,
     rows: &RowsChanged,
     options: UndoOptions,
     dry_run: bool,
-) -> Result<UndoReport> {
+) -> Result<Prepared> {
     let step = rows.step;
     let engine = context.executor.engine();
     let info = context.table(&rows.table, Some(&rows.key_columns)).await?;
-    for column in &rows.columns {
-        if !info.columns.iter().any(|known| known.name == column.name) {
-            return Err(DbError::UnknownColumn {
-                table: rows.table.clone(),
-                column: column.name.clone(),
-            });
-        }
-    }
-    let column_count = rows.columns.len();
-    let key_count = rows.key_columns.len();
-    let images = "_rw_images";
-    // The types to cast to are read from the catalog now, never taken from the ledger.
-    let cast = |name: &str| -> String {
-        match engine {
-            Engine::Postgres => format!("::{}", info.sql_type(name)),
-            Engine::Sqlite => String::new(),
-        }
-    };
+    check_columns(&info, rows)?;
     let triggers = match triggers(context.executor, &info).await {
         Ok(triggers) => triggers,
         Err(error) => return Err(context.statement_error(step, "read triggers", error)),
@@ -290,15 +282,152 @@ async fn undo_rows(
                 .join(", "),
         });
     }
+    Ok(Prepared { info, triggers })
+}
+
+/// Refuses images of a column the table no longer has.
+fn check_columns(info: &TableInfo, rows: &RowsChanged) -> Result<()> {
+    match rows
+        .columns
+        .iter()
+        .find(|column| !info.columns.iter().any(|known| known.name == column.name))
+    {
+        Some(column) => Err(DbError::UnknownColumn {
+            table: rows.table.clone(),
+            column: column.name.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+async fn undo_rows(
+    context: &mut Context<'_>,
+    rows: &RowsChanged,
+    options: UndoOptions,
+    dry_run: bool,
+) -> Result<UndoReport> {
+    let prepared = prepare_rows(context, rows, options, dry_run).await?;
+    context.begin(rows.step).await?;
+    let result = restore_rows(context, rows, &prepared, options, dry_run).await;
+    match result {
+        Ok(report) if report.applied => {
+            context.commit(rows.step).await?;
+            Ok(report)
+        }
+        Ok(report) => {
+            context.rollback().await;
+            Ok(report)
+        }
+        Err(error) => {
+            context.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+/// Undoes several `RowsChanged` events of one table in one transaction,
+/// in the order given, each behind a savepoint: an event that drift stops
+/// (`OnDrift::Stop`) changes nothing and ends the group, and the events
+/// before it commit. One commit for a whole chunk's events instead of one
+/// each. Returns a report for each event undone or stopped at.
+pub(crate) async fn undo_rows_group(
+    context: &mut Context<'_>,
+    group: &[&RowsChanged],
+    options: UndoOptions,
+) -> Result<Vec<UndoReport>> {
+    let Some(first) = group.first() else {
+        return Ok(Vec::new());
+    };
+    // The catalog is read once for the group: its events are of one table
+    // with one key (see `row_group` in `migrations/src/undo.rs`).
+    if let Some(other) = group
+        .iter()
+        .find(|rows| rows.table != first.table || rows.key_columns != first.key_columns)
+    {
+        return Err(DbError::InvalidStep {
+            step: other.step,
+            problem: format!(
+                "events of tables {} and {} cannot be undone as one group",
+                first.table, other.table
+            ),
+        });
+    }
+    let prepared = prepare_rows(context, first, options, false).await?;
+    for rows in group {
+        check_columns(&prepared.info, rows)?;
+    }
+    let step = first.step;
     context.begin(step).await?;
     let result = async {
+        let mut reports = Vec::with_capacity(group.len());
+        for rows in group {
+            context.script(step, "SAVEPOINT _rw_event").await?;
+            let report = restore_rows(context, rows, &prepared, options, false).await?;
+            let applied = report.applied;
+            context
+                .script(
+                    step,
+                    if applied {
+                        "RELEASE SAVEPOINT _rw_event"
+                    } else {
+                        "ROLLBACK TO SAVEPOINT _rw_event; RELEASE SAVEPOINT _rw_event"
+                    },
+                )
+                .await?;
+            reports.push(report);
+            if !applied {
+                break;
+            }
+        }
+        Ok(reports)
+    }
+    .await;
+    match result {
+        Ok(reports) => {
+            context.commit(step).await?;
+            Ok(reports)
+        }
+        Err(error) => {
+            context.rollback().await;
+            Err(error)
+        }
+    }
+}
+
+/// The drift check and restore of one `RowsChanged`, inside the caller's
+/// transaction; `applied` is false when it changed nothing (a dry run, or
+/// drift with `OnDrift::Stop`), and the caller then rolls back.
+async fn restore_rows(
+    context: &mut Context<'_>,
+    rows: &RowsChanged,
+    prepared: &Prepared,
+    options: UndoOptions,
+    dry_run: bool,
+) -> Result<UndoReport> {
+    let step = rows.step;
+    let engine = context.executor.engine();
+    let Prepared { info, triggers } = prepared;
+    let column_count = rows.columns.len();
+    let key_count = rows.key_columns.len();
+    let images = "_rw_images";
+    // The types to cast to are read from the catalog now, never taken from the ledger.
+    let cast = |name: &str| -> String {
+        match engine {
+            Engine::Postgres => format!("::{}", info.sql_type(name)),
+            Engine::Sqlite => String::new(),
+        }
+    };
+    {
         let triggers_fired = if dry_run {
             Vec::new()
         } else {
-            quiet_triggers(context, step, &triggers).await?
+            quiet_triggers(context, step, triggers).await?
         };
-        load_images(context, step, &info, rows).await?;
-        let present = format!("CASE WHEN t.{} IS NULL THEN 0 ELSE 1 END", quote_ident(&rows.key_columns[0]));
+        load_images(context, step, info, rows).await?;
+        let present = format!(
+            "CASE WHEN t.{} IS NULL THEN 0 ELSE 1 END",
+            quote_ident(&rows.key_columns[0])
+        );
         let current_columns = rows
             .columns
             .iter()
@@ -316,43 +445,42 @@ async fn undo_rows(
             .collect::<Vec<_>>()
             .join(" AND ");
         let table = &info.quoted;
-        let current_sql = format!(
-            "SELECT i.idx, {present}, {current_columns} FROM {images} AS i LEFT JOIN {table} AS t ON {join} ORDER BY i.idx"
-        );
-        if engine == Engine::Postgres {
-            // Lock the rows first, so nobody changes them between the drift
-            // check and the restore (SQLite's BEGIN IMMEDIATE already excludes writers).
-            context
-                .fetch(
-                    step,
-                    &format!(
-                        "SELECT count(*) FROM (SELECT 1 FROM {table} AS t JOIN {images} AS i ON {join} FOR UPDATE OF t) AS locked"
-                    ),
-                    &[],
-                )
-                .await?;
+        let current_sql = match engine {
+            // Locks the rows it reads, so that nobody changes them between
+            // the drift check and the restore; a row it does not return is
+            // absent.
+            Engine::Postgres => format!(
+                "SELECT i.idx, 1, {current_columns} FROM {images} AS i JOIN {table} AS t ON {join} \
+                 ORDER BY i.idx FOR UPDATE OF t"
+            ),
+            // BEGIN IMMEDIATE already keeps every other writer out.
+            Engine::Sqlite => format!(
+                "SELECT i.idx, {present}, {current_columns} FROM {images} AS i LEFT JOIN {table} AS t ON {join} ORDER BY i.idx"
+            ),
+        };
+        let mut current: Vec<Option<Vec<SqlValue>>> = vec![None; rows.rows.len()];
+        for row in context.fetch(step, &current_sql, &[]).await? {
+            if let (SqlValue::Integer(index), SqlValue::Integer(1)) = (&row[0], &row[1])
+                && let Some(slot) = current.get_mut(*index as usize)
+            {
+                *slot = Some(row[2..].to_vec());
+            }
         }
-        let current = context.fetch(step, &current_sql, &[]).await?;
         let mut report = UndoReport {
             triggers_fired,
             ..UndoReport::default()
         };
         let mut leave_alone: Vec<i64> = Vec::new();
-        for row in current {
-            let (SqlValue::Integer(index), SqlValue::Integer(present)) = (&row[0], &row[1]) else {
-                continue;
-            };
-            let image = &rows.rows[*index as usize];
-            let now = (*present == 1).then(|| row[2..].to_vec());
+        for (index, (image, now)) in rows.rows.iter().zip(current).enumerate() {
             match classify(rows, image, now) {
                 State::AtAfter => report.restored += 1,
                 State::AtBefore => {
                     report.already_restored += 1;
-                    leave_alone.push(*index);
+                    leave_alone.push(index as i64);
                 }
                 State::Drifted(drift) => {
                     report.drift.push(drift);
-                    leave_alone.push(*index);
+                    leave_alone.push(index as i64);
                 }
             }
         }
@@ -364,22 +492,38 @@ async fn undo_rows(
                 Engine::Postgres => {
                     let ids = leave_alone.iter().map(|&id| id as i32).collect();
                     context
-                        .execute(step, "DELETE FROM _rw_images WHERE idx = ANY($1::int4[])", &[Bind::IntArray(ids)])
+                        .execute(
+                            step,
+                            "DELETE FROM _rw_images WHERE idx = ANY($1::int4[])",
+                            &[Bind::IntArray(ids)],
+                        )
                         .await?;
                 }
                 Engine::Sqlite => {
                     for chunk in leave_alone.chunks(10_000) {
-                        let marks = (1..=chunk.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-                        let binds: Vec<Bind> = chunk.iter().map(|&id| Bind::Value(SqlValue::Integer(id))).collect();
+                        let marks = (1..=chunk.len())
+                            .map(|i| format!("?{i}"))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        let binds: Vec<Bind> = chunk
+                            .iter()
+                            .map(|&id| Bind::Value(SqlValue::Integer(id)))
+                            .collect();
                         context
-                            .execute(step, &format!("DELETE FROM temp._rw_images WHERE idx IN ({marks})"), &binds)
+                            .execute(
+                                step,
+                                &format!("DELETE FROM temp._rw_images WHERE idx IN ({marks})"),
+                                &binds,
+                            )
                             .await?;
                     }
                 }
             }
         }
         let key_positions = info_positions(rows);
-        let non_key: Vec<usize> = (0..column_count).filter(|i| !key_positions.contains(i)).collect();
+        let non_key: Vec<usize> = (0..column_count)
+            .filter(|i| !key_positions.contains(i))
+            .collect();
         let restore_join = rows
             .key_columns
             .iter()
@@ -405,15 +549,32 @@ async fn undo_rows(
                 .await?;
         }
         let delete = match engine {
-            Engine::Postgres => format!("DELETE FROM {table} USING {images} AS i WHERE {restore_join} AND NOT i.hb"),
+            Engine::Postgres => {
+                format!("DELETE FROM {table} USING {images} AS i WHERE {restore_join} AND NOT i.hb")
+            }
             Engine::Sqlite => {
-                let keys = rows.key_columns.iter().map(|name| quote_ident(name)).collect::<Vec<_>>().join(", ");
-                let image_keys = (0..key_count).map(|i| format!("k{i}")).collect::<Vec<_>>().join(", ");
-                format!("DELETE FROM {table} WHERE ({keys}) IN (SELECT {image_keys} FROM {images} WHERE NOT hb)")
+                let keys = rows
+                    .key_columns
+                    .iter()
+                    .map(|name| quote_ident(name))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let image_keys = (0..key_count)
+                    .map(|i| format!("k{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "DELETE FROM {table} WHERE ({keys}) IN (SELECT {image_keys} FROM {images} WHERE NOT hb)"
+                )
             }
         };
         context.execute(step, &delete, &[]).await?;
-        let target = rows.columns.iter().map(|column| quote_ident(&column.name)).collect::<Vec<_>>().join(", ");
+        let target = rows
+            .columns
+            .iter()
+            .map(|column| quote_ident(&column.name))
+            .collect::<Vec<_>>()
+            .join(", ");
         let values = rows
             .columns
             .iter()
@@ -434,26 +595,14 @@ async fn undo_rows(
                 &[],
             )
             .await?;
-        if engine == Engine::Sqlite {
-            context.execute(step, "DROP TABLE temp._rw_images", &[]).await?;
-        }
+        // Gone before the next event of a group loads its own.
+        let drop = match engine {
+            Engine::Sqlite => "DROP TABLE temp._rw_images",
+            Engine::Postgres => "DROP TABLE pg_temp._rw_images",
+        };
+        context.execute(step, drop, &[]).await?;
         report.applied = true;
         Ok(report)
-    }
-    .await;
-    match result {
-        Ok(report) if report.applied => {
-            context.commit(step).await?;
-            Ok(report)
-        }
-        Ok(report) => {
-            context.rollback().await;
-            Ok(report)
-        }
-        Err(error) => {
-            context.rollback().await;
-            Err(error)
-        }
     }
 }
 
