@@ -363,8 +363,9 @@ pub fn check_db_drift(
         .collect())
 }
 
-/// The most `RowsChanged` events undone in one database transaction: the
-/// events of one chunk of the default size.
+/// The most `RowsChanged` events undone in one database transaction: as
+/// many as one chunk of the default size makes. A group is of consecutive
+/// events, so it may span the end of one chunk and the start of another.
 const ROW_GROUP: usize = 10;
 
 /// The items at the start of `items` that change rows of one table in one

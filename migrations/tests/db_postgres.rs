@@ -1187,3 +1187,133 @@ fn postgres_failing_overlapped_chunk_keeps_the_chunks_before_it() {
     ledger.roll_back(&mut database, UndoOptions::default());
     assert_same_dump(&before, &scratch.dump(false), "failed step rolled back");
 }
+
+fn sql_step(up: &str, down: &str) -> Schema {
+    Schema {
+        step: 0,
+        kind: "sql",
+        up: up.into(),
+        down: Some(down.into()),
+        irreversible: false,
+    }
+}
+
+fn column(database: &mut Database, sql: &str) -> Vec<SqlValue> {
+    database
+        .query(sql, &[])
+        .unwrap()
+        .into_iter()
+        .map(|row| row[0].clone())
+        .collect()
+}
+
+/// A key the next chunk's statement carries as a literal stays a literal
+/// after a `sql` step turned `standard_conforming_strings` off.
+#[test]
+fn postgres_key_literals_hold_whatever_the_session_set() {
+    let Some((_scratch, mut database)) = scratch_with(
+        "rw_overlap_scs",
+        r#"CREATE TABLE t (k text COLLATE "C" PRIMARY KEY, a int NOT NULL);
+           CREATE TABLE victim (x int); INSERT INTO victim VALUES (1), (2);
+           INSERT INTO t VALUES ('0', 0), (E'\\'') LIMIT 1) SELECT 1; COMMIT; DELETE FROM victim; --', 0), ('z', 0)"#,
+    ) else {
+        return;
+    };
+    let mut ledger = TestLedger::new();
+    database
+        .schema(
+            &sql_step(
+                "SET standard_conforming_strings = off",
+                "SET standard_conforming_strings = on",
+            ),
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    database
+        .update(
+            &update_every_row(&[("a", "a + 1")], 1),
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!(
+        column(&mut database, "SELECT count(*) FROM victim"),
+        vec![SqlValue::Integer(2)]
+    );
+    assert_eq!(
+        column(&mut database, "SELECT a FROM t ORDER BY k"),
+        [1, 1, 1].map(SqlValue::Integer).to_vec()
+    );
+}
+
+/// A session whose settings a `sql` step changed (here `search_path`)
+/// runs its chunks on its own connection only: every chunk updates the
+/// table the step names in that session.
+#[test]
+fn postgres_chunks_stay_in_the_sessions_search_path() {
+    let Some((_scratch, mut database)) = scratch_with(
+        "rw_overlap_path",
+        "CREATE SCHEMA app; \
+         CREATE TABLE app.t (id int PRIMARY KEY, a int NOT NULL); \
+         INSERT INTO app.t SELECT i, 0 FROM generate_series(1, 6) AS i; \
+         CREATE TABLE public.t (id int PRIMARY KEY, a int NOT NULL); \
+         INSERT INTO public.t SELECT i, 0 FROM generate_series(1, 6) AS i",
+    ) else {
+        return;
+    };
+    let mut ledger = TestLedger::new();
+    database
+        .schema(
+            &sql_step("SET search_path TO app", "SET search_path TO public"),
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    database
+        .update(
+            &update_every_row(&[("a", "a + 1")], 2),
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!(
+        column(&mut database, "SELECT a FROM app.t ORDER BY id"),
+        [1; 6].map(SqlValue::Integer).to_vec()
+    );
+    assert_eq!(
+        column(&mut database, "SELECT count(*) FROM public.t WHERE a <> 0"),
+        vec![SqlValue::Integer(0)]
+    );
+}
+
+/// A deferred foreign key is checked at each chunk's commit, which would
+/// wait for the next chunk's locks if the chunks overlapped: such a table's
+/// chunks run one after the other, and the step finishes.
+#[test]
+fn postgres_deferred_constraints_do_not_hang_a_step() {
+    let Some((scratch, _database)) = scratch_with(
+        "rw_overlap_deferred",
+        "CREATE TABLE t (id int PRIMARY KEY, \
+           parent_id int REFERENCES t (id) DEFERRABLE INITIALLY DEFERRED, a int NOT NULL); \
+         INSERT INTO t SELECT i, NULL, 0 FROM generate_series(1, 6) AS i",
+    ) else {
+        return;
+    };
+    let (done, finished) = std::sync::mpsc::channel();
+    let mut database = scratch.connect();
+    std::thread::spawn(move || {
+        let mut ledger = TestLedger::new();
+        let result = database.update(
+            &update_every_row(&[("parent_id", "4"), ("a", "a + 1")], 2),
+            &mut ledger.recorder(),
+        );
+        let _ = done.send(result.map(|report| report.rows));
+    });
+    let result = finished.recv_timeout(std::time::Duration::from_secs(20));
+    if result.is_err() {
+        // Free the server's backends before failing.
+        let _ = scratch.admin().execute_script(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            scratch.name
+        ));
+    }
+    assert_eq!(result.expect("the step finished").unwrap(), 6);
+}

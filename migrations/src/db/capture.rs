@@ -900,9 +900,13 @@ async fn change_rows(
 ) -> Result<StepReport> {
     if may_overlap(context, plan, change).await?
         && let Some(connecting) = context.executor.sibling()
-        // Without a second connection (the server's limit, say) the chunks
-        // run one after the other.
+        // Without a second connection (the server's limit, say), or when
+        // this session's settings differ from a fresh one's (a `sql` step's
+        // `SET search_path`, say), the chunks run one after the other.
         && let Ok(mut sibling) = connecting.await
+        && let Ok(here) = context.executor.fetch(SESSION_STATE, &[]).await
+        && let Ok(there) = sibling.fetch(SESSION_STATE, &[]).await
+        && here == there
     {
         let database = context.database;
         let first = Context {
@@ -1102,6 +1106,9 @@ fn pg_chunk_images(
 /// runs before this chunk commits and does not see its changes. So no
 /// subquery in `set` or `where`, and no trigger or rule on the table.
 /// (A function called in them that reads the table is not seen here.)
+/// Nor when a deferrable constraint involves the table: this chunk's
+/// check at its commit could wait for the next chunk's locks, held by a
+/// transaction that waits for that commit.
 async fn may_overlap(
     context: &mut Context<'_>,
     plan: &RowsPlan<'_>,
@@ -1113,7 +1120,7 @@ async fn may_overlap(
     let reads_rows = |sql: &str| {
         sql.to_ascii_lowercase()
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .any(|word| word == "select")
+            .any(|word| word == "select" || word == "table")
     };
     let sets = match change {
         Change::Update { sets, .. } => sets.as_str(),
@@ -1122,14 +1129,36 @@ async fn may_overlap(
     if reads_rows(sets) || plan.filter.is_some_and(reads_rows) {
         return Ok(false);
     }
-    Ok(!context.has_triggers(plan.step, plan.info).await?)
+    if context.has_triggers(plan.step, plan.info).await? {
+        return Ok(false);
+    }
+    let sql = "SELECT count(*) FROM pg_constraint WHERE condeferrable \
+               AND (conrelid = to_regclass($1) OR confrelid = to_regclass($1))";
+    let rows = context
+        .fetch(
+            plan.step,
+            sql,
+            &[Bind::Value(SqlValue::Text(plan.info.quoted.clone()))],
+        )
+        .await?;
+    Ok(matches!(
+        rows.first().map(Vec::as_slice),
+        Some([SqlValue::Integer(0)])
+    ))
 }
 
-/// ` AND (keys) > ('v'::type, …)`: [`RowsPlan::lower`] with the values
-/// written into the statement as quoted literals (`'` doubled; the session
-/// keeps `standard_conforming_strings` on, so nothing else is special), for
-/// a statement sent in one message without binds. `None` for a value that
-/// PostgreSQL's text images never hold.
+/// The settings this session changed (`SET`, `SET ROLE`, `search_path`…),
+/// which a second connection must share for its statements to mean the
+/// same: the connection's own pinned settings, and whatever a `sql` step
+/// set since.
+const SESSION_STATE: &str = "SELECT string_agg(name || '=' || setting, E'\\n' ORDER BY name) \
+     FROM pg_settings WHERE source = 'session'";
+
+/// ` AND (keys) > (E'v'::type, …)`: [`RowsPlan::lower`] with the values
+/// written into the statement as escape-string literals, `\` and `'`
+/// doubled, which read the same whatever `standard_conforming_strings`
+/// says; for a statement sent in one message without binds. `None` for a
+/// value that PostgreSQL's text images never hold.
 fn pg_lower_literal(info: &TableInfo, lower: &[SqlValue]) -> Option<String> {
     let literals = info
         .key
@@ -1137,8 +1166,8 @@ fn pg_lower_literal(info: &TableInfo, lower: &[SqlValue]) -> Option<String> {
         .zip(lower)
         .map(|(name, value)| match value {
             SqlValue::Typed(text) | SqlValue::Text(text) => Some(format!(
-                "'{}'::{}",
-                text.replace('\'', "''"),
+                "E'{}'::{}",
+                text.replace('\\', "\\\\").replace('\'', "''"),
                 info.sql_type(name)
             )),
             SqlValue::Null => Some(format!("NULL::{}", info.sql_type(name))),

@@ -65,8 +65,9 @@ pub trait Executor: Send {
     /// the engine has no such use (SQLite runs in the caller's process).
     fn fetch_sent<'a>(&'a mut self, sql: &'a str) -> Option<BoxFuture<'a, Vec<Vec<SqlValue>>>>;
 
-    /// A second connection to the same database with the same session
-    /// settings, or `None` where a second writer could not run beside the
+    /// A second connection to the same database, with the settings this
+    /// executor pins when it connects (not what was `SET` on this one
+    /// since), or `None` where a second writer could not run beside the
     /// first (SQLite).
     fn sibling(&self) -> Option<BoxFuture<'static, Box<dyn Executor>>>;
 }
