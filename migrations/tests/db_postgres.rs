@@ -1317,3 +1317,119 @@ fn postgres_deferred_constraints_do_not_hang_a_step() {
     }
     assert_eq!(result.expect("the step finished").unwrap(), 6);
 }
+
+/// The events of one chunk undone as a group on PostgreSQL: drift in the
+/// middle event stops the group there, with the newer event restored and
+/// the drifted one and the older one untouched; skipping restores every
+/// row but the drifted one; run again, the restored rows count as already
+/// restored and the drifted row is still reported.
+#[test]
+fn postgres_a_chunks_events_undo_as_a_group_with_a_savepoint_each() {
+    let Some((_scratch, mut database)) = scratch_with(
+        "rw_undo_group",
+        "CREATE TABLE t (id int PRIMARY KEY, n int NOT NULL); \
+         INSERT INTO t SELECT i, 0 FROM generate_series(1, 2500) AS i",
+    ) else {
+        return;
+    };
+    let mut ledger = TestLedger::new();
+    database
+        .update(
+            &update_every_row(&[("n", "n + 1")], 10_000),
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    database
+        .execute_script("UPDATE t SET n = 7 WHERE id = 1500")
+        .unwrap();
+    let events: Vec<Event> = ledger.events().into_iter().rev().map(|(_, e)| e).collect();
+    assert_eq!(events.len(), 3, "three events of 1000, 1000 and 500 rows");
+    let group: Vec<&Event> = events.iter().collect();
+    let count = |database: &mut Database, sql: &str| column(database, sql)[0].clone();
+    let stopped = database.undo_group(&group, UndoOptions::default()).unwrap();
+    assert_eq!(
+        stopped
+            .iter()
+            .map(|report| (report.applied, report.restored, report.drift.len()))
+            .collect::<Vec<_>>(),
+        vec![(true, 500, 0), (false, 999, 1)]
+    );
+    assert_eq!(
+        count(
+            &mut database,
+            "SELECT count(*) FROM t WHERE id > 2000 AND n = 0"
+        ),
+        SqlValue::Integer(500)
+    );
+    assert_eq!(
+        count(
+            &mut database,
+            "SELECT count(*) FROM t WHERE id <= 2000 AND n = 1"
+        ),
+        SqlValue::Integer(1999)
+    );
+    let skip = UndoOptions {
+        on_drift: OnDrift::Skip,
+        ..UndoOptions::default()
+    };
+    let skipped = database.undo_group(&group, skip).unwrap();
+    assert_eq!(
+        skipped
+            .iter()
+            .map(|report| (report.restored, report.already_restored, report.drift.len()))
+            .collect::<Vec<_>>(),
+        vec![(0, 500, 0), (999, 0, 1), (1000, 0, 0)]
+    );
+    assert_eq!(
+        count(&mut database, "SELECT count(*) FROM t WHERE n = 0"),
+        SqlValue::Integer(2499)
+    );
+    let again = database.undo_group(&group, skip).unwrap();
+    assert_eq!(
+        again
+            .iter()
+            .map(|report| (report.already_restored, report.drift.len()))
+            .collect::<Vec<_>>(),
+        vec![(500, 0), (999, 1), (1000, 0)]
+    );
+}
+
+/// The recorder fails while the next chunk's statement already runs on the
+/// other connection: that chunk is rolled back with this one, the chunks
+/// before stay committed and recorded, and the rows after are untouched.
+#[test]
+fn postgres_a_failing_recorder_rolls_back_the_chunk_in_flight_too() {
+    let Some((_scratch, mut database)) = scratch_with(
+        "rw_overlap_record",
+        "CREATE TABLE t (id int PRIMARY KEY, a int NOT NULL); \
+         INSERT INTO t SELECT i, 0 FROM generate_series(1, 8) AS i",
+    ) else {
+        return;
+    };
+    let mut ledger = TestLedger::new();
+    let mut calls = 0;
+    let mut inner = ledger.recorder();
+    let mut failing = |events: Vec<Event>| {
+        calls += 1;
+        if calls == 2 {
+            return Err(std::io::Error::other("the disk is full"));
+        }
+        inner(events).map_err(std::io::Error::other)
+    };
+    let error = database
+        .update(&update_every_row(&[("a", "a + 1")], 2), &mut failing)
+        .unwrap_err();
+    assert!(matches!(error, DbError::Record { .. }), "{error}");
+    drop(inner);
+    assert_eq!(rows_changed(&ledger).len(), 1);
+    assert_eq!(
+        column(&mut database, "SELECT id FROM t WHERE a = 1 ORDER BY id"),
+        [1, 2].map(SqlValue::Integer).to_vec()
+    );
+    let idle = column(
+        &mut database,
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+    );
+    assert_eq!(idle, vec![SqlValue::Integer(0)], "no transaction left open");
+}
