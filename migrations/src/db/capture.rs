@@ -898,27 +898,6 @@ async fn change_rows(
     change: &Change,
     recorder: &mut dyn Recorder,
 ) -> Result<StepReport> {
-    if may_overlap(context, plan, change).await?
-        && let Some(connecting) = context.executor.sibling()
-        // Without a second connection (the server's limit, say), or when
-        // this session's settings differ from a fresh one's (a `sql` step's
-        // `SET search_path`, say), the chunks run one after the other.
-        && let Ok(mut sibling) = connecting.await
-        && let Ok(here) = context.executor.fetch(SESSION_STATE, &[]).await
-        && let Ok(there) = sibling.fetch(SESSION_STATE, &[]).await
-        && here == there
-    {
-        let database = context.database;
-        let first = Context {
-            executor: &mut *context.executor,
-            database,
-        };
-        let second = Context {
-            executor: &mut *sibling,
-            database,
-        };
-        return pg_overlapped(first, second, plan, change, recorder).await;
-    }
     let engine = context.executor.engine();
     let sqlite_keys = engine == Engine::Sqlite && plan.filter.is_some();
     if sqlite_keys {
@@ -926,6 +905,7 @@ async fn change_rows(
     }
     let mut report = StepReport::default();
     let mut lower: Option<Vec<SqlValue>> = None;
+    let mut overlap_asked = false;
     let result = loop {
         if let Err(error) = context.begin(plan.step).await {
             break Err(error);
@@ -945,6 +925,31 @@ async fn change_rows(
                 break Err(error);
             }
         };
+        // A full chunk: there may be more, which a second connection can
+        // overlap (asked once per step, so that a step of one chunk never
+        // connects again).
+        if engine == Engine::Postgres && images.len() == plan.chunk_size && !overlap_asked {
+            overlap_asked = true;
+            let sibling = match overlap_sibling(context, plan, change).await {
+                Ok(sibling) => sibling,
+                Err(error) => {
+                    context.rollback().await;
+                    break Err(error);
+                }
+            };
+            if let Some(mut sibling) = sibling {
+                let database = context.database;
+                let first = Context {
+                    executor: &mut *context.executor,
+                    database,
+                };
+                let second = Context {
+                    executor: &mut *sibling,
+                    database,
+                };
+                return pg_overlapped(first, second, plan, change, recorder, report, images).await;
+            }
+        }
         let count = images.len();
         lower = images.last().map(|image| image.key.clone());
         let events = chunk_events(context.database, plan.info, plan.step, &mut report, images);
@@ -1147,6 +1152,33 @@ async fn may_overlap(
     ))
 }
 
+/// A second connection for [`pg_overlapped`], when the step may overlap
+/// ([`may_overlap`]) and one can be had whose session matches this one's:
+/// without it (the server's connection limit, say), or when this session's
+/// settings differ from a fresh one's (a `sql` step's `SET search_path`,
+/// say), the chunks run one after the other.
+async fn overlap_sibling(
+    context: &mut Context<'_>,
+    plan: &RowsPlan<'_>,
+    change: &Change,
+) -> Result<Option<Box<dyn Executor>>> {
+    if !may_overlap(context, plan, change).await? {
+        return Ok(None);
+    }
+    let Some(connecting) = context.executor.sibling() else {
+        return Ok(None);
+    };
+    let Ok(mut sibling) = connecting.await else {
+        return Ok(None);
+    };
+    let here = context.fetch(plan.step, SESSION_STATE, &[]).await?;
+    let same = sibling
+        .fetch(SESSION_STATE, &[])
+        .await
+        .is_ok_and(|there| there == here);
+    Ok(same.then_some(sibling))
+}
+
 /// The settings this session changed (`SET`, `SET ROLE`, `search_path`…),
 /// which a second connection must share for its statements to mean the
 /// same: the connection's own pinned settings, and whatever a `sql` step
@@ -1195,20 +1227,13 @@ async fn pg_overlapped<'c>(
     plan: &RowsPlan<'_>,
     change: &Change,
     recorder: &mut dyn Recorder,
+    mut report: StepReport,
+    mut images: Vec<RowImage>,
 ) -> Result<StepReport> {
     let step = plan.step;
-    let mut report = StepReport::default();
     let mut contexts = [&mut first, &mut second];
     // Which connection holds the open transaction of `images`.
     let mut now = 0;
-    contexts[now].begin(step).await?;
-    let mut images = match pg_chunk(contexts[now], plan, change, None).await {
-        Ok(images) => images,
-        Err(error) => {
-            contexts[now].rollback().await;
-            return Err(error);
-        }
-    };
     loop {
         let [a, b] = &mut contexts;
         let (this, other) = if now == 0 { (a, b) } else { (b, a) };
