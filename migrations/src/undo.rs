@@ -538,18 +538,20 @@ pub fn rollback(
                 allow_triggers: databases.allow_triggers,
             };
             let group = row_group(&items[index..]);
-            let undone = databases
-                .get(url)
-                .and_then(|database| match group.len() {
-                    0 | 1 => database
-                        .undo(&item.event, options)
-                        .map(|report| vec![report]),
-                    _ => {
-                        let events: Vec<&Event> = group.iter().map(|item| &item.event).collect();
-                        database.undo_group(&events, options)
-                    }
-                })
-                .map_err(|error| db_error(&item.event, error));
+            // An error names the event it arose at.
+            let undone = match databases.get(url) {
+                Err(error) => Err(db_error(&item.event, error)),
+                Ok(database) if group.len() > 1 => {
+                    let events: Vec<&Event> = group.iter().map(|item| &item.event).collect();
+                    database
+                        .undo_group(&events, options)
+                        .map_err(|(at, error)| db_error(&group[at].event, error))
+                }
+                Ok(database) => database
+                    .undo(&item.event, options)
+                    .map(|report| vec![report])
+                    .map_err(|error| db_error(&item.event, error)),
+            };
             let undone = match undone {
                 Ok(undone) => undone,
                 Err(error) => {

@@ -217,20 +217,26 @@ impl Database {
 
     /// Undoes several `RowsChanged` events of one table (the events of one
     /// chunk, say) in one transaction, in the order given: see
-    /// `undo_rows_group` in `undo.rs`. Any other event is refused, with nothing done.
+    /// `undo_rows_group` in `undo.rs`. Any other event is refused, with
+    /// nothing done. An error comes with the index of the event it arose at.
     pub fn undo_group(
         &mut self,
         events: &[&Event],
         options: UndoOptions,
-    ) -> Result<Vec<UndoReport>> {
+    ) -> std::result::Result<Vec<UndoReport>, (usize, DbError)> {
         let mut group = Vec::with_capacity(events.len());
-        for event in events {
+        for (index, event) in events.iter().enumerate() {
             match event {
                 Event::RowsChanged(rows) => group.push(rows),
-                other => return Err(DbError::NoInverse { kind: other.kind() }),
+                other => return Err((index, DbError::NoInverse { kind: other.kind() })),
             }
         }
-        self.run(async |context| undo::undo_rows_group(context, &group, options).await)
+        let mut context = Context {
+            executor: &mut *self.executor,
+            database: &self.url,
+        };
+        self.runtime
+            .block_on(undo::undo_rows_group(&mut context, &group, options))
     }
 
     /// Reports the drift the inverse of `event` would meet; changes nothing.

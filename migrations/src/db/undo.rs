@@ -329,38 +329,44 @@ async fn undo_rows(
 /// in the order given, each behind a savepoint: an event that drift stops
 /// (`OnDrift::Stop`) changes nothing and ends the group, and the events
 /// before it commit. One commit for a whole chunk's events instead of one
-/// each. Returns a report for each event undone or stopped at.
+/// each. Returns a report for each event undone or stopped at; an error
+/// comes with the index of the event it arose at.
 pub(crate) async fn undo_rows_group(
     context: &mut Context<'_>,
     group: &[&RowsChanged],
     options: UndoOptions,
-) -> Result<Vec<UndoReport>> {
+) -> std::result::Result<Vec<UndoReport>, (usize, DbError)> {
     let Some(first) = group.first() else {
         return Ok(Vec::new());
     };
     // The catalog is read once for the group: its events are of one table
     // with one key (see `row_group` in `migrations/src/undo.rs`).
-    if let Some(other) = group
+    if let Some((index, other)) = group
         .iter()
-        .find(|rows| rows.table != first.table || rows.key_columns != first.key_columns)
+        .enumerate()
+        .find(|(_, rows)| rows.table != first.table || rows.key_columns != first.key_columns)
     {
-        return Err(DbError::InvalidStep {
-            step: other.step,
-            problem: format!(
-                "events of tables {} and {} cannot be undone as one group",
-                first.table, other.table
-            ),
-        });
+        let problem = format!(
+            "events of tables {} and {} cannot be undone as one group",
+            first.table, other.table
+        );
+        let step = other.step;
+        return Err((index, DbError::InvalidStep { step, problem }));
     }
-    let prepared = prepare_rows(context, first, options, false).await?;
-    for rows in group {
-        check_columns(&prepared.info, rows)?;
+    let prepared = prepare_rows(context, first, options, false)
+        .await
+        .map_err(|error| (0, error))?;
+    for (index, rows) in group.iter().enumerate() {
+        check_columns(&prepared.info, rows).map_err(|error| (index, error))?;
     }
     let step = first.step;
-    context.begin(step).await?;
+    context.begin(step).await.map_err(|error| (0, error))?;
+    // The event being undone, for an error's attribution.
+    let mut at = 0;
     let result = async {
         let mut reports = Vec::with_capacity(group.len());
-        for rows in group {
+        for (index, rows) in group.iter().enumerate() {
+            at = index;
             context.script(step, "SAVEPOINT _rw_event").await?;
             let report = restore_rows(context, rows, &prepared, options, false).await?;
             let applied = report.applied;
@@ -384,12 +390,12 @@ pub(crate) async fn undo_rows_group(
     .await;
     match result {
         Ok(reports) => {
-            context.commit(step).await?;
+            context.commit(step).await.map_err(|error| (at, error))?;
             Ok(reports)
         }
         Err(error) => {
             context.rollback().await;
-            Err(error)
+            Err((at, error))
         }
     }
 }
