@@ -88,6 +88,45 @@ fn plan_apply_status_history_rollback_on_sqlite() {
     assert_eq!(before, db.dump(), "rolled back to a byte-identical dump");
 }
 
+/// The rows of a packed chunk read the same through `rewind show --json`
+/// and through `tools/unpack_rows.py` on an audit export (no rewind
+/// needed); `show` in text prints them unpacked.
+#[test]
+fn packed_rows_unpack_the_same_with_and_without_rewind() {
+    let db = DbEnv::new();
+    db.apply();
+    let export = db.env.root().join("trail.jsonl");
+    let output = db.env.run(&[
+        "audit",
+        "export",
+        "--format",
+        "jsonl",
+        "--output",
+        export.to_str().unwrap(),
+    ]);
+    assert_eq!(output.code, 0, "{output:?}");
+    let Some((ok, stdout, stderr)) = crate::ledger_cli::python_tool("unpack_rows.py", &export, &[])
+    else {
+        return;
+    };
+    assert!(ok, "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(lines.len() >= 3, "{stdout}");
+    for line in &lines {
+        let seq = line["seq"].to_string();
+        let shown = db.env.run(&["show", &seq, "--json"]);
+        let shown: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+        assert_eq!(shown["unpacked_rows"], line["rows"], "seq {seq}");
+        assert!(!line["rows"].as_array().unwrap().is_empty());
+    }
+    let text = db.env.run(&["show", &lines[0]["seq"].to_string()]).stdout;
+    assert!(text.contains("its images unpacked"), "{text}");
+    assert!(text.contains("\"before\""), "{text}");
+}
+
 #[test]
 fn drift_on_a_row_stops_the_rollback_and_names_table_key_and_columns() {
     let db = DbEnv::new();

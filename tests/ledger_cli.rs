@@ -864,9 +864,21 @@ fn checkpoints_sign_the_head_and_forged_ones_fail_verification() {
 }
 
 /// Runs tools/verify_chain.py when python3 is there: (success, stdout, stderr).
-#[allow(clippy::print_stderr, reason = "a skipped check says why")]
 fn python_verifier(file: &Path, args: &[&str]) -> Option<(bool, String, String)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tools/verify_chain.py");
+    python_tool("verify_chain.py", file, args)
+}
+
+/// Runs one of the standard-library Python tools in `tools/` when python3
+/// is there (under CI it must be): (success, stdout, stderr).
+#[allow(clippy::print_stderr, reason = "a skipped check says why")]
+pub(crate) fn python_tool(
+    name: &str,
+    file: &Path,
+    args: &[&str],
+) -> Option<(bool, String, String)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tools")
+        .join(name);
     let output = match Command::new("python3")
         .arg(&script)
         .arg(file)
@@ -875,10 +887,10 @@ fn python_verifier(file: &Path, args: &[&str]) -> Option<(bool, String, String)>
     {
         Ok(output) => output,
         Err(error) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("skipping the independent verifier: python3 did not run ({error})");
+            eprintln!("skipping tools/{name}: python3 did not run ({error})");
             return None;
         }
-        Err(error) => panic!("CI needs python3 for tools/verify_chain.py: {error}"),
+        Err(error) => panic!("CI needs python3 for tools/{name}: {error}"),
     };
     Some((
         output.status.success(),

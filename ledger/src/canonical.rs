@@ -39,7 +39,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::bytes::{Digest, write_hex};
-use crate::event::{Event, RowsChanged, SqlValue};
+use crate::event::{Column, Event, RowsChanged, RowsPacked, SqlValue};
 use crate::record::{Entry, Record};
 
 /// The prefix of the genesis preimage.
@@ -59,60 +59,85 @@ pub fn record_json(record: &Record) -> Vec<u8> {
 
 /// Appends the canonical JSON of a record to `out`.
 ///
-/// A `RowsChanged` (a thousand row images, the bulk of a database step's
+/// A `RowsChanged` or a `RowsPacked` (a thousand row images, the bulk of a database step's
 /// ledger) is written by hand: the same bytes as serde's, which the tests
 /// check on random records, without its per-value machinery. Every other
 /// kind goes through serde_json.
 pub fn write_record_json(out: &mut Vec<u8>, record: &Record) {
     match &record.event {
         Event::RowsChanged(rows) => write_rows_record(out, record, rows),
+        Event::RowsPacked(rows) => write_packed_record(out, record, rows),
         _ => serde_json::to_writer(out, record).expect("records serialize to JSON"),
     }
 }
 
 fn write_rows_record(out: &mut Vec<u8>, record: &Record, rows: &RowsChanged) {
+    write_envelope(out, record, |out| {
+        write_chunk_head(
+            out,
+            b"RowsChanged",
+            rows.chunk,
+            &rows.columns,
+            &rows.database,
+        );
+        out.extend_from_slice(b",\"key_columns\":");
+        write_names(out, &rows.key_columns);
+        out.extend_from_slice(b",\"rows\":[");
+        for (index, row) in rows.rows.iter().enumerate() {
+            if index > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"after\":");
+            write_image(out, row.after.as_deref());
+            out.extend_from_slice(b",\"before\":");
+            write_image(out, row.before.as_deref());
+            out.extend_from_slice(b",\"key\":");
+            write_image(out, Some(&row.key));
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"],\"step\":");
+        write_integer(out, rows.step);
+        out.extend_from_slice(b",\"table\":");
+        write_str(out, &rows.table);
+        out.extend_from_slice(b"}}");
+    });
+}
+
+/// A `RowsPacked`, by hand: its images are hex written straight into the
+/// output, not a string built and then scanned for escapes.
+fn write_packed_record(out: &mut Vec<u8>, record: &Record, rows: &RowsPacked) {
+    write_envelope(out, record, |out| {
+        write_chunk_head(
+            out,
+            b"RowsPacked",
+            rows.chunk,
+            &rows.columns,
+            &rows.database,
+        );
+        out.extend_from_slice(b",\"images\":\"");
+        let bytes = rows.images.as_slice();
+        let start = out.len();
+        out.resize(start + bytes.len() * 2, 0);
+        write_hex(bytes, &mut out[start..]);
+        out.extend_from_slice(b"\",\"key_columns\":");
+        write_names(out, &rows.key_columns);
+        out.extend_from_slice(b",\"rows\":");
+        write_integer(out, rows.rows);
+        out.extend_from_slice(b",\"step\":");
+        write_integer(out, rows.step);
+        out.extend_from_slice(b",\"table\":");
+        write_str(out, &rows.table);
+        out.extend_from_slice(b"}}");
+    });
+}
+
+/// A record around its event, which `event` writes.
+fn write_envelope(out: &mut Vec<u8>, record: &Record, event: impl FnOnce(&mut Vec<u8>)) {
     out.extend_from_slice(b"{\"actor\":");
     write_str(out, &record.actor);
-    out.extend_from_slice(b",\"event\":{\"RowsChanged\":{\"chunk\":");
-    write_integer(out, rows.chunk);
-    out.extend_from_slice(b",\"columns\":[");
-    for (index, column) in rows.columns.iter().enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"name\":");
-        write_str(out, &column.name);
-        out.extend_from_slice(b",\"sql_type\":");
-        write_str(out, &column.sql_type);
-        out.push(b'}');
-    }
-    out.extend_from_slice(b"],\"database\":");
-    write_str(out, &rows.database);
-    out.extend_from_slice(b",\"key_columns\":[");
-    for (index, name) in rows.key_columns.iter().enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
-        write_str(out, name);
-    }
-    out.extend_from_slice(b"],\"rows\":[");
-    for (index, row) in rows.rows.iter().enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"after\":");
-        write_image(out, row.after.as_deref());
-        out.extend_from_slice(b",\"before\":");
-        write_image(out, row.before.as_deref());
-        out.extend_from_slice(b",\"key\":");
-        write_image(out, Some(&row.key));
-        out.push(b'}');
-    }
-    out.extend_from_slice(b"],\"step\":");
-    write_integer(out, rows.step);
-    out.extend_from_slice(b",\"table\":");
-    write_str(out, &rows.table);
-    out.extend_from_slice(b"}},\"host\":");
+    out.extend_from_slice(b",\"event\":");
+    event(out);
+    out.extend_from_slice(b",\"host\":");
     write_str(out, &record.host);
     out.extend_from_slice(b",\"ledger_id\":");
     write_str(out, &record.ledger_id);
@@ -126,6 +151,51 @@ fn write_rows_record(out: &mut Vec<u8>, record: &Record, rows: &RowsChanged) {
     out.extend_from_slice(b",\"seq\":");
     write_integer(out, record.seq);
     out.push(b'}');
+}
+
+/// `{"<kind>":{"chunk":…,"columns":[…],"database":"…"`: what the two
+/// kinds of a chunk's rows begin with.
+fn write_chunk_head(
+    out: &mut Vec<u8>,
+    kind: &[u8],
+    chunk: u32,
+    columns: &[Column],
+    database: &str,
+) {
+    out.extend_from_slice(b"{\"");
+    out.extend_from_slice(kind);
+    out.extend_from_slice(b"\":{\"chunk\":");
+    write_integer(out, chunk);
+    out.extend_from_slice(b",\"columns\":");
+    write_columns(out, columns);
+    out.extend_from_slice(b",\"database\":");
+    write_str(out, database);
+}
+
+fn write_columns(out: &mut Vec<u8>, columns: &[Column]) {
+    out.push(b'[');
+    for (index, column) in columns.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"name\":");
+        write_str(out, &column.name);
+        out.extend_from_slice(b",\"sql_type\":");
+        write_str(out, &column.sql_type);
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+fn write_names(out: &mut Vec<u8>, names: &[String]) {
+    out.push(b'[');
+    for (index, name) in names.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_str(out, name);
+    }
+    out.push(b']');
 }
 
 fn write_image(out: &mut Vec<u8>, values: Option<&[SqlValue]>) {
@@ -312,14 +382,15 @@ pub fn entry_line(entry: &Entry) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
     use crate::bytes::Bytes;
     use crate::event::{Column, RowImage};
 
-    fn value() -> impl Strategy<Value = SqlValue> {
+    /// Any value, its text rich in what JSON must escape.
+    pub(crate) fn value() -> impl Strategy<Value = SqlValue> {
         prop_oneof![
             Just(SqlValue::Null),
             any::<i64>().prop_map(SqlValue::Integer),
@@ -379,10 +450,26 @@ mod tests {
 
     proptest! {
         #[test]
-        fn rows_written_by_hand_are_what_serde_writes(record in record()) {
+        fn rows_and_packed_rows_written_by_hand_are_what_serde_writes(record in record()) {
             let mut by_hand = Vec::new();
             write_record_json(&mut by_hand, &record);
             let by_serde = serde_json::to_vec(&record).unwrap();
+            prop_assert_eq!(
+                String::from_utf8(by_hand).unwrap(),
+                String::from_utf8(by_serde).unwrap()
+            );
+            let Event::RowsChanged(rows) = &record.event else {
+                unreachable!("the strategy makes RowsChanged records")
+            };
+            let mut rows = rows.clone();
+            rows.rows.retain(|row| row.before.is_some() || row.after.is_some());
+            let packed = Record {
+                event: Event::RowsPacked(RowsPacked::of(&rows).unwrap()),
+                ..record.clone()
+            };
+            let mut by_hand = Vec::new();
+            write_record_json(&mut by_hand, &packed);
+            let by_serde = serde_json::to_vec(&packed).unwrap();
             prop_assert_eq!(
                 String::from_utf8(by_hand).unwrap(),
                 String::from_utf8(by_serde).unwrap()

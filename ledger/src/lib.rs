@@ -13,6 +13,7 @@ pub mod codec;
 pub mod error;
 pub mod event;
 pub mod journal;
+pub mod packed;
 pub mod page;
 pub mod record;
 pub mod store;

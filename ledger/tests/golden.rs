@@ -172,6 +172,28 @@ fn sample(kind: &str) -> Event {
             step: 8,
             table: "organizations".into(),
         }),
+        "RowsPacked" => {
+            // The RowsChanged sample, with an updated row whose unchanged
+            // columns pack as "the same as before".
+            let Event::RowsChanged(mut rows) = sample("RowsChanged") else {
+                unreachable!("the RowsChanged sample is a RowsChanged")
+            };
+            let before = vec![
+                SqlValue::Integer(7),
+                SqlValue::Text("line\nbreak, 'quoted'".into()),
+                SqlValue::Real("0x7ff8000000000001".into()),
+                SqlValue::Null,
+                SqlValue::Typed("-0.00".into()),
+            ];
+            let mut after = before.clone();
+            after[1] = SqlValue::Text("Zürich".into());
+            rows.rows.push(RowImage {
+                after: Some(after),
+                before: Some(before),
+                key: vec![SqlValue::Integer(7)],
+            });
+            Event::RowsPacked(RowsPacked::of(&rows).expect("the sample packs"))
+        }
         "SequenceMoved" => Event::SequenceMoved(SequenceMoved {
             database: "sqlite:app.db".into(),
             new: i64::MAX,
@@ -275,6 +297,7 @@ fn sampled_kind(event: &Event) -> &'static str {
         Event::Checkpoint(_) => "Checkpoint",
         Event::UndoStarted(_) => "UndoStarted",
         Event::NeverHappened(_) => "NeverHappened",
+        Event::RowsPacked(_) => "RowsPacked",
     }
 }
 

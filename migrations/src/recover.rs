@@ -120,6 +120,7 @@ fn recorded_ahead(event: &Event) -> bool {
         | Event::PathRemoved(_)
         | Event::DirCreated(_)
         | Event::RowsChanged(_)
+        | Event::RowsPacked(_)
         | Event::SequenceMoved(_)
         | Event::SchemaChanged(_) => true,
         Event::BackupTaken(_) | Event::CommandRun(_) | Event::CheckRecorded(_) => false,
@@ -190,18 +191,21 @@ fn verdict(
         });
     };
     let database = databases.get(url).map_err(|e| db_error(event, e))?;
+    let chunk = match event {
+        Event::RowsChanged(rows) => Some((rows.rows.len(), rows.chunk, &rows.table)),
+        Event::RowsPacked(rows) => Some((rows.rows as usize, rows.chunk, &rows.table)),
+        _ => None,
+    };
     match event {
-        Event::RowsChanged(rows) => {
+        Event::RowsChanged(_) | Event::RowsPacked(_) => {
+            let (count, chunk, table) = chunk.expect("a row event");
             let state = database
                 .chunk_state(event)
                 .map_err(|e| db_error(event, e))?;
             Ok(match state {
                 ChunkState::Committed => Verdict::Happened,
                 ChunkState::NeverCommitted => Verdict::NeverHappened(format!(
-                    "the {} row(s) of chunk {} of {} are at their before images: its transaction never committed",
-                    rows.rows.len(),
-                    rows.chunk,
-                    rows.table
+                    "the {count} row(s) of chunk {chunk} of {table} are at their before images: its transaction never committed",
                 )),
                 ChunkState::Drifted {
                     rows: drifted,
@@ -209,7 +213,7 @@ fn verdict(
                     at_before,
                 } if drifted.is_empty() => Verdict::Drifted(vec![Drift::new(
                     seq,
-                    &format!("{} (chunk {})", rows.table, rows.chunk),
+                    &format!("{table} (chunk {chunk})"),
                     "rows",
                     "every row at its after image (committed) or every row at its before image (never committed)",
                     &format!("{at_after} at their after image, {at_before} at their before image"),

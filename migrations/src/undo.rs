@@ -74,6 +74,7 @@ pub fn check_drift(
         | Event::StepFailed(_)
         | Event::BackupTaken(_)
         | Event::RowsChanged(_)
+        | Event::RowsPacked(_)
         | Event::SequenceMoved(_)
         | Event::SchemaChanged(_)
         | Event::CheckRecorded(_)
@@ -109,6 +110,7 @@ pub fn tidy(seq: u64, event: &Event) -> Result<(), MigrateError> {
         | Event::StepFailed(_)
         | Event::BackupTaken(_)
         | Event::RowsChanged(_)
+        | Event::RowsPacked(_)
         | Event::SequenceMoved(_)
         | Event::SchemaChanged(_)
         | Event::CheckRecorded(_)
@@ -148,6 +150,7 @@ pub fn undo(recorder: &Recorder, item: &UndoItem) -> Result<(), MigrateError> {
         | Event::StepFailed(_)
         | Event::BackupTaken(_)
         | Event::RowsChanged(_)
+        | Event::RowsPacked(_)
         | Event::SequenceMoved(_)
         | Event::SchemaChanged(_)
         | Event::CheckRecorded(_)
@@ -230,6 +233,7 @@ pub fn already_undone(seq: u64, event: &Event) -> Result<bool, MigrateError> {
         | Event::StepFailed(_)
         | Event::BackupTaken(_)
         | Event::RowsChanged(_)
+        | Event::RowsPacked(_)
         | Event::SequenceMoved(_)
         | Event::SchemaChanged(_)
         | Event::CheckRecorded(_)
@@ -257,6 +261,7 @@ fn not_here(seq: u64, event: &Event) -> MigrateError {
 pub fn database_of(event: &Event) -> Option<&str> {
     match event {
         Event::RowsChanged(e) => Some(&e.database),
+        Event::RowsPacked(e) => Some(&e.database),
         Event::SequenceMoved(e) => Some(&e.database),
         Event::SchemaChanged(e) => Some(&e.database),
         Event::RunStarted(_)
@@ -295,11 +300,12 @@ fn db_error(event: &Event, error: db::DbError) -> MigrateError {
 /// A drifted row as a [`Drift`]: table and key, the differing columns,
 /// their expected (after image) and found values.
 pub fn row_drift(seq: u64, event: &Event, drift: &RowDrift) -> Drift {
-    let names: Vec<String> = if let Event::RowsChanged(e) = event {
-        e.columns.iter().map(|c| c.name.clone()).collect()
-    } else {
-        Vec::new()
+    let columns = match event {
+        Event::RowsChanged(e) => e.columns.as_slice(),
+        Event::RowsPacked(e) => e.columns.as_slice(),
+        _ => &[],
     };
+    let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
     let render = |image: &Option<Vec<rewind_ledger::SqlValue>>| match image {
         None => "absent".to_owned(),
         Some(values) => names
@@ -372,20 +378,21 @@ const ROW_GROUP: usize = 10;
 /// step of one run: up to [`ROW_GROUP`] of them, undone in one transaction.
 /// Empty unless the first is a `RowsChanged`.
 fn row_group(items: &[UndoItem]) -> &[UndoItem] {
-    let same = |a: &UndoItem, b: &UndoItem| match (&a.event, &b.event) {
-        (Event::RowsChanged(a_rows), Event::RowsChanged(b_rows)) => {
-            a.run == b.run
-                && a_rows.database == b_rows.database
-                && a_rows.table == b_rows.table
-                && a_rows.step == b_rows.step
-                && a_rows.key_columns == b_rows.key_columns
+    /// Database, table, step and key columns of a row event.
+    fn chunk_of(event: &Event) -> Option<(&str, &str, u32, &[String])> {
+        match event {
+            Event::RowsChanged(e) => Some((&e.database, &e.table, e.step, &e.key_columns)),
+            Event::RowsPacked(e) => Some((&e.database, &e.table, e.step, &e.key_columns)),
+            _ => None,
         }
-        _ => false,
+    }
+    let same = |a: &UndoItem, b: &UndoItem| {
+        a.run == b.run && chunk_of(&a.event).is_some() && chunk_of(&a.event) == chunk_of(&b.event)
     };
     let Some(first) = items.first() else {
         return items;
     };
-    if !matches!(first.event, Event::RowsChanged(_)) {
+    if chunk_of(&first.event).is_none() {
         return &items[..0];
     }
     let length = items

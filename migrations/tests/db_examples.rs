@@ -214,9 +214,10 @@ fn run_examples(database: &mut Database, dump: &mut dyn FnMut(&mut Database) -> 
     let rows: usize = ledger
         .events()
         .iter()
-        .map(|(_, event)| match event {
-            Event::RowsChanged(rows) => rows.rows.len(),
-            _ => 0,
+        .map(|(_, event)| {
+            event
+                .rows_changed()
+                .map_or(0, |rows| rows.unwrap().rows.len())
         })
         .sum();
     assert!(rows > 1000, "only {rows} rows recorded");

@@ -290,7 +290,7 @@ fn postgres_images_are_text_with_column_types() {
         )
         .unwrap();
     let events = ledger.events();
-    let Event::RowsChanged(rows) = &events[0].1 else {
+    let Some(Ok(rows)) = events[0].1.rows_changed() else {
         panic!()
     };
     let types: Vec<&str> = rows
@@ -874,7 +874,7 @@ fn postgres_packed_images_equal_row_by_row_reads() {
     }
     let mut seen = 0;
     for (_, event) in ledger.events() {
-        let Event::RowsChanged(rows) = event else {
+        let Some(Ok(rows)) = event.rows_changed() else {
             continue;
         };
         assert!(rows.rows.len() <= 1000);
@@ -925,7 +925,7 @@ fn postgres_after_image_sees_what_a_trigger_changed() {
         )
         .unwrap();
     let events = ledger.events();
-    let Event::RowsChanged(rows) = &events[0].1 else {
+    let Some(Ok(rows)) = events[0].1.rows_changed() else {
         panic!("{events:?}")
     };
     let names: Vec<&SqlValue> = rows
@@ -1043,10 +1043,7 @@ fn rows_changed(ledger: &TestLedger) -> Vec<rewind_ledger::RowsChanged> {
     ledger
         .events()
         .into_iter()
-        .filter_map(|(_, event)| match event {
-            Event::RowsChanged(rows) => Some(rows),
-            _ => None,
-        })
+        .filter_map(|(_, event)| event.rows_changed().map(|rows| rows.unwrap().into_owned()))
         .collect()
 }
 

@@ -63,7 +63,7 @@ fn a_chunk_that_never_committed_shows_its_before_images() {
     let events = recorded(false, |recorder| {
         database.update(&update(), recorder).unwrap_err();
     });
-    let [chunk @ Event::RowsChanged(_)] = events.as_slice() else {
+    let [chunk @ (Event::RowsChanged(_) | Event::RowsPacked(_))] = events.as_slice() else {
         panic!("{events:?}")
     };
     assert_eq!(

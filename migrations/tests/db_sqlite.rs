@@ -203,7 +203,7 @@ fn sqlite_round_trip_every_operation_restores_identical_dump() {
     let events = ledger.events();
     let first_chunk = events
         .iter()
-        .find(|(_, event)| matches!(event, Event::RowsChanged(_)))
+        .find(|(_, event)| event.rows_changed().is_some())
         .unwrap();
     let report = database
         .undo(&first_chunk.1, UndoOptions::default())
@@ -231,7 +231,7 @@ fn sqlite_images_keep_storage_classes() {
         )
         .unwrap();
     let events = ledger.events();
-    let Event::RowsChanged(rows) = &events[0].1 else {
+    let Some(Ok(rows)) = events[0].1.rows_changed() else {
         panic!("{events:?}")
     };
     let second = rows.rows[1].before.as_ref().unwrap();
@@ -867,11 +867,9 @@ fn sqlite_table_named_in_another_case() {
             .unwrap();
     }
     let events = ledger.events();
-    assert!(
-        events
-            .iter()
-            .any(|(_, event)| matches!(event, Event::RowsChanged(rows) if rows.table == "things"))
-    );
+    assert!(events.iter().any(
+        |(_, event)| matches!(event.rows_changed(), Some(Ok(rows)) if rows.table == "things")
+    ));
     assert!(events.iter().any(
         |(_, event)| matches!(event, Event::SequenceMoved(moved) if moved.sequence == "things")
     ));
@@ -1042,7 +1040,7 @@ fn sqlite_packed_images_equal_row_by_row_reads() {
     };
     let mut seen = 0;
     for (_, event) in ledger.events() {
-        let Event::RowsChanged(rows) = event else {
+        let Some(Ok(rows)) = event.rows_changed() else {
             continue;
         };
         assert!(rows.rows.len() <= 1000);
@@ -1102,7 +1100,7 @@ fn sqlite_after_image_sees_what_a_trigger_changed() {
         )
         .unwrap();
     let events = ledger.events();
-    let Event::RowsChanged(rows) = &events[0].1 else {
+    let Some(Ok(rows)) = events[0].1.rows_changed() else {
         panic!("{events:?}")
     };
     let note = rows.columns.iter().position(|c| c.name == "note").unwrap();
@@ -1222,10 +1220,7 @@ fn sqlite_insert_chunk_is_recorded_as_events_of_at_most_1000_rows() {
     let sizes: Vec<usize> = ledger
         .events()
         .iter()
-        .filter_map(|(_, event)| match event {
-            Event::RowsChanged(rows) => Some(rows.rows.len()),
-            _ => None,
-        })
+        .filter_map(|(_, event)| event.rows_changed().map(|rows| rows.unwrap().rows.len()))
         .collect();
     assert_eq!(sizes, [1000, 1000, 500]);
     ledger.roll_back(&mut database, UndoOptions::default());
@@ -1234,4 +1229,58 @@ fn sqlite_insert_chunk_is_recorded_as_events_of_at_most_1000_rows() {
         &database.dump_sqlite().unwrap(),
         "insert rolled back",
     );
+}
+
+/// A key that is not the rowid and has no index: the update scans the
+/// table in rowid order, the opposite of the key order in which the chunk
+/// was picked, so the rows its RETURNING gives are read back in key order
+/// instead; every image still belongs to its own row.
+#[test]
+fn sqlite_after_images_follow_the_picked_rows_whatever_order_the_update_returns() {
+    let file = SqliteFile::new();
+    let mut database = file.connect();
+    database
+        .execute_script(
+            "CREATE TABLE codes (id INTEGER PRIMARY KEY, code TEXT NOT NULL, v INTEGER); \
+             WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 250) \
+             INSERT INTO codes SELECT i, printf('c%04d', 1000 - i), i * 3 FROM s",
+        )
+        .unwrap();
+    let before = database.dump_sqlite().unwrap();
+    let mut ledger = TestLedger::new();
+    let report = database
+        .update(
+            &Update {
+                step: 1,
+                table: "codes".into(),
+                key: Some(vec!["code".into()]),
+                filter: None,
+                set: set(&[("v", "v + id")]),
+                chunk_size: 100,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!((report.rows, report.chunks), (250, 3));
+    let mut seen = 0;
+    for (_, event) in ledger.events() {
+        let Event::RowsPacked(packed) = &event else {
+            continue;
+        };
+        for row in packed.unpack().unwrap().rows {
+            let (before, after) = (row.before.unwrap(), row.after.unwrap());
+            let SqlValue::Integer(id) = before[0] else {
+                panic!("{before:?}")
+            };
+            assert_eq!(row.key, [SqlValue::Text(format!("c{:04}", 1000 - id))]);
+            assert_eq!(before[2], SqlValue::Integer(id * 3));
+            assert_eq!(after[..2], before[..2]);
+            assert_eq!(after[2], SqlValue::Integer(id * 4));
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 250);
+    let reports = ledger.roll_back(&mut database, UndoOptions::default());
+    assert!(reports.iter().all(|report| report.drift.is_empty()));
+    assert_same_dump(&before, &database.dump_sqlite().unwrap(), "rolled back");
 }

@@ -55,6 +55,13 @@ pub fn summary(event: &Event) -> String {
                 e.table, e.chunk
             )
         }
+        Event::RowsPacked(e) => {
+            let (updated, inserted, deleted) = e.shape();
+            format!(
+                "{}: {updated} updated, {inserted} inserted, {deleted} deleted (chunk {})",
+                e.table, e.chunk
+            )
+        }
         Event::SequenceMoved(e) => format!("sequence {} {} → {}", e.sequence, e.old, e.new),
         Event::SchemaChanged(e) => format!("schema: {}", first_line(&e.up)),
         Event::CommandRun(e) => match e.exit_code {

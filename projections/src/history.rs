@@ -106,7 +106,7 @@ pub struct ColumnChange {
 /// The columns of the row with `key` in a `RowsChanged` event, side by side,
 /// changed columns only (all columns for an insert or delete).
 pub fn row_changes(event: &Event, table: &str, key: &str) -> Vec<ColumnChange> {
-    let Event::RowsChanged(rows) = event else {
+    let Some(Ok(rows)) = event.rows_changed() else {
         return Vec::new();
     };
     if rows.table != table {

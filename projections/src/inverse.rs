@@ -28,6 +28,7 @@ pub fn has_inverse(event: &Event) -> bool {
         | Event::PathRemoved(_)
         | Event::DirCreated(_)
         | Event::RowsChanged(_)
+        | Event::RowsPacked(_)
         | Event::SequenceMoved(_) => true,
         Event::SchemaChanged(e) => !e.irreversible,
         Event::CommandRun(e) => e.undo.is_some(),
@@ -144,6 +145,7 @@ fn overlaps(a: &Subject, b: &Subject) -> bool {
 fn database_of(event: &Event) -> Option<&str> {
     match event {
         Event::RowsChanged(e) => Some(&e.database),
+        Event::RowsPacked(e) => Some(&e.database),
         Event::SequenceMoved(e) => Some(&e.database),
         Event::SchemaChanged(e) => Some(&e.database),
         Event::RunStarted(_)
@@ -348,6 +350,7 @@ pub fn describe_inverse(event: &Event) -> String {
         Event::PathRemoved(e) => format!("restore {} from its stash", e.path),
         Event::DirCreated(e) => format!("remove the directory {} if empty", e.path),
         Event::RowsChanged(e) => format!("restore {} row(s) of {}", e.rows.len(), e.table),
+        Event::RowsPacked(e) => format!("restore {} row(s) of {}", e.rows, e.table),
         Event::SequenceMoved(e) => format!("set sequence {} back to {}", e.sequence, e.old),
         Event::SchemaChanged(e) => match &e.down {
             Some(down) => format!("run `{down}`"),

@@ -1,5 +1,6 @@
 //! `rewind show SEQ`: one event in full.
 
+use rewind_ledger::Event;
 use rewind_ledger::canonical::entry_line;
 
 use crate::cli::ShowArgs;
@@ -10,9 +11,22 @@ use crate::printer::table;
 pub fn run(ctx: &mut Ctx, args: ShowArgs) -> CliResult {
     let view = ctx.open_read()?;
     let entry = view.get(args.seq)?;
+    // The rows of a packed chunk, unpacked: what its hex images hold.
+    let unpacked = match &entry.record.event {
+        Event::RowsPacked(packed) => Some(
+            packed
+                .unpack()
+                .map_err(|problem| anyhow::anyhow!("seq {}: {problem}", args.seq))?,
+        ),
+        _ => None,
+    };
     if ctx.printer.json {
-        let line: serde_json::Value =
+        let mut line: serde_json::Value =
             serde_json::from_slice(&entry_line(&entry)).map_err(anyhow::Error::from)?;
+        if let Some(unpacked) = &unpacked {
+            line["unpacked_rows"] =
+                serde_json::to_value(&unpacked.rows).map_err(anyhow::Error::from)?;
+        }
         ctx.printer.json(&line)?;
         return Ok(());
     }
@@ -34,8 +48,15 @@ pub fn run(ctx: &mut Ctx, args: ShowArgs) -> CliResult {
         vec!["prev".into(), entry.prev.to_hex()],
     ];
     let mut text = table(&["seq", &record.seq.to_string()], &rows);
-    let event = serde_json::to_string_pretty(&record.event).map_err(anyhow::Error::from)?;
-    text.push_str("event:\n");
+    let (label, event) = match &unpacked {
+        Some(unpacked) => (
+            "event, its images unpacked (`show --json` has them as stored):\n",
+            serde_json::to_string_pretty(&Event::RowsChanged(unpacked.clone())),
+        ),
+        None => ("event:\n", serde_json::to_string_pretty(&record.event)),
+    };
+    let event = event.map_err(anyhow::Error::from)?;
+    text.push_str(label);
     for line in event.lines() {
         text.push_str("  ");
         text.push_str(line);

@@ -44,6 +44,7 @@ fn db_exit_code(error: &DbError) -> u8 {
         | DbError::Irreversible { .. }
         | DbError::TriggersWouldFire { .. }
         | DbError::NoInverse { .. }
+        | DbError::BadImages { .. }
         | DbError::Dump { .. }
         | DbError::Runtime { .. } => exit::FAILED,
     }

@@ -17,16 +17,16 @@
 
 use std::collections::BTreeMap;
 
+use rewind_ledger::packed::{AFTER, BEFORE, ImageWriter, Packer, pack, read_values};
 use rewind_ledger::{
-    CheckRecorded, Event, RowImage, RowsChanged, SchemaChanged, SequenceMoved, SqlValue,
+    CheckRecorded, Event, RowImage, RowsPacked, SchemaChanged, SequenceMoved, SqlValue,
 };
 
 use super::catalog::{SequenceState, TableInfo, cascades, has_triggers, sequences, table_info};
 use super::error::{DbError, Result};
 use super::executor::{Bind, Engine, Executor, quote_ident};
-use super::images::{
-    Packed, parse_pg, parse_sqlite, pg_record, sqlite_real_affinity, sqlite_value_json,
-};
+use super::images::{parse_pg, pg_record};
+use super::sqlite_raw::{Failed, Row};
 
 /// The default number of rows per chunk: one transaction, whose images are
 /// recorded (in one durable batch) before it commits. Each commit costs
@@ -302,58 +302,6 @@ impl Context<'_> {
         }
     }
 
-    /// The rows `SELECT columns FROM source` returns, read as one packed
-    /// value ([`super::images`]); a chunk the packed text cannot hold
-    /// exactly is read again row by row.
-    pub(crate) async fn sqlite_images(
-        &mut self,
-        step: u32,
-        columns: &[(String, bool)],
-        source: &str,
-        binds: &[Bind],
-    ) -> Result<Vec<Vec<SqlValue>>> {
-        let plain = columns
-            .iter()
-            .map(|(expression, _)| expression.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let plain = format!("SELECT {plain} FROM {source}");
-        // SQLite takes at most 1000 arguments to a function.
-        if columns.len() > 1000 {
-            return self.fetch(step, &plain, binds).await;
-        }
-        let aliased = columns
-            .iter()
-            .enumerate()
-            .map(|(i, (expression, _))| format!("{expression} AS _rw_c{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let values = columns
-            .iter()
-            .enumerate()
-            .map(|(i, (_, real_affinity))| sqlite_value_json(&format!("_rw_c{i}"), *real_affinity))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT json_group_array(json_array({values})) FROM (SELECT {aliased} FROM {source})"
-        );
-        let rows = self.fetch(step, &sql, binds).await?;
-        let parsed = match rows.first().and_then(|row| row.first()) {
-            Some(SqlValue::Text(packed)) => parse_sqlite(packed, columns.len()),
-            other => Err(format!("unexpected packed images {other:?}")),
-        };
-        match parsed {
-            Ok(Packed::Rows(rows)) => Ok(rows),
-            Ok(Packed::Inexact) => self.fetch(step, &plain, binds).await,
-            Err(problem) => Err(DbError::Statement {
-                step,
-                database: self.database.to_owned(),
-                statement: sql,
-                message: format!("cannot read the packed images: {problem}"),
-            }),
-        }
-    }
-
     async fn sequences(&mut self, step: u32, table: &TableInfo) -> Result<Vec<SequenceState>> {
         match sequences(self.executor, table).await {
             Ok(states) => Ok(states),
@@ -414,7 +362,7 @@ fn check_chunk_size(step: u32, chunk_size: usize) -> Result<usize> {
     Ok(chunk_size)
 }
 
-/// A chunk's images as `RowsChanged` events of at most [`ROWS_PER_EVENT`]
+/// A chunk's images as `RowsPacked` events of at most [`ROWS_PER_EVENT`]
 /// rows each, numbered on from the step's previous events.
 fn chunk_events(
     database: &str,
@@ -422,23 +370,27 @@ fn chunk_events(
     step: u32,
     report: &mut StepReport,
     images: Vec<RowImage>,
-) -> Vec<Event> {
+) -> Result<Vec<Event>> {
     let mut events = Vec::with_capacity(images.len().div_ceil(ROWS_PER_EVENT));
-    let mut images = images.into_iter().peekable();
-    while images.peek().is_some() {
-        let rows: Vec<RowImage> = images.by_ref().take(ROWS_PER_EVENT).collect();
-        events.push(Event::RowsChanged(RowsChanged {
+    for rows in images.chunks(ROWS_PER_EVENT) {
+        let packed = pack(rows).map_err(|problem| DbError::BadImages {
+            table: info.name.clone(),
+            chunk: report.row_events,
+            problem,
+        })?;
+        events.push(Event::RowsPacked(RowsPacked {
             chunk: report.row_events,
             columns: info.columns.clone(),
             database: database.to_owned(),
+            images: packed,
             key_columns: info.key.clone(),
-            rows,
+            rows: rows.len() as u32,
             step,
             table: info.name.clone(),
         }));
         report.row_events += 1;
     }
-    events
+    Ok(events)
 }
 
 fn sequence_events(
@@ -524,18 +476,16 @@ impl<'a> RowsPlan<'a> {
         }
     }
 
-    /// Every captured column, qualified by the table.
-    fn sqlite_columns(&self, positions: impl IntoIterator<Item = usize>) -> Vec<(String, bool)> {
+    /// `"t"."c", …`: the columns at `positions`, qualified by the table.
+    fn sqlite_select(&self, positions: impl IntoIterator<Item = usize>) -> String {
         positions
             .into_iter()
             .map(|position| {
                 let column = &self.info.columns[position];
-                (
-                    format!("{}.{}", self.table(), quote_ident(&column.name)),
-                    sqlite_real_affinity(&column.sql_type),
-                )
+                format!("{}.{}", self.table(), quote_ident(&column.name))
             })
-            .collect()
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     async fn create_sqlite_keys(&self, context: &mut Context<'_>) -> Result<()> {
@@ -557,87 +507,6 @@ impl<'a> RowsPlan<'a> {
         let _ = context
             .script(self.step, &format!("DROP TABLE IF EXISTS {SQLITE_KEYS}"))
             .await;
-    }
-
-    /// Reads the before images of the next SQLite chunk, inside its
-    /// transaction, and says where its rows are: a `WHERE` condition that
-    /// matches exactly them, its binds, and a source to read them again.
-    async fn sqlite_pick(
-        &self,
-        context: &mut Context<'_>,
-        lower: Option<&[SqlValue]>,
-    ) -> Result<Option<SqlitePicked>> {
-        let step = self.step;
-        let table = self.table();
-        let (lower_sql, lower_binds) = self.lower(Engine::Sqlite, lower);
-        let columns = self.sqlite_columns(0..self.info.columns.len());
-        let limit = self.chunk_size;
-        let keys = &self.keys;
-        let Some(filter) = self.filter else {
-            // Every row in key order: the chunk is a key range.
-            let before = context
-                .sqlite_images(
-                    step,
-                    &columns,
-                    &format!("{table} WHERE TRUE{lower_sql} ORDER BY {keys} LIMIT {limit}"),
-                    &lower_binds,
-                )
-                .await?;
-            let Some(last) = before.last() else {
-                return Ok(None);
-            };
-            let upper = key_of(last, &self.key_positions);
-            let bound = format!(
-                "TRUE{lower_sql} AND ({keys}) <= ({})",
-                key_placeholders(Engine::Sqlite, self.info, lower_binds.len() + 1)
-            );
-            let mut binds = lower_binds;
-            binds.extend(upper.into_iter().map(Bind::Value));
-            return Ok(Some(SqlitePicked {
-                source: format!("{table} WHERE {bound} ORDER BY {keys}"),
-                bound,
-                binds,
-                before,
-            }));
-        };
-        context
-            .script(step, &format!("DELETE FROM {SQLITE_KEYS}"))
-            .await?;
-        context
-            .execute(
-                step,
-                &format!(
-                    "INSERT INTO {SQLITE_KEYS} SELECT {keys} FROM {table} WHERE ({filter}){lower_sql} \
-                     ORDER BY {keys} LIMIT {limit}"
-                ),
-                &lower_binds,
-            )
-            .await?;
-        let join = self
-            .info
-            .key
-            .iter()
-            .enumerate()
-            .map(|(i, name)| format!("{table}.{} = _rw_k.k{i}", quote_ident(name)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        // CROSS JOIN keeps the key table outside, read in the order it was filled.
-        let source =
-            format!("{SQLITE_KEYS} AS _rw_k CROSS JOIN {table} ON {join} ORDER BY _rw_k.rowid");
-        let before = context.sqlite_images(step, &columns, &source, &[]).await?;
-        if before.is_empty() {
-            return Ok(None);
-        }
-        let key_columns = (0..self.info.key.len())
-            .map(|i| format!("k{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        Ok(Some(SqlitePicked {
-            bound: format!("({keys}) IN (SELECT {key_columns} FROM {SQLITE_KEYS})"),
-            binds: Vec::new(),
-            source,
-            before,
-        }))
     }
 
     /// The PostgreSQL CTE that locks the next chunk's rows in key order
@@ -695,16 +564,6 @@ fn pg_keys_and_texts(info: &TableInfo, image: &str) -> String {
     keys.chain(texts).collect::<Vec<_>>().join(", ")
 }
 
-/// A picked SQLite chunk.
-struct SqlitePicked {
-    /// A condition on the table matching exactly the chunk's rows.
-    bound: String,
-    binds: Vec<Bind>,
-    /// `FROM` text that reads the chunk's rows again, in key order.
-    source: String,
-    before: Vec<Vec<SqlValue>>,
-}
-
 fn concurrent(info: &TableInfo, step: u32, problem: impl Into<String>) -> DbError {
     DbError::Concurrent {
         step,
@@ -736,45 +595,6 @@ fn update_image(
         before: Some(before),
         after: Some(after),
     }
-}
-
-/// The images of a SQLite update: `read[j]` holds row j's key columns,
-/// read back after the statement, then its columns at `changed`.
-fn sqlite_update_images(
-    plan: &RowsPlan<'_>,
-    before: Vec<Vec<SqlValue>>,
-    read: Vec<Vec<SqlValue>>,
-    changed: &[usize],
-) -> Result<Vec<RowImage>> {
-    if read.len() != before.len() {
-        return Err(concurrent(
-            plan.info,
-            plan.step,
-            format!(
-                "captured {} rows but read back {} after the update",
-                before.len(),
-                read.len()
-            ),
-        ));
-    }
-    let key_count = plan.key_positions.len();
-    let mut images = Vec::with_capacity(before.len());
-    for (before, mut read) in before.into_iter().zip(read) {
-        let same_row = plan
-            .key_positions
-            .iter()
-            .zip(&read)
-            .all(|(&position, value)| before[position] == *value);
-        if !same_row {
-            return Err(concurrent(
-                plan.info,
-                plan.step,
-                "the rows read back after the update are not the rows captured",
-            ));
-        }
-        images.push(update_image(plan, before, changed, read.drain(key_count..)));
-    }
-    Ok(images)
 }
 
 /// The PostgreSQL rows of a packed select: the count, then the records.
@@ -879,6 +699,13 @@ pub(crate) async fn delete(
     change_rows(context, &plan, &Change::Delete, recorder).await
 }
 
+/// The images of one chunk: packed as SQLite's rows were read, or as
+/// PostgreSQL's packed text was parsed.
+enum Chunk {
+    Packed(SqliteChunk),
+    Images(Vec<RowImage>),
+}
+
 /// What `update` or `delete` does to each chunk's rows.
 enum Change {
     Update {
@@ -910,49 +737,80 @@ async fn change_rows(
         if let Err(error) = context.begin(plan.step).await {
             break Err(error);
         }
-        let images = match engine {
-            Engine::Sqlite => sqlite_chunk(context, plan, change, lower.as_deref()).await,
-            Engine::Postgres => pg_chunk(context, plan, change, lower.as_deref()).await,
+        let chunk = match engine {
+            Engine::Sqlite => sqlite_chunk(context, plan, change, lower.as_deref())
+                .await
+                .map(|chunk| chunk.map(Chunk::Packed)),
+            Engine::Postgres => pg_chunk(context, plan, change, lower.as_deref())
+                .await
+                .map(|images| (!images.is_empty()).then_some(Chunk::Images(images))),
         };
-        let images = match images {
-            Ok(images) if images.is_empty() => {
+        let chunk = match chunk {
+            Ok(None) => {
                 context.rollback().await;
                 break Ok(report);
             }
-            Ok(images) => images,
+            Ok(Some(chunk)) => chunk,
             Err(error) => {
                 context.rollback().await;
                 break Err(error);
             }
         };
-        // A full chunk: there may be more, which a second connection can
-        // overlap (asked once per step, so that a step of one chunk never
-        // connects again).
-        if engine == Engine::Postgres && images.len() == plan.chunk_size && !overlap_asked {
-            overlap_asked = true;
-            let sibling = match overlap_sibling(context, plan, change).await {
-                Ok(sibling) => sibling,
-                Err(error) => {
-                    context.rollback().await;
-                    break Err(error);
-                }
-            };
-            if let Some(mut sibling) = sibling {
-                let database = context.database;
-                let first = Context {
-                    executor: &mut *context.executor,
-                    database,
-                };
-                let second = Context {
-                    executor: &mut *sibling,
-                    database,
-                };
-                return pg_overlapped(first, second, plan, change, recorder, report, images).await;
+        let (count, last, events) = match chunk {
+            Chunk::Packed(chunk) => {
+                let events = packed_events(
+                    context.database,
+                    plan.info,
+                    plan.step,
+                    &mut report,
+                    chunk.packers,
+                );
+                (chunk.rows, chunk.last, events)
             }
-        }
-        let count = images.len();
-        lower = images.last().map(|image| image.key.clone());
-        let events = chunk_events(context.database, plan.info, plan.step, &mut report, images);
+            Chunk::Images(images) => {
+                // A full chunk: there may be more, which a second connection
+                // can overlap (asked once per step, so that a step of one
+                // chunk never connects again).
+                if images.len() == plan.chunk_size && !overlap_asked {
+                    overlap_asked = true;
+                    let sibling = match overlap_sibling(context, plan, change).await {
+                        Ok(sibling) => sibling,
+                        Err(error) => {
+                            context.rollback().await;
+                            break Err(error);
+                        }
+                    };
+                    if let Some(mut sibling) = sibling {
+                        let database = context.database;
+                        let first = Context {
+                            executor: &mut *context.executor,
+                            database,
+                        };
+                        let second = Context {
+                            executor: &mut *sibling,
+                            database,
+                        };
+                        return pg_overlapped(
+                            first, second, plan, change, recorder, report, images,
+                        )
+                        .await;
+                    }
+                }
+                let count = images.len();
+                let last = images
+                    .last()
+                    .map(|image| image.key.clone())
+                    .unwrap_or_default();
+                match chunk_events(context.database, plan.info, plan.step, &mut report, images) {
+                    Ok(events) => (count, last, events),
+                    Err(error) => {
+                        context.rollback().await;
+                        break Err(error);
+                    }
+                }
+            }
+        };
+        lower = Some(last);
         report.events += events.len() as u64;
         if let Err(error) = context
             .record_then_commit(plan.step, &plan.info.name, events, recorder)
@@ -984,44 +842,290 @@ fn deleted_images(plan: &RowsPlan<'_>, before: Vec<Vec<SqlValue>>) -> Vec<RowIma
         .collect()
 }
 
+/// A SQLite chunk, its images packed as they were read, in events of at
+/// most [`ROWS_PER_EVENT`] rows each.
+struct SqliteChunk {
+    rows: usize,
+    /// The key of its last row, after which the next chunk starts.
+    last: Vec<SqlValue>,
+    packers: Vec<Packer>,
+}
+
+/// Writes a SQLite chunk's after images from rows of its key and changed
+/// columns, which must come in the order the rows were picked; every
+/// other column is "the same as before".
+struct Afters<'a> {
+    packers: &'a mut Vec<Packer>,
+    /// The picked rows' keys, packed, row `i` ending at `key_ends[i]`.
+    picked_keys: &'a [u8],
+    key_ends: &'a [usize],
+    key_count: usize,
+    changed: &'a [usize],
+    width: usize,
+    index: usize,
+    /// A row came that is not the next one picked (or one too many).
+    out_of_order: bool,
+    key: Vec<u8>,
+}
+
+impl Afters<'_> {
+    fn take(&mut self, row: &Row<'_>) -> std::result::Result<(), String> {
+        if self.out_of_order || self.index == self.key_ends.len() {
+            self.out_of_order = true;
+            return Ok(());
+        }
+        self.key.clear();
+        let mut writer = ImageWriter::new(&mut self.key);
+        for column in 0..self.key_count {
+            row.write(column, &mut writer)?;
+        }
+        let start = self.index.checked_sub(1).map_or(0, |i| self.key_ends[i]);
+        if self.key != self.picked_keys[start..self.key_ends[self.index]] {
+            self.out_of_order = true;
+            return Ok(());
+        }
+        let mut after = self.packers[self.index / ROWS_PER_EVENT].after();
+        let mut read_columns = self.changed.iter().enumerate().peekable();
+        for position in 0..self.width {
+            match read_columns.next_if(|&(_, &changed)| changed == position) {
+                Some((offset, _)) => row.write(self.key_count + offset, &mut after)?,
+                None => after.same(),
+            }
+        }
+        self.index += 1;
+        Ok(())
+    }
+}
+
+/// Changes the next SQLite chunk in the open transaction and packs its
+/// images; `None` when no row is left. The chunk's keys are its key range,
+/// or (with a `where`, which the statement may stop matching) the keys
+/// table filled here. The rows' values go from SQLite's handle straight
+/// into the images ([`super::sqlite_raw`]): the before images as the rows
+/// are picked, then, after the statement, the key and the changed columns
+/// read back in the same order, each key checked against the one picked.
 async fn sqlite_chunk(
     context: &mut Context<'_>,
     plan: &RowsPlan<'_>,
     change: &Change,
     lower: Option<&[SqlValue]>,
-) -> Result<Vec<RowImage>> {
-    let Some(picked) = plan.sqlite_pick(context, lower).await? else {
-        return Ok(Vec::new());
-    };
-    let (statement, done) = match change {
-        Change::Update { sets, .. } => (
-            format!("UPDATE {} SET {sets} WHERE {}", plan.table(), picked.bound),
-            "the update changed",
+) -> Result<Option<SqliteChunk>> {
+    let step = plan.step;
+    let table = plan.table();
+    let keys = &plan.keys;
+    let limit = plan.chunk_size;
+    let (lower_sql, lower_binds) = plan.lower(Engine::Sqlite, lower);
+    let all = plan.sqlite_select(0..plan.info.columns.len());
+    // Where the chunk's rows are read again, in key order, and the
+    // condition that matches exactly them (with its binds once the chunk's
+    // last key is known).
+    let (pick, pick_binds, keyed) = match plan.filter {
+        None => (
+            format!(
+                "SELECT {all} FROM {table} WHERE TRUE{lower_sql} ORDER BY {keys} LIMIT {limit}"
+            ),
+            lower_binds.clone(),
+            None,
         ),
-        Change::Delete => (
-            format!("DELETE FROM {} WHERE {}", plan.table(), picked.bound),
-            "the delete removed",
-        ),
-    };
-    let count = context
-        .execute(plan.step, &statement, &picked.binds)
-        .await?;
-    if count != picked.before.len() as u64 {
-        return Err(concurrent(
-            plan.info,
-            plan.step,
-            format!("captured {} rows but {done} {count}", picked.before.len()),
-        ));
-    }
-    match change {
-        Change::Update { changed, .. } => {
-            let read_back = plan.sqlite_columns(plan.key_positions.iter().chain(changed).copied());
-            let read = context
-                .sqlite_images(plan.step, &read_back, &picked.source, &picked.binds)
+        Some(filter) => {
+            context
+                .script(step, &format!("DELETE FROM {SQLITE_KEYS}"))
                 .await?;
-            sqlite_update_images(plan, picked.before, read, changed)
+            context
+                .execute(
+                    step,
+                    &format!(
+                        "INSERT INTO {SQLITE_KEYS} SELECT {keys} FROM {table} WHERE ({filter}){lower_sql} \
+                         ORDER BY {keys} LIMIT {limit}"
+                    ),
+                    &lower_binds,
+                )
+                .await?;
+            let join = plan
+                .info
+                .key
+                .iter()
+                .enumerate()
+                .map(|(i, name)| format!("{table}.{} = _rw_k.k{i}", quote_ident(name)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let key_columns = (0..plan.info.key.len())
+                .map(|i| format!("k{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            // CROSS JOIN keeps the key table outside, read in the order it was filled.
+            let source =
+                format!("{SQLITE_KEYS} AS _rw_k CROSS JOIN {table} ON {join} ORDER BY _rw_k.rowid");
+            (
+                format!("SELECT {all} FROM {source}"),
+                Vec::new(),
+                Some((
+                    format!("({keys}) IN (SELECT {key_columns} FROM {SQLITE_KEYS})"),
+                    source,
+                )),
+            )
         }
-        Change::Delete => Ok(deleted_images(plan, picked.before)),
+    };
+    let database = context.database.to_owned();
+    let failed = |failed: Failed| DbError::Statement {
+        step,
+        database: database.clone(),
+        statement: failed.statement,
+        message: failed.message,
+    };
+    let Some(executor) = context.executor.as_sqlite() else {
+        unreachable!("a SQLite chunk runs on a SQLite executor")
+    };
+    let key_positions = &plan.key_positions;
+    let width = plan.info.columns.len();
+    executor
+        .with_handle(|handle| {
+            // The before images; each row's key, packed, in `picked_keys`.
+            let mut packers: Vec<Packer> = Vec::new();
+            let mut picked_keys = Vec::new();
+            let mut key_ends = Vec::new();
+            let flags = match change {
+                Change::Update { .. } => BEFORE | AFTER,
+                Change::Delete => BEFORE,
+            };
+            let rows = handle
+                .run(&pick, &pick_binds, |row| {
+                    if key_ends.len() % ROWS_PER_EVENT == 0 {
+                        packers.push(Packer::new());
+                    }
+                    let packer = packers.last_mut().expect("a packer");
+                    packer.row(flags);
+                    let mut before = packer.before();
+                    for column in 0..width {
+                        row.write(column, &mut before)?;
+                    }
+                    let mut key = ImageWriter::new(&mut picked_keys);
+                    for &position in key_positions {
+                        row.write(position, &mut key)?;
+                    }
+                    key_ends.push(picked_keys.len());
+                    Ok(())
+                })
+                .map_err(failed)? as usize;
+            if rows == 0 {
+                return Ok(None);
+            }
+            let last_start = rows.checked_sub(2).map_or(0, |i| key_ends[i]);
+            let last = read_values(&picked_keys[last_start..])
+                .map_err(|problem| concurrent(plan.info, step, problem))?;
+            let (bound, binds, source) = match &keyed {
+                None => {
+                    let bound = format!(
+                        "TRUE{lower_sql} AND ({keys}) <= ({})",
+                        key_placeholders(Engine::Sqlite, plan.info, lower_binds.len() + 1)
+                    );
+                    let mut binds = lower_binds.clone();
+                    binds.extend(last.iter().cloned().map(Bind::Value));
+                    let source = format!("{table} WHERE {bound} ORDER BY {keys}");
+                    (bound, binds, source)
+                }
+                Some((bound, source)) => (bound.clone(), Vec::new(), source.clone()),
+            };
+            let (statement, done) = match change {
+                Change::Update { sets, .. } => (
+                    format!("UPDATE {table} SET {sets} WHERE {bound}"),
+                    "the update changed",
+                ),
+                Change::Delete => (
+                    format!("DELETE FROM {table} WHERE {bound}"),
+                    "the delete removed",
+                ),
+            };
+            let count = handle.run(&statement, &binds, |_| Ok(())).map_err(failed)?;
+            if count != rows as u64 {
+                return Err(concurrent(
+                    plan.info,
+                    step,
+                    format!("captured {rows} rows but {done} {count}"),
+                ));
+            }
+            let Change::Update { changed, .. } = change else {
+                return Ok(Some(SqliteChunk {
+                    rows,
+                    last,
+                    packers,
+                }));
+            };
+            let mut afters = Afters {
+                packers: &mut packers,
+                picked_keys: &picked_keys,
+                key_ends: &key_ends,
+                key_count: key_positions.len(),
+                changed,
+                width,
+                index: 0,
+                out_of_order: false,
+                key: Vec::new(),
+            };
+            // The after images, read back in key order. (`RETURNING` costs
+            // SQLite more than this second read, and gives no order.)
+            let read = format!(
+                "SELECT {} FROM {source}",
+                plan.sqlite_select(key_positions.iter().chain(changed).copied())
+            );
+            let read_back = handle
+                .run(&read, &binds, |row| afters.take(row))
+                .map_err(failed)?;
+            if afters.out_of_order || read_back != rows as u64 {
+                return Err(concurrent(
+                    plan.info,
+                    step,
+                    format!(
+                        "captured {rows} rows but read back {read_back} other or \
+                         differently keyed rows after the update"
+                    ),
+                ));
+            }
+            Ok(Some(SqliteChunk {
+                rows,
+                last,
+                packers,
+            }))
+        })
+        .await
+        .map_err(|error| context_error(&database, step, error))?
+}
+
+/// A chunk's packed images as `RowsPacked` events, numbered on from the
+/// step's previous events.
+fn packed_events(
+    database: &str,
+    info: &TableInfo,
+    step: u32,
+    report: &mut StepReport,
+    packers: Vec<Packer>,
+) -> Vec<Event> {
+    packers
+        .into_iter()
+        .map(|packer| {
+            let event = Event::RowsPacked(RowsPacked {
+                chunk: report.row_events,
+                columns: info.columns.clone(),
+                database: database.to_owned(),
+                rows: u32::try_from(packer.rows()).expect("at most ROWS_PER_EVENT rows"),
+                images: packer.finish(),
+                key_columns: info.key.clone(),
+                step,
+                table: info.name.clone(),
+            });
+            report.row_events += 1;
+            event
+        })
+        .collect()
+}
+
+/// The error of a connection whose handle could not be had.
+fn context_error(database: &str, step: u32, error: sqlx::Error) -> DbError {
+    DbError::Statement {
+        step,
+        database: database.to_owned(),
+        statement: "lock the connection".to_owned(),
+        message: error.to_string(),
     }
 }
 
@@ -1044,7 +1148,7 @@ fn pg_chunk_sql(plan: &RowsPlan<'_>, change: &Change, lower_sql: &str) -> (Strin
     let table = plan.table();
     let column_count = plan.info.columns.len();
     let (statement, width) = match change {
-        Change::Update { sets, changed } => {
+        Change::Update { sets, changed, .. } => {
             let returning = (0..plan.info.key.len())
                 .map(|i| format!("_rw_old._rw_k{i}"))
                 .chain((0..column_count).map(|i| format!("_rw_old._rw_b{i}")))
@@ -1253,7 +1357,13 @@ async fn pg_overlapped<'c>(
                 let (sql, width) = pg_chunk_sql(plan, change, &lower_sql);
                 (format!("BEGIN; {sql}"), width)
             });
-        let events = chunk_events(this.database, plan.info, step, &mut report, images);
+        let events = match chunk_events(this.database, plan.info, step, &mut report, images) {
+            Ok(events) => events,
+            Err(error) => {
+                this.rollback().await;
+                return Err(error);
+            }
+        };
         report.events += events.len() as u64;
         let Some((next_sql, width)) = next else {
             // The last chunk, or one whose key cannot be written as a
@@ -1508,13 +1618,13 @@ pub(crate) async fn insert(
             if !images.is_empty() {
                 report.chunks += 1;
             }
-            events.extend(chunk_events(
-                context.database,
-                &info,
-                step,
-                &mut report,
-                images,
-            ));
+            match chunk_events(context.database, &info, step, &mut report, images) {
+                Ok(chunk) => events.extend(chunk),
+                Err(error) => {
+                    context.rollback().await;
+                    return Err(error);
+                }
+            }
             let event_count = events.len() as u64;
             context
                 .record_then_commit(step, &info.name, events, recorder)

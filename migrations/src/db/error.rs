@@ -93,6 +93,13 @@ pub enum DbError {
     #[error("event kind {kind} has no database inverse")]
     NoInverse { kind: &'static str },
 
+    #[error("the packed images of chunk {chunk} of table {table} cannot be read: {problem}")]
+    BadImages {
+        table: String,
+        chunk: u32,
+        problem: String,
+    },
+
     #[error("cannot start the database runtime: {message}")]
     Runtime { message: String },
 }
@@ -136,6 +143,9 @@ impl DbError {
                 Some("check the ledger directory (space, permissions), then apply again")
             }
             DbError::Concurrent { .. } => Some("stop other writers to the table and apply again"),
+            DbError::BadImages { .. } => Some(
+                "run `rewind verify`: if the chain holds, the event was recorded this way and its rows cannot be restored from it",
+            ),
             DbError::Irreversible { .. } => {
                 Some("pass --allow-irreversible to roll back past it without undoing it")
             }

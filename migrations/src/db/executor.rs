@@ -70,6 +70,10 @@ pub trait Executor: Send {
     /// since), or `None` where a second writer could not run beside the
     /// first (SQLite).
     fn sibling(&self) -> Option<BoxFuture<'static, Box<dyn Executor>>>;
+
+    /// The SQLite executor this is, for the statements the capture runs on
+    /// its handle ([`super::sqlite_raw`]); `None` on other engines.
+    fn as_sqlite(&mut self) -> Option<&mut super::sqlite::SqliteExecutor>;
 }
 
 /// Quotes an identifier: `a"b` becomes `"a""b"`.

@@ -35,11 +35,13 @@ mod postgres;
 mod preflight;
 mod recover;
 mod sqlite;
+mod sqlite_raw;
 mod undo;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use rewind_ledger::{Event, SqlValue};
+use rewind_ledger::{Event, RowsChanged, SqlValue};
 
 pub use capture::{
     Check, DEFAULT_CHUNK_SIZE, Delete, Expectation, Insert, InsertSource, RECORD_PREFIX,
@@ -227,10 +229,14 @@ impl Database {
         let mut group = Vec::with_capacity(events.len());
         for (index, event) in events.iter().enumerate() {
             match event {
-                Event::RowsChanged(rows) => group.push(rows),
+                Event::RowsChanged(rows) => group.push(Cow::Borrowed(rows)),
+                Event::RowsPacked(packed) => {
+                    group.push(Cow::Owned(undo::unpacked(packed).map_err(|e| (index, e))?));
+                }
                 other => return Err((index, DbError::NoInverse { kind: other.kind() })),
             }
         }
+        let group: Vec<&RowsChanged> = group.iter().map(|rows| rows.as_ref()).collect();
         let mut context = Context {
             executor: &mut *self.executor,
             database: &self.url,

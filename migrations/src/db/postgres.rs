@@ -169,6 +169,10 @@ impl Executor for PgExecutor {
         }))
     }
 
+    fn as_sqlite(&mut self) -> Option<&mut super::sqlite::SqliteExecutor> {
+        None
+    }
+
     fn column_names<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Vec<String>> {
         Box::pin(async move {
             let statement = sqlx::Executor::prepare(

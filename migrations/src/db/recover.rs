@@ -6,7 +6,7 @@
 //! connection died). Anything else is drift. Only reads; the drift check
 //! of the inverse ([`Database::check_drift`]) does the comparing.
 
-use rewind_ledger::{Event, SequenceMoved, SqlValue};
+use rewind_ledger::{Event, RowsChanged, SequenceMoved, SqlValue};
 
 use super::executor::{Bind, Engine};
 use super::undo::RowDrift;
@@ -48,11 +48,8 @@ impl Database {
         let report = self.check_drift(event)?;
         // A row whose images are equal is at its after image either way.
         let unchanged = match event {
-            Event::RowsChanged(rows) => rows
-                .rows
-                .iter()
-                .filter(|row| row.before == row.after)
-                .count() as u64,
+            Event::RowsChanged(rows) => unchanged(rows),
+            Event::RowsPacked(packed) => unchanged(&super::undo::unpacked(packed)?),
             _ => 0,
         };
         Ok(if !report.drift.is_empty() {
@@ -96,4 +93,12 @@ impl Database {
             other => SequenceState::Drifted(other),
         })
     }
+}
+
+/// How many rows of a chunk the change left as they were.
+fn unchanged(rows: &RowsChanged) -> u64 {
+    rows.rows
+        .iter()
+        .filter(|row| row.before == row.after)
+        .count() as u64
 }

@@ -12,6 +12,7 @@ use sqlx::{
 };
 
 use super::executor::{Bind, BoxFuture, Engine, Executor};
+use super::sqlite_raw::Handle;
 
 /// A connection to one SQLite database file.
 pub struct SqliteExecutor {
@@ -30,6 +31,16 @@ impl SqliteExecutor {
             .row_buffer_size(4096);
         let connection = SqliteConnection::connect_with(&options).await?;
         Ok(SqliteExecutor { connection })
+    }
+
+    /// Runs `work` on the connection's own handle ([`super::sqlite_raw`]),
+    /// inside whatever transaction the connection has open.
+    pub(crate) async fn with_handle<T>(
+        &mut self,
+        work: impl FnOnce(&Handle) -> T,
+    ) -> Result<T, sqlx::Error> {
+        let mut locked = self.connection.lock_handle().await?;
+        Ok(Handle::on(&mut locked, work))
     }
 }
 
@@ -151,6 +162,10 @@ impl Executor for SqliteExecutor {
 
     fn sibling(&self) -> Option<BoxFuture<'static, Box<dyn Executor>>> {
         None
+    }
+
+    fn as_sqlite(&mut self) -> Option<&mut SqliteExecutor> {
+        Some(self)
     }
 
     fn column_names<'a>(&'a mut self, sql: &'a str) -> BoxFuture<'a, Vec<String>> {

@@ -12,7 +12,8 @@
 //! reported as drift.
 
 use rewind_ledger::{
-    DriftFound, Event, RowImage, RowsChanged, SchemaChanged, SequenceMoved, SqlValue, render_key,
+    DriftFound, Event, RowImage, RowsChanged, RowsPacked, SchemaChanged, SequenceMoved, SqlValue,
+    render_key,
 };
 
 use super::capture::Context;
@@ -110,6 +111,7 @@ pub(crate) async fn undo(
 ) -> Result<UndoReport> {
     match event {
         Event::RowsChanged(rows) => undo_rows(context, rows, options, dry_run).await,
+        Event::RowsPacked(packed) => undo_rows(context, &unpacked(packed)?, options, dry_run).await,
         Event::SequenceMoved(moved) => {
             if !dry_run {
                 undo_sequence(context, moved).await?;
@@ -122,6 +124,15 @@ pub(crate) async fn undo(
         Event::SchemaChanged(changed) => undo_schema(context, changed, options, dry_run).await,
         other => Err(DbError::NoInverse { kind: other.kind() }),
     }
+}
+
+/// The rows of a packed chunk.
+pub(crate) fn unpacked(packed: &RowsPacked) -> Result<RowsChanged> {
+    packed.unpack().map_err(|problem| DbError::BadImages {
+        table: packed.table.clone(),
+        chunk: packed.chunk,
+        problem,
+    })
 }
 
 async fn undo_sequence(context: &mut Context<'_>, moved: &SequenceMoved) -> Result<()> {

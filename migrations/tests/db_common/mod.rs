@@ -69,7 +69,10 @@ impl TestLedger {
         for (_, event) in self.events().into_iter().rev() {
             if matches!(
                 event,
-                Event::RowsChanged(_) | Event::SequenceMoved(_) | Event::SchemaChanged(_)
+                Event::RowsChanged(_)
+                    | Event::RowsPacked(_)
+                    | Event::SequenceMoved(_)
+                    | Event::SchemaChanged(_)
             ) {
                 reports.push(database.undo(&event, options).unwrap());
             }

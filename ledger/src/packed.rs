@@ -1,0 +1,610 @@
+//! Packed row images: the rows of a [`RowsPacked`] event as one binary
+//! value, written by the capture straight from the database's values, so
+//! that a chunk costs the ledger one value to hash and store instead of
+//! thousands of JSON objects.
+//!
+//! # Format (version 1)
+//!
+//! All integers are little-endian. For an event of `rows` rows over
+//! `columns` columns:
+//!
+//! ```text
+//! images := flags{rows} image{befores} image{afters}
+//! flags  := u8: bit 0 the row has a before image (it was not inserted),
+//!               bit 1 the row has an after image (it was not deleted);
+//!               the other bits are 0, and at least one of the two is set
+//! image  := value{columns}
+//! value  := 0x00                        NULL
+//!         | 0x01 i64                    INTEGER
+//!         | 0x02 u64                    REAL: the IEEE-754 bits of the double
+//!         | 0x03 len:u32 bytes{len}     TEXT, UTF-8
+//!         | 0x04 len:u32 bytes{len}     BLOB
+//!         | 0x05 len:u32 bytes{len}     a PostgreSQL value's text, UTF-8
+//!         | 0x06                        after images only: the same value
+//!                                       as the row's before image holds
+//! ```
+//!
+//! The before images come first, in row order, for the rows with bit 0
+//! set; then the after images, in row order, for the rows with bit 1 set.
+//! A row's key is the value of each key column in its after image, or in
+//! its before image when it has none. Nothing follows the last image.
+//!
+//! In JSON (the canonical form, the journal, exports) the bytes are
+//! lowercase hex, as every [`Bytes`] value. `tools/unpack_rows.py` reads
+//! them back from an export with nothing but Python's standard library;
+//! `rewind show SEQ` prints them unpacked.
+
+use crate::bytes::Bytes;
+use crate::event::{RowImage, RowsChanged, RowsPacked, SqlValue};
+
+const NULL: u8 = 0;
+const INTEGER: u8 = 1;
+const REAL: u8 = 2;
+const TEXT: u8 = 3;
+const BLOB: u8 = 4;
+const TYPED: u8 = 5;
+const SAME: u8 = 6;
+
+/// The flag of a row with a before image.
+pub const BEFORE: u8 = 1;
+/// The flag of a row with an after image.
+pub const AFTER: u8 = 2;
+
+/// Builds the images of one event: every row's flags, then the before
+/// images, then the after images, each written value by value.
+#[derive(Debug, Default)]
+pub struct Packer {
+    flags: Vec<u8>,
+    befores: Vec<u8>,
+    afters: Vec<u8>,
+}
+
+/// Where the values of one image go.
+pub struct ImageWriter<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl ImageWriter<'_> {
+    /// Writes values to `out`, in the format of an image's values.
+    pub fn new(out: &mut Vec<u8>) -> ImageWriter<'_> {
+        ImageWriter { out }
+    }
+
+    pub fn null(&mut self) {
+        self.out.push(NULL);
+    }
+
+    pub fn integer(&mut self, value: i64) {
+        self.out.push(INTEGER);
+        self.out.extend_from_slice(&value.to_le_bytes());
+    }
+
+    /// A double, by its exact bits.
+    pub fn real_bits(&mut self, bits: u64) {
+        self.out.push(REAL);
+        self.out.extend_from_slice(&bits.to_le_bytes());
+    }
+
+    /// UTF-8 text. Bytes that are not UTF-8 are the caller's to refuse:
+    /// [`unpack`] does.
+    pub fn text(&mut self, text: &[u8]) {
+        self.lengthy(TEXT, text);
+    }
+
+    pub fn blob(&mut self, bytes: &[u8]) {
+        self.lengthy(BLOB, bytes);
+    }
+
+    /// A PostgreSQL value's text.
+    pub fn typed(&mut self, text: &str) {
+        self.lengthy(TYPED, text.as_bytes());
+    }
+
+    /// In an after image: the value the before image holds.
+    pub fn same(&mut self) {
+        self.out.push(SAME);
+    }
+
+    /// A value as [`SqlValue`] holds it; a `Real` that is not the hex
+    /// bits of a double cannot be packed.
+    pub fn value(&mut self, value: &SqlValue) -> Result<(), String> {
+        match value {
+            SqlValue::Null => self.null(),
+            SqlValue::Integer(value) => self.integer(*value),
+            SqlValue::Real(bits) => match bits
+                .strip_prefix("0x")
+                .filter(|digits| digits.len() == 16)
+                .and_then(|digits| u64::from_str_radix(digits, 16).ok())
+            {
+                Some(bits) => self.real_bits(bits),
+                None => return Err(format!("{bits} is not the bits of a double")),
+            },
+            SqlValue::Text(text) => self.text(text.as_bytes()),
+            SqlValue::Blob(bytes) => self.blob(bytes.as_slice()),
+            SqlValue::Typed(text) => self.typed(text),
+        }
+        Ok(())
+    }
+
+    fn lengthy(&mut self, tag: u8, bytes: &[u8]) {
+        let length = u32::try_from(bytes.len()).expect("a value under 4 GiB");
+        self.out.push(tag);
+        self.out.extend_from_slice(&length.to_le_bytes());
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// How many bytes the images written so far hold.
+    pub fn position(&self) -> usize {
+        self.out.len()
+    }
+}
+
+impl Packer {
+    pub fn new() -> Packer {
+        Packer::default()
+    }
+
+    /// How many rows have been started.
+    pub fn rows(&self) -> usize {
+        self.flags.len()
+    }
+
+    /// Starts a row; its images are then written with [`Packer::before`]
+    /// and [`Packer::after`], in row order within each.
+    pub fn row(&mut self, flags: u8) {
+        debug_assert!(flags & (BEFORE | AFTER) != 0 && flags & !(BEFORE | AFTER) == 0);
+        self.flags.push(flags);
+    }
+
+    /// The writer of the next before image.
+    pub fn before(&mut self) -> ImageWriter<'_> {
+        ImageWriter {
+            out: &mut self.befores,
+        }
+    }
+
+    /// The writer of the next after image.
+    pub fn after(&mut self) -> ImageWriter<'_> {
+        ImageWriter {
+            out: &mut self.afters,
+        }
+    }
+
+    /// The images, in the format above.
+    pub fn finish(self) -> Bytes {
+        let mut out = Vec::with_capacity(self.flags.len() + self.befores.len() + self.afters.len());
+        out.extend_from_slice(&self.flags);
+        out.extend_from_slice(&self.befores);
+        out.extend_from_slice(&self.afters);
+        Bytes(out)
+    }
+}
+
+/// Packs images as [`RowImage`]s hold them (after images in full).
+pub fn pack(rows: &[RowImage]) -> Result<Bytes, String> {
+    let mut packer = Packer::new();
+    for (index, row) in rows.iter().enumerate() {
+        let flags = if row.before.is_some() { BEFORE } else { 0 }
+            | if row.after.is_some() { AFTER } else { 0 };
+        if flags == 0 {
+            return Err(format!(
+                "row {index} has neither a before nor an after image"
+            ));
+        }
+        packer.row(flags);
+    }
+    for before in rows.iter().filter_map(|row| row.before.as_ref()) {
+        let mut writer = packer.before();
+        for value in before {
+            writer.value(value)?;
+        }
+    }
+    for row in rows {
+        if let Some(after) = &row.after {
+            let mut writer = packer.after();
+            for (position, value) in after.iter().enumerate() {
+                match row.before.as_ref().and_then(|before| before.get(position)) {
+                    Some(old) if old == value => writer.same(),
+                    _ => writer.value(value)?,
+                }
+            }
+        }
+    }
+    Ok(packer.finish())
+}
+
+/// Reads values back, one at a time.
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+/// A value as read: [`SqlValue`], or "the same as the before image".
+enum Read {
+    Value(SqlValue),
+    Same,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes, at: 0 }
+    }
+
+    fn take(&mut self, count: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .at
+            .checked_add(count)
+            .filter(|&end| end <= self.bytes.len())
+            .ok_or_else(|| format!("the images end inside a value at byte {}", self.at))?;
+        let taken = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(taken)
+    }
+
+    fn eight(&mut self) -> Result<[u8; 8], String> {
+        Ok(self.take(8)?.try_into().expect("eight bytes"))
+    }
+
+    fn lengthy(&mut self) -> Result<&'a [u8], String> {
+        let length = u32::from_le_bytes(self.take(4)?.try_into().expect("four bytes"));
+        self.take(length as usize)
+    }
+
+    fn utf8(&mut self) -> Result<String, String> {
+        let at = self.at;
+        let bytes = self.lengthy()?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| format!("text at byte {at} is not UTF-8"))
+    }
+
+    fn read(&mut self) -> Result<Read, String> {
+        let at = self.at;
+        let tag = self.take(1)?[0];
+        Ok(Read::Value(match tag {
+            NULL => SqlValue::Null,
+            INTEGER => SqlValue::Integer(i64::from_le_bytes(self.eight()?)),
+            REAL => SqlValue::Real(format!("0x{:016x}", u64::from_le_bytes(self.eight()?))),
+            TEXT => SqlValue::Text(self.utf8()?),
+            BLOB => SqlValue::Blob(Bytes(self.lengthy()?.to_vec())),
+            TYPED => SqlValue::Typed(self.utf8()?),
+            SAME => return Ok(Read::Same),
+            other => return Err(format!("unknown value tag {other} at byte {at}")),
+        }))
+    }
+
+    /// Steps over one value; true if it was "the same as before".
+    fn skip(&mut self) -> Result<bool, String> {
+        let at = self.at;
+        match self.take(1)?[0] {
+            NULL => {}
+            INTEGER | REAL => {
+                self.take(8)?;
+            }
+            TEXT | BLOB | TYPED => {
+                self.lengthy()?;
+            }
+            SAME => return Ok(true),
+            other => return Err(format!("unknown value tag {other} at byte {at}")),
+        }
+        Ok(false)
+    }
+
+    fn image(
+        &mut self,
+        width: usize,
+        before: Option<&[SqlValue]>,
+    ) -> Result<Vec<SqlValue>, String> {
+        (0..width)
+            .map(|position| match self.read()? {
+                Read::Value(value) => Ok(value),
+                Read::Same => before
+                    .and_then(|before| before.get(position))
+                    .cloned()
+                    .ok_or_else(|| {
+                        format!("a value at byte {} refers to a before image", self.at - 1)
+                    }),
+            })
+            .collect()
+    }
+}
+
+/// The values `bytes` holds, written by an [`ImageWriter`] (never "the
+/// same as before").
+pub fn read_values(bytes: &[u8]) -> Result<Vec<SqlValue>, String> {
+    let mut reader = Reader::new(bytes);
+    let mut values = Vec::new();
+    while reader.at < bytes.len() {
+        match reader.read()? {
+            Read::Value(value) => values.push(value),
+            Read::Same => return Err("a value refers to a before image".to_owned()),
+        }
+    }
+    Ok(values)
+}
+
+/// The rows' flags, checked, and where each key column is among the
+/// columns.
+fn layout(event: &RowsPacked) -> Result<(&[u8], Vec<usize>), String> {
+    let rows = event.rows as usize;
+    let bytes = event.images.as_slice();
+    let flags = bytes
+        .get(..rows)
+        .ok_or_else(|| format!("{rows} rows announced, {} bytes of images", bytes.len()))?;
+    let key_positions = event
+        .key_columns
+        .iter()
+        .map(|name| {
+            event
+                .columns
+                .iter()
+                .position(|column| &column.name == name)
+                .ok_or_else(|| format!("key column {name} is not among the columns"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    if let Some((row, bad)) = flags
+        .iter()
+        .enumerate()
+        .find(|&(_, &flag)| flag == 0 || flag & !(BEFORE | AFTER) != 0)
+    {
+        return Err(format!("row {row} has flags {bad}"));
+    }
+    Ok((flags, key_positions))
+}
+
+/// The keys of a packed event's rows, in order, read without building
+/// their images (the history index asks this of every event).
+pub fn keys(event: &RowsPacked) -> Result<Vec<Vec<SqlValue>>, String> {
+    let (flags, key_positions) = layout(event)?;
+    let width = event.columns.len();
+    // Position in the row to position in the key.
+    let mut slot = vec![None; width];
+    for (index, &position) in key_positions.iter().enumerate() {
+        slot[position] = Some(index);
+    }
+    let mut reader = Reader::new(&event.images.as_slice()[flags.len()..]);
+    let read_key = |reader: &mut Reader<'_>, before: Option<&[SqlValue]>| {
+        let mut key = vec![SqlValue::Null; key_positions.len()];
+        for &index in &slot {
+            match index {
+                None => {
+                    reader.skip()?;
+                }
+                Some(index) => {
+                    key[index] = match reader.read()? {
+                        Read::Value(value) => value,
+                        Read::Same => before
+                            .map(|before| before[index].clone())
+                            .ok_or("a key value refers to a before image")?,
+                    };
+                }
+            }
+        }
+        Ok::<_, String>(key)
+    };
+    let mut befores = Vec::with_capacity(flags.len());
+    for &flag in flags {
+        befores.push(match flag & BEFORE {
+            0 => None,
+            _ => Some(read_key(&mut reader, None)?),
+        });
+    }
+    let mut keys = Vec::with_capacity(flags.len());
+    for (&flag, before) in flags.iter().zip(befores) {
+        keys.push(match flag & AFTER {
+            0 => before.expect("a row has an image"),
+            _ => read_key(&mut reader, before.as_deref())?,
+        });
+    }
+    if reader.at != reader.bytes.len() {
+        return Err(format!(
+            "{} bytes follow the last image",
+            reader.bytes.len() - reader.at
+        ));
+    }
+    Ok(keys)
+}
+
+/// The rows of a packed event, each with its key and both images in full.
+pub fn unpack(event: &RowsPacked) -> Result<Vec<RowImage>, String> {
+    let (flags, key_positions) = layout(event)?;
+    let rows = flags.len();
+    let width = event.columns.len();
+    let bytes = event.images.as_slice();
+    let mut reader = Reader::new(&bytes[rows..]);
+    let mut befores = Vec::with_capacity(rows);
+    for &flag in flags {
+        befores.push(match flag & BEFORE {
+            0 => None,
+            _ => Some(reader.image(width, None)?),
+        });
+    }
+    let mut images = Vec::with_capacity(rows);
+    for (&flag, before) in flags.iter().zip(befores) {
+        let after = match flag & AFTER {
+            0 => None,
+            _ => Some(reader.image(width, before.as_deref())?),
+        };
+        let keyed = after
+            .as_ref()
+            .or(before.as_ref())
+            .expect("a row has an image");
+        let key = key_positions
+            .iter()
+            .map(|&position| keyed[position].clone())
+            .collect();
+        images.push(RowImage { after, before, key });
+    }
+    if reader.at != reader.bytes.len() {
+        return Err(format!(
+            "{} bytes follow the last image",
+            reader.bytes.len() - reader.at
+        ));
+    }
+    Ok(images)
+}
+
+impl RowsPacked {
+    /// The same chunk as a [`RowsChanged`], its rows unpacked.
+    pub fn unpack(&self) -> Result<RowsChanged, String> {
+        Ok(RowsChanged {
+            chunk: self.chunk,
+            columns: self.columns.clone(),
+            database: self.database.clone(),
+            key_columns: self.key_columns.clone(),
+            rows: unpack(self)?,
+            step: self.step,
+            table: self.table.clone(),
+        })
+    }
+
+    /// How many rows were updated, inserted and deleted, read from the
+    /// rows' flags alone.
+    pub fn shape(&self) -> (usize, usize, usize) {
+        let flags = &self.images.as_slice()[..(self.rows as usize).min(self.images.0.len())];
+        let count = |wanted: u8| flags.iter().filter(|&&flag| flag == wanted).count();
+        (count(BEFORE | AFTER), count(AFTER), count(BEFORE))
+    }
+
+    /// Packs a [`RowsChanged`].
+    pub fn of(rows: &RowsChanged) -> Result<RowsPacked, String> {
+        Ok(RowsPacked {
+            chunk: rows.chunk,
+            columns: rows.columns.clone(),
+            database: rows.database.clone(),
+            images: pack(&rows.rows)?,
+            key_columns: rows.key_columns.clone(),
+            rows: u32::try_from(rows.rows.len()).expect("fewer than 2^32 rows an event"),
+            step: rows.step,
+            table: rows.table.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::canonical::tests::value;
+    use crate::event::Column;
+
+    /// A row of `width` columns keyed by column 0: inserted, deleted, or
+    /// updated with some columns kept.
+    fn row(width: usize) -> impl Strategy<Value = RowImage> {
+        (
+            prop::collection::vec(value(), width),
+            prop::collection::vec(prop::option::of(value()), width),
+            0u8..3,
+        )
+            .prop_map(|(first, changes, shape)| {
+                let changed: Vec<SqlValue> = first
+                    .iter()
+                    .zip(changes)
+                    .enumerate()
+                    .map(|(position, (old, new))| match new {
+                        Some(new) if position > 0 => new,
+                        _ => old.clone(),
+                    })
+                    .collect();
+                let (before, after) = match shape {
+                    0 => (None, Some(first)),
+                    1 => (Some(first), None),
+                    _ => (Some(first), Some(changed)),
+                };
+                let key = vec![after.as_ref().or(before.as_ref()).unwrap()[0].clone()];
+                RowImage { after, before, key }
+            })
+    }
+
+    fn event(rows: Vec<RowImage>, width: usize) -> RowsChanged {
+        RowsChanged {
+            chunk: 0,
+            columns: (0..width)
+                .map(|i| Column {
+                    name: format!("c{i}"),
+                    sql_type: "any".into(),
+                })
+                .collect(),
+            database: "sqlite:///x.db".into(),
+            key_columns: vec!["c0".into()],
+            rows,
+            step: 1,
+            table: "t".into(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn unpacks_to_what_was_packed(
+            (rows, width) in (1usize..5).prop_flat_map(|width| {
+                (prop::collection::vec(row(width), 0..20), Just(width))
+            })
+        ) {
+            let rows = event(rows, width);
+            let packed = RowsPacked::of(&rows).unwrap();
+            let expected: Vec<Vec<SqlValue>> = rows.rows.iter().map(|row| row.key.clone()).collect();
+            prop_assert_eq!(keys(&packed).unwrap(), expected);
+            prop_assert_eq!(packed.unpack().unwrap(), rows);
+        }
+    }
+
+    #[test]
+    fn an_unchanged_column_of_an_update_packs_as_one_byte() {
+        let before = vec![SqlValue::Integer(1), SqlValue::Text("a long text".into())];
+        let after = vec![SqlValue::Integer(1), SqlValue::Text("changed".into())];
+        let rows = event(
+            vec![RowImage {
+                after: Some(after),
+                before: Some(before),
+                key: vec![SqlValue::Integer(1)],
+            }],
+            2,
+        );
+        let packed = RowsPacked::of(&rows).unwrap();
+        // flags, before (9 + 16), after (SAME + 12).
+        assert_eq!(packed.images.0.len(), 1 + 9 + 16 + 1 + 12);
+        assert_eq!(packed.images.0[1 + 25], SAME);
+    }
+
+    #[test]
+    fn refuses_images_that_do_not_hold_what_they_announce() {
+        let rows = event(
+            vec![RowImage {
+                after: None,
+                before: Some(vec![SqlValue::Text("x".into())]),
+                key: vec![SqlValue::Text("x".into())],
+            }],
+            1,
+        );
+        let good = RowsPacked::of(&rows).unwrap();
+        let with = |images: Vec<u8>, count: u32| RowsPacked {
+            images: Bytes(images),
+            rows: count,
+            ..good.clone()
+        };
+        let bytes = good.images.0.clone();
+        let problems = [
+            with(bytes.clone(), 2),
+            with(bytes[..bytes.len() - 1].to_vec(), 1),
+            with([bytes.as_slice(), &[0]].concat(), 1),
+            with([&[4u8][..], &bytes[1..]].concat(), 1),
+            with([&[1u8, 9][..]].concat(), 1),
+            with([&[1u8, 3, 1, 0, 0, 0, 0xff][..]].concat(), 1),
+            with([&[2u8, 6][..]].concat(), 1),
+        ];
+        for packed in problems {
+            assert!(packed.unpack().is_err(), "{:?} unpacked", packed.images);
+            assert!(keys(&packed).is_err(), "{:?} gave keys", packed.images);
+        }
+        assert!(
+            RowsPacked::of(&event(
+                vec![RowImage {
+                    after: Some(vec![SqlValue::Real("1.5".into())]),
+                    before: None,
+                    key: vec![SqlValue::Real("1.5".into())],
+                }],
+                1
+            ))
+            .is_err()
+        );
+    }
+}
