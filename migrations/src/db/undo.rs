@@ -7,6 +7,10 @@
 //! insert run per row), the current rows are read with one join, each row
 //! is compared with its after image, and then one `UPDATE … FROM`, one
 //! `DELETE` and one `INSERT … SELECT` restore the rows that did not drift.
+//! On PostgreSQL an `UPDATE … FROM … RETURNING` first restores the updated
+//! rows whose every column's text still equals the after image's, checking
+//! each as it finds it; only the rest are then read, locked and compared,
+//! so that each row is looked up once. A `RowsPacked` is unpacked first.
 //! A row that already equals its before image (a rollback interrupted
 //! after its commit and run again) is left as it is and counted, not
 //! reported as drift.
@@ -462,6 +466,74 @@ async fn restore_rows(
             .collect::<Vec<_>>()
             .join(" AND ");
         let table = &info.quoted;
+        let key_positions = info_positions(rows);
+        let non_key: Vec<usize> = (0..column_count)
+            .filter(|i| !key_positions.contains(i))
+            .collect();
+        let restore_join = rows
+            .key_columns
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("{table}.{} = i.k{i}{}", quote_ident(name), cast(name)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let sets = non_key
+            .iter()
+            .map(|&i| {
+                let name = &rows.columns[i].name;
+                format!("{} = i.b{i}{}", quote_ident(name), cast(name))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        // PostgreSQL: the updated rows still at their after image are
+        // restored by one statement that checks them as it finds them, so
+        // each row is looked up once (a table larger than the server's
+        // buffers pays for every lookup). The rest — inserted and deleted
+        // rows, and rows not at their after image — are read, locked and
+        // classified below; drift that stops the undo rolls this back with
+        // everything else.
+        let mut done = vec![false; rows.rows.len()];
+        if engine == Engine::Postgres && !dry_run && !non_key.is_empty() {
+            let now = rows
+                .columns
+                .iter()
+                .map(|column| format!("{table}.{}::text COLLATE \"C\"", quote_ident(&column.name)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let afters = (0..column_count)
+                .map(|i| format!("i.a{i} COLLATE \"C\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let restored = context
+                .fetch(
+                    step,
+                    &format!(
+                        "UPDATE {table} SET {sets} FROM {images} AS i WHERE {restore_join} \
+                         AND i.hb AND i.ha AND ROW({now}) IS NOT DISTINCT FROM ROW({afters}) \
+                         RETURNING i.idx"
+                    ),
+                    &[],
+                )
+                .await?;
+            let mut ids = Vec::with_capacity(restored.len());
+            for row in restored {
+                if let Some(SqlValue::Integer(index)) = row.first()
+                    && let Some(slot) = done.get_mut(*index as usize)
+                {
+                    *slot = true;
+                    ids.push(*index as i32);
+                }
+            }
+            if !ids.is_empty() {
+                context
+                    .execute(
+                        step,
+                        "DELETE FROM _rw_images WHERE idx = ANY($1::int4[])",
+                        &[Bind::IntArray(ids)],
+                    )
+                    .await?;
+            }
+        }
         let current_sql = match engine {
             // Locks the rows it reads, so that nobody changes them between
             // the drift check and the restore; a row it does not return is
@@ -489,6 +561,10 @@ async fn restore_rows(
         };
         let mut leave_alone: Vec<i64> = Vec::new();
         for (index, (image, now)) in rows.rows.iter().zip(current).enumerate() {
+            if done[index] {
+                report.restored += 1;
+                continue;
+            }
             match classify(rows, image, now) {
                 State::AtAfter => report.restored += 1,
                 State::AtBefore => {
@@ -537,26 +613,7 @@ async fn restore_rows(
                 }
             }
         }
-        let key_positions = info_positions(rows);
-        let non_key: Vec<usize> = (0..column_count)
-            .filter(|i| !key_positions.contains(i))
-            .collect();
-        let restore_join = rows
-            .key_columns
-            .iter()
-            .enumerate()
-            .map(|(i, name)| format!("{table}.{} = i.k{i}{}", quote_ident(name), cast(name)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
         if !non_key.is_empty() {
-            let sets = non_key
-                .iter()
-                .map(|&i| {
-                    let name = &rows.columns[i].name;
-                    format!("{} = i.b{i}{}", quote_ident(name), cast(name))
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
             context
                 .execute(
                     step,
