@@ -62,7 +62,10 @@ def unpack(event):
     rows = event["rows"]
     width = len(event["columns"])
     names = [column["name"] for column in event["columns"]]
-    keys = [names.index(name) for name in event["key_columns"]]
+    try:
+        keys = [names.index(name) for name in event["key_columns"]]
+    except ValueError:
+        raise Bad("a key column is not among the columns")
     data = bytes.fromhex(event["images"])
     flags = data[:rows]
     if len(flags) != rows or any(flag not in (1, 2, 3) for flag in flags):

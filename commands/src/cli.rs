@@ -155,7 +155,8 @@ pub struct HistoryArgs {
     #[arg(long, value_name = "KEY", requires = "table")]
     pub key: Option<String>,
 
-    /// Only events of this kind (e.g. PathMoved, RowsChanged, Note)
+    /// Only events of this kind (e.g. PathMoved, RowsPacked, Note; row
+    /// events of ledgers written before packed images are RowsChanged)
     #[arg(long, value_name = "KIND")]
     pub kind: Option<String>,
 

@@ -10,6 +10,10 @@ use crate::record::Record;
 
 /// The version of the stored value layout and of the record schema's
 /// encoding. A ledger written by a newer rewind is refused, never guessed at.
+/// Event kinds are only ever added at the end of `Event` (so that the
+/// variant indices of the others stay), without a new version: a rewind
+/// older than a kind (`NeverHappened`, `RowsPacked`) reads a record of it
+/// as one that does not decode, naming its seq, and stops there.
 pub const FORMAT_VERSION: u8 = 1;
 
 fn config() -> bincode::config::Configuration {

@@ -606,7 +606,8 @@ impl Event {
                 .iter()
                 .map(|row| Subject::Row(e.table.clone(), render_key(&row.key)))
                 .collect(),
-            // Images that do not unpack fail `verify`'s unpacking check.
+            // Images that do not unpack name no rows: their rollback (and
+            // `rewind show`) says why.
             Event::RowsPacked(e) => crate::packed::keys(e)
                 .map(|keys| {
                     keys.iter()

@@ -180,8 +180,11 @@ impl Packer {
     }
 }
 
-/// Packs images as [`RowImage`]s hold them (after images in full).
-pub fn pack(rows: &[RowImage]) -> Result<Bytes, String> {
+/// Packs images as [`RowImage`]s hold them (after images in full). The
+/// format keeps no key apart from the images, so a row whose key is not
+/// the value at `key_positions` of its images — a key a trigger changed —
+/// cannot be packed.
+pub fn pack(rows: &[RowImage], key_positions: &[usize]) -> Result<Bytes, String> {
     let mut packer = Packer::new();
     for (index, row) in rows.iter().enumerate() {
         let flags = if row.before.is_some() { BEFORE } else { 0 }
@@ -190,6 +193,18 @@ pub fn pack(rows: &[RowImage]) -> Result<Bytes, String> {
             return Err(format!(
                 "row {index} has neither a before nor an after image"
             ));
+        }
+        for image in [&row.before, &row.after].into_iter().flatten() {
+            let held: Option<Vec<&SqlValue>> = key_positions
+                .iter()
+                .map(|&position| image.get(position))
+                .collect();
+            if held.is_none_or(|held| !held.iter().copied().eq(row.key.iter())) {
+                return Err(format!(
+                    "row {index}: its key ({}) is not the key both its images hold: a key column changed",
+                    crate::event::render_key(&row.key)
+                ));
+            }
         }
         packer.row(flags);
     }
@@ -279,8 +294,13 @@ impl<'a> Reader<'a> {
             INTEGER | REAL => {
                 self.take(8)?;
             }
-            TEXT | BLOB | TYPED => {
+            BLOB => {
                 self.lengthy()?;
+            }
+            TEXT | TYPED => {
+                if std::str::from_utf8(self.lengthy()?).is_err() {
+                    return Err(format!("text at byte {at} is not UTF-8"));
+                }
             }
             SAME => return Ok(true),
             other => return Err(format!("unknown value tag {other} at byte {at}")),
@@ -366,7 +386,9 @@ pub fn keys(event: &RowsPacked) -> Result<Vec<Vec<SqlValue>>, String> {
         for &index in &slot {
             match index {
                 None => {
-                    reader.skip()?;
+                    if reader.skip()? && before.is_none() {
+                        return Err("a value refers to a before image the row lacks".to_owned());
+                    }
                 }
                 Some(index) => {
                     key[index] = match reader.read()? {
@@ -466,11 +488,21 @@ impl RowsPacked {
 
     /// Packs a [`RowsChanged`].
     pub fn of(rows: &RowsChanged) -> Result<RowsPacked, String> {
+        let key_positions = rows
+            .key_columns
+            .iter()
+            .map(|name| {
+                rows.columns
+                    .iter()
+                    .position(|column| &column.name == name)
+                    .ok_or_else(|| format!("key column {name} is not among the columns"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(RowsPacked {
             chunk: rows.chunk,
             columns: rows.columns.clone(),
             database: rows.database.clone(),
-            images: pack(&rows.rows)?,
+            images: pack(&rows.rows, &key_positions)?,
             key_columns: rows.key_columns.clone(),
             rows: u32::try_from(rows.rows.len()).expect("fewer than 2^32 rows an event"),
             step: rows.step,
@@ -563,6 +595,52 @@ mod tests {
         // flags, before (9 + 16), after (SAME + 12).
         assert_eq!(packed.images.0.len(), 1 + 9 + 16 + 1 + 12);
         assert_eq!(packed.images.0[1 + 25], SAME);
+    }
+
+    #[test]
+    fn keys_refuse_what_unpack_refuses_in_other_columns() {
+        let two = RowsPacked::of(&event(Vec::new(), 2)).unwrap();
+        let one = [INTEGER, 1, 0, 0, 0, 0, 0, 0, 0];
+        for images in [
+            // A non-key column's text is not UTF-8.
+            [&[BEFORE][..], &one, &[TEXT, 1, 0, 0, 0, 0xff]].concat(),
+            // A before image's non-key column says "the same as before".
+            [&[BEFORE][..], &one, &[SAME]].concat(),
+            // So does an inserted row's.
+            [&[AFTER][..], &one, &[SAME]].concat(),
+        ] {
+            let packed = RowsPacked {
+                images: Bytes(images),
+                rows: 1,
+                ..two.clone()
+            };
+            assert!(packed.unpack().is_err(), "{:?}", packed.images);
+            assert!(keys(&packed).is_err(), "{:?}", packed.images);
+        }
+    }
+
+    #[test]
+    fn a_row_whose_key_changed_is_not_packed() {
+        let image = |key: i64| Some(vec![SqlValue::Integer(key), SqlValue::Null]);
+        let changed = event(
+            vec![RowImage {
+                after: image(2),
+                before: image(1),
+                key: vec![SqlValue::Integer(1)],
+            }],
+            2,
+        );
+        let problem = RowsPacked::of(&changed).unwrap_err();
+        assert!(problem.contains("a key column changed"), "{problem}");
+        let misnamed = event(
+            vec![RowImage {
+                after: None,
+                before: image(1),
+                key: vec![SqlValue::Integer(3)],
+            }],
+            2,
+        );
+        assert!(RowsPacked::of(&misnamed).is_err());
     }
 
     #[test]

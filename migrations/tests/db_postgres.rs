@@ -942,6 +942,47 @@ fn postgres_after_image_sees_what_a_trigger_changed() {
     );
 }
 
+/// A trigger that changes a key column makes the row another row: rewind,
+/// which finds rows by their key, refuses the step (its chunk rolled back,
+/// nothing recorded) instead of recording images a rollback would apply to
+/// the wrong row.
+#[test]
+fn postgres_a_trigger_that_changes_the_key_fails_the_step_with_nothing_changed() {
+    let Some((scratch, mut database)) = fixture("rw_trigger_key") else {
+        return;
+    };
+    database
+        .execute_script(
+            "CREATE TABLE codes (code text PRIMARY KEY, v int); \
+             INSERT INTO codes VALUES ('a', 1), ('b', 2); \
+             CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN NEW.code := upper(NEW.code); RETURN NEW; END $$; \
+             CREATE TRIGGER shout BEFORE UPDATE ON codes FOR EACH ROW EXECUTE FUNCTION shout()",
+        )
+        .unwrap();
+    let before = scratch.dump(true);
+    let mut ledger = TestLedger::new();
+    let error = database
+        .update(
+            &Update {
+                step: 1,
+                table: "codes".into(),
+                key: None,
+                filter: None,
+                set: set(&[("v", "v + 10")]),
+                chunk_size: 1000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("cannot record a change of it"),
+        "{error}"
+    );
+    assert_eq!(scratch.dump(true), before, "nothing changed");
+    assert!(ledger.events().is_empty(), "{:?}", ledger.events());
+}
+
 /// Restoring rows does not fire the table's ordinary triggers: the undo
 /// sets `session_replication_role = replica` for its transaction. A
 /// trigger marked `ENABLE ALWAYS` fires anyway and is named in the

@@ -407,6 +407,41 @@ fn sqlite_bad_input_is_refused_with_nothing_changed() {
     assert!(error.hint().unwrap().contains("key"));
     let error = database
         .update(
+            &update(
+                "things",
+                Some(vec!["id".into(), "id".into()]),
+                "1=1",
+                &[("qty", "1")],
+            ),
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::KeyColumnTwice { column, .. } if column == "id"),
+        "{error}"
+    );
+    // A `set` that smuggles in a second statement is refused, never run
+    // in part: the whole table is one chunk here, so no count could tell.
+    let error = database
+        .update(
+            &Update {
+                filter: None,
+                ..update(
+                    "things",
+                    None,
+                    "",
+                    &[("qty", "7); DELETE FROM tags; SELECT (1")],
+                )
+            },
+            &mut recorder,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::Statement { step: 7, message, .. } if message.contains("more than one statement")),
+        "{error}"
+    );
+    let error = database
+        .update(
             &update("things", None, "1=1", &[("id", "1")]),
             &mut recorder,
         )

@@ -11,13 +11,19 @@ use crate::printer::table;
 pub fn run(ctx: &mut Ctx, args: ShowArgs) -> CliResult {
     let view = ctx.open_read()?;
     let entry = view.get(args.seq)?;
-    // The rows of a packed chunk, unpacked: what its hex images hold.
+    // The rows of a packed chunk, unpacked: what its hex images hold. Images
+    // that do not unpack are shown as stored, with a warning.
     let unpacked = match &entry.record.event {
-        Event::RowsPacked(packed) => Some(
-            packed
-                .unpack()
-                .map_err(|problem| anyhow::anyhow!("seq {}: {problem}", args.seq))?,
-        ),
+        Event::RowsPacked(packed) => match packed.unpack() {
+            Ok(rows) => Some(rows),
+            Err(problem) => {
+                ctx.printer.warning(&format!(
+                    "seq {}: the packed images do not unpack: {problem}",
+                    args.seq
+                ));
+                None
+            }
+        },
         _ => None,
     };
     if ctx.printer.json {

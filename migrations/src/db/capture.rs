@@ -5,15 +5,19 @@
 //! handed to the [`Recorder`] (which appends them to the ledger and flushes)
 //! *before* the transaction commits. If recording fails, the transaction
 //! is rolled back, so the database never holds a change the ledger lacks.
-//! A chunk's images are one recorder call: `RowsChanged` events of at most
-//! [`ROWS_PER_EVENT`] rows.
+//! A chunk's images are one recorder call: `RowsPacked` events of at most
+//! [`ROWS_PER_EVENT`] rows, their images packed ([`rewind_ledger::packed`]).
 //!
-//! Images cross sqlx packed, one value per chunk ([`super::images`]): on
-//! SQLite the chunk's keys are its key range, or (with a `where`, which
-//! the statement may stop matching) a temporary table of the picked keys;
-//! on PostgreSQL one statement locks the chunk, changes it and returns its
-//! images, and while a chunk is recorded and commits the next one's
-//! statement already runs on a second connection ([`pg_overlapped`]).
+//! On SQLite the chunk's keys are its key range, or (with a `where`, which
+//! the statement may stop matching) a temporary table of the picked keys,
+//! and the images come from SQLite's own handle ([`super::sqlite_raw`]):
+//! from its preupdate hook as the statement changes each row
+//! ([`sqlite_hooked_chunk`]), or, when a trigger may change what the
+//! statement wrote, read before and after it ([`sqlite_chunk`]). On
+//! PostgreSQL one statement locks the chunk, changes it and returns its
+//! images as one packed text ([`super::images`]), and while a chunk is
+//! recorded and commits the next one's statement already runs on a second
+//! connection ([`pg_overlapped`]).
 
 use std::collections::BTreeMap;
 
@@ -26,7 +30,7 @@ use super::catalog::{SequenceState, TableInfo, cascades, has_triggers, sequences
 use super::error::{DbError, Result};
 use super::executor::{Bind, Engine, Executor, quote_ident};
 use super::images::{parse_pg, pg_record};
-use super::sqlite_raw::{Failed, Row};
+use super::sqlite_raw::{Changes, Failed, Op, Row};
 
 /// The default number of rows per chunk: one transaction, whose images are
 /// recorded (in one durable batch) before it commits. Each commit costs
@@ -36,7 +40,7 @@ use super::sqlite_raw::{Failed, Row};
 /// of images in memory.
 pub const DEFAULT_CHUNK_SIZE: usize = 10_000;
 
-/// The most rows one `RowsChanged` event holds; a larger chunk is recorded
+/// The most rows one `RowsPacked` event holds; a larger chunk is recorded
 /// as several events, all in the batch made durable before its commit.
 pub const ROWS_PER_EVENT: usize = 1000;
 
@@ -154,7 +158,7 @@ pub struct StepReport {
     pub chunks: u32,
     /// Every event recorded.
     pub events: u64,
-    /// The `RowsChanged` events among them.
+    /// The `RowsPacked` events among them.
     pub row_events: u32,
 }
 
@@ -302,6 +306,21 @@ impl Context<'_> {
         }
     }
 
+    /// Whether a SQLite table has hidden (generated) columns.
+    async fn sqlite_hidden_columns(&mut self, step: u32, table: &TableInfo) -> Result<bool> {
+        let rows = self
+            .fetch(
+                step,
+                "SELECT count(*) FROM pragma_table_xinfo(?1) WHERE hidden != 0",
+                &[Bind::Value(SqlValue::Text(table.name.clone()))],
+            )
+            .await?;
+        Ok(!matches!(
+            rows.first().map(Vec::as_slice),
+            Some([SqlValue::Integer(0)])
+        ))
+    }
+
     async fn sequences(&mut self, step: u32, table: &TableInfo) -> Result<Vec<SequenceState>> {
         match sequences(self.executor, table).await {
             Ok(states) => Ok(states),
@@ -372,11 +391,17 @@ fn chunk_events(
     images: Vec<RowImage>,
 ) -> Result<Vec<Event>> {
     let mut events = Vec::with_capacity(images.len().div_ceil(ROWS_PER_EVENT));
+    let key_positions = info.key_positions();
     for rows in images.chunks(ROWS_PER_EVENT) {
-        let packed = pack(rows).map_err(|problem| DbError::BadImages {
-            table: info.name.clone(),
-            chunk: report.row_events,
-            problem,
+        // A trigger or rule that changes a key column: the row's images
+        // would be found under neither key.
+        let packed = pack(rows, &key_positions).map_err(|problem| DbError::InvalidStep {
+            step,
+            problem: format!(
+                "table {}: {problem}; rewind finds rows by their key and cannot record a change of it \
+                 (a trigger or rule that sets a key column)",
+                info.name
+            ),
         })?;
         events.push(Event::RowsPacked(RowsPacked {
             chunk: report.row_events,
@@ -499,6 +524,31 @@ impl<'a> RowsPlan<'a> {
                 &format!(
                     "DROP TABLE IF EXISTS {SQLITE_KEYS}; CREATE TEMP TABLE _rw_keys ({columns})"
                 ),
+            )
+            .await
+    }
+
+    /// Fills the keys table with the next filtered chunk's keys, in key
+    /// order; returns how many.
+    async fn pick_sqlite_keys(
+        &self,
+        context: &mut Context<'_>,
+        filter: &str,
+        lower_sql: &str,
+        lower_binds: &[Bind],
+    ) -> Result<u64> {
+        let (table, keys, limit) = (self.table(), &self.keys, self.chunk_size);
+        context
+            .script(self.step, &format!("DELETE FROM {SQLITE_KEYS}"))
+            .await?;
+        context
+            .execute(
+                self.step,
+                &format!(
+                    "INSERT INTO {SQLITE_KEYS} SELECT {keys} FROM {table} WHERE ({filter}){lower_sql} \
+                     ORDER BY {keys} LIMIT {limit}"
+                ),
+                lower_binds,
             )
             .await
     }
@@ -727,6 +777,13 @@ async fn change_rows(
 ) -> Result<StepReport> {
     let engine = context.executor.engine();
     let sqlite_keys = engine == Engine::Sqlite && plan.filter.is_some();
+    // SQLite's preupdate hook hands over each row's images as the statement
+    // changes it, unless a trigger may change what the statement wrote or
+    // the table has columns the hook counts that the images do not hold
+    // (generated ones).
+    let hooked = engine == Engine::Sqlite
+        && !context.has_triggers(plan.step, plan.info).await?
+        && !context.sqlite_hidden_columns(plan.step, plan.info).await?;
     if sqlite_keys {
         plan.create_sqlite_keys(context).await?;
     }
@@ -738,6 +795,11 @@ async fn change_rows(
             break Err(error);
         }
         let chunk = match engine {
+            Engine::Sqlite if hooked => {
+                sqlite_hooked_chunk(context, plan, change, lower.as_deref())
+                    .await
+                    .map(|chunk| chunk.map(Chunk::Packed))
+            }
             Engine::Sqlite => sqlite_chunk(context, plan, change, lower.as_deref())
                 .await
                 .map(|chunk| chunk.map(Chunk::Packed)),
@@ -928,18 +990,7 @@ async fn sqlite_chunk(
             None,
         ),
         Some(filter) => {
-            context
-                .script(step, &format!("DELETE FROM {SQLITE_KEYS}"))
-                .await?;
-            context
-                .execute(
-                    step,
-                    &format!(
-                        "INSERT INTO {SQLITE_KEYS} SELECT {keys} FROM {table} WHERE ({filter}){lower_sql} \
-                         ORDER BY {keys} LIMIT {limit}"
-                    ),
-                    &lower_binds,
-                )
+            plan.pick_sqlite_keys(context, filter, &lower_sql, &lower_binds)
                 .await?;
             let join = plan
                 .info
@@ -967,12 +1018,7 @@ async fn sqlite_chunk(
         }
     };
     let database = context.database.to_owned();
-    let failed = |failed: Failed| DbError::Statement {
-        step,
-        database: database.clone(),
-        statement: failed.statement,
-        message: failed.message,
-    };
+    let failed = |failed: Failed| raw_failed(&database, step, failed);
     let Some(executor) = context.executor.as_sqlite() else {
         unreachable!("a SQLite chunk runs on a SQLite executor")
     };
@@ -1091,6 +1137,135 @@ async fn sqlite_chunk(
         .map_err(|error| context_error(&database, step, error))?
 }
 
+/// Changes the next SQLite chunk in the open transaction, its images
+/// written by SQLite's preupdate hook as the statement changes each row
+/// ([`Changes`]): no read of the rows before or after. The chunk is the
+/// keys up to the `chunk_size`-th after `lower` (found in the key index
+/// alone), or, with a `where`, the keys picked into the keys table; the
+/// statement must change exactly those rows and nothing else.
+async fn sqlite_hooked_chunk(
+    context: &mut Context<'_>,
+    plan: &RowsPlan<'_>,
+    change: &Change,
+    lower: Option<&[SqlValue]>,
+) -> Result<Option<SqliteChunk>> {
+    let step = plan.step;
+    let table = plan.table();
+    let keys = &plan.keys;
+    let limit = plan.chunk_size;
+    let (lower_sql, lower_binds) = plan.lower(Engine::Sqlite, lower);
+    let key_columns = (0..plan.info.key.len())
+        .map(|i| format!("k{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let picked = match plan.filter {
+        None => None,
+        Some(filter) => {
+            let picked = plan
+                .pick_sqlite_keys(context, filter, &lower_sql, &lower_binds)
+                .await?;
+            if picked == 0 {
+                return Ok(None);
+            }
+            Some(picked)
+        }
+    };
+    let database = context.database.to_owned();
+    let failed = |failed: Failed| raw_failed(&database, step, failed);
+    let Some(executor) = context.executor.as_sqlite() else {
+        unreachable!("a SQLite chunk runs on a SQLite executor")
+    };
+    let (op, changed, done) = match change {
+        Change::Update { changed, .. } => (Op::Update, changed.as_slice(), "the update changed"),
+        Change::Delete => (Op::Delete, &[][..], "the delete removed"),
+    };
+    executor
+        .with_handle(|handle| {
+            // The chunk's condition, and its last key.
+            let (bound, binds, last) = match picked {
+                None => {
+                    let upper = handle
+                        .first_row(
+                            &format!(
+                                "SELECT {keys} FROM {table} WHERE TRUE{lower_sql} \
+                                 ORDER BY {keys} LIMIT 1 OFFSET {}",
+                                limit - 1
+                            ),
+                            &lower_binds,
+                        )
+                        .map_err(failed)?;
+                    match upper {
+                        Some(upper) => {
+                            let bound = format!(
+                                "TRUE{lower_sql} AND ({keys}) <= ({})",
+                                key_placeholders(Engine::Sqlite, plan.info, lower_binds.len() + 1)
+                            );
+                            let mut binds = lower_binds.clone();
+                            binds.extend(upper.iter().cloned().map(Bind::Value));
+                            (bound, binds, upper)
+                        }
+                        // Fewer than a chunk's rows are left: all of them.
+                        None => (format!("TRUE{lower_sql}"), lower_binds.clone(), Vec::new()),
+                    }
+                }
+                Some(_) => {
+                    let last = handle
+                        .first_row(
+                            &format!(
+                                "SELECT {key_columns} FROM {SQLITE_KEYS} ORDER BY rowid DESC LIMIT 1"
+                            ),
+                            &[],
+                        )
+                        .map_err(failed)?
+                        .unwrap_or_default();
+                    (
+                        format!("({keys}) IN (SELECT {key_columns} FROM {SQLITE_KEYS})"),
+                        Vec::new(),
+                        last,
+                    )
+                }
+            };
+            let statement = match change {
+                Change::Update { sets, .. } => format!("UPDATE {table} SET {sets} WHERE {bound}"),
+                Change::Delete => format!("DELETE FROM {table} WHERE {bound}"),
+            };
+            let mut changes = Changes {
+                table: &plan.info.name,
+                op,
+                width: plan.info.columns.len(),
+                changed,
+                rowid_first: plan.info.columns[0].name == "rowid"
+                    && plan.info.columns[0].sql_type == "ROWID",
+                packers: Vec::new(),
+                rows: 0,
+                problem: None,
+            };
+            let count = handle
+                .run_capturing(&statement, &binds, &mut changes)
+                .map_err(failed)?;
+            if let Some(problem) = changes.problem {
+                return Err(concurrent(plan.info, step, problem));
+            }
+            if count != changes.rows as u64 || picked.is_some_and(|picked| picked != count) {
+                return Err(concurrent(
+                    plan.info,
+                    step,
+                    format!("captured {} rows but {done} {count}", changes.rows),
+                ));
+            }
+            if count == 0 {
+                return Ok(None);
+            }
+            Ok(Some(SqliteChunk {
+                rows: changes.rows,
+                last,
+                packers: changes.packers,
+            }))
+        })
+        .await
+        .map_err(|error| context_error(&database, step, error))?
+}
+
 /// A chunk's packed images as `RowsPacked` events, numbered on from the
 /// step's previous events.
 fn packed_events(
@@ -1117,6 +1292,16 @@ fn packed_events(
             event
         })
         .collect()
+}
+
+/// A statement run on SQLite's handle that failed.
+fn raw_failed(database: &str, step: u32, failed: Failed) -> DbError {
+    DbError::Statement {
+        step,
+        database: database.to_owned(),
+        statement: failed.statement,
+        message: failed.message,
+    }
 }
 
 /// The error of a connection whose handle could not be had.

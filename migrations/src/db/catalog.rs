@@ -185,7 +185,13 @@ pub(crate) async fn table_info(
             table: table.to_owned(),
         });
     }
-    for name in &key {
+    for (index, name) in key.iter().enumerate() {
+        if key[..index].contains(name) {
+            return Err(DbError::KeyColumnTwice {
+                table: table.to_owned(),
+                column: name.clone(),
+            });
+        }
         if !columns.iter().any(|column| &column.name == name) {
             return Err(DbError::UnknownColumn {
                 table: table.to_owned(),

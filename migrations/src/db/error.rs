@@ -24,6 +24,9 @@ pub enum DbError {
     #[error("unknown column {column} in table {table}")]
     UnknownColumn { table: String, column: String },
 
+    #[error("the key of table {table} names column {column} twice")]
+    KeyColumnTwice { table: String, column: String },
+
     #[error("table {table} has no usable key: no primary key and no key columns given")]
     NoKey { table: String },
 
@@ -123,6 +126,7 @@ impl DbError {
             DbError::UnknownColumn { .. } => {
                 Some("check the column names in the step's key and set")
             }
+            DbError::KeyColumnTwice { .. } => Some("name each key column once in the step's key"),
             DbError::NoKey { .. } => {
                 Some("give the step `key = [\"column\", …]` naming unique, non-null columns")
             }

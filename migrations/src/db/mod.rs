@@ -7,7 +7,7 @@
 //! its events to a [`Recorder`] — the ledger's one appender — and commits
 //! each chunk's transaction only after the recorder returned, so the images
 //! are durable first. [`Database::undo`] applies the inverse of one
-//! `RowsChanged`, `SequenceMoved` or `SchemaChanged` event after checking
+//! `RowsPacked` (or `RowsChanged`), `SequenceMoved` or `SchemaChanged` event after checking
 //! drift; [`Database::check_drift`] only looks.
 //!
 //! Each engine is its own [`Executor`]; values are never squeezed through
@@ -15,7 +15,7 @@
 //! database url in events and messages has its password removed
 //! ([`redact_url`]).
 //!
-//! Recovery after a crash: a chunk's `RowsChanged` events (one per at most
+//! Recovery after a crash: a chunk's `RowsPacked` events (one per at most
 //! [`ROWS_PER_EVENT`] rows, all in one durable batch) are in the ledger
 //! before its transaction commits, so the newest chunk of an unfinished
 //! step may never have committed. [`Database::chunk_state`] tells, through
@@ -217,7 +217,7 @@ impl Database {
         self.run(async |context| undo::undo(context, event, options, false).await)
     }
 
-    /// Undoes several `RowsChanged` events of one table (the events of one
+    /// Undoes several `RowsPacked` or `RowsChanged` events of one table (the events of one
     /// chunk, say) in one transaction, in the order given: see
     /// `undo_rows_group` in `undo.rs`. Any other event is refused, with
     /// nothing done. An error comes with the index of the event it arose at.

@@ -11,14 +11,15 @@
 
 #![allow(unsafe_code)]
 
-use std::ffi::{CStr, c_int};
+use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr::{self, NonNull};
 
 use libsqlite3_sys as ffi;
 use rewind_ledger::SqlValue;
-use rewind_ledger::packed::ImageWriter;
+use rewind_ledger::packed::{AFTER, BEFORE, ImageWriter, Packer, read_values};
 use sqlx::sqlite::LockedSqliteHandle;
 
+use super::capture::ROWS_PER_EVENT;
 use super::executor::Bind;
 use super::sqlite::real_from_bits;
 
@@ -76,18 +77,31 @@ impl Handle {
     fn prepare(&self, sql: &str) -> Result<Statement<'_>, String> {
         let length = c_int::try_from(sql.len()).map_err(|_| "statement too long".to_owned())?;
         let mut raw = ptr::null_mut();
+        let mut tail: *const c_char = ptr::null();
         // SAFETY: the text and its length are valid for the call; `raw`
-        // receives a statement or stays null.
+        // receives a statement or stays null, `tail` where it ended.
         let code = unsafe {
             ffi::sqlite3_prepare_v2(
                 self.db.as_ptr(),
                 sql.as_ptr().cast(),
                 length,
                 &mut raw,
-                ptr::null_mut(),
+                &mut tail,
             )
         };
+        // Where the first statement ended: SQLite points into `sql`.
+        let rest = (tail as usize)
+            .checked_sub(sql.as_ptr() as usize)
+            .and_then(|offset| sql.get(offset..))
+            .unwrap_or("");
         match (code, NonNull::new(raw)) {
+            (ffi::SQLITE_OK, Some(raw)) if !rest.trim().is_empty() => {
+                drop(Statement { raw, handle: self });
+                Err(format!(
+                    "more than one statement: `{}` follows the first",
+                    rest.trim()
+                ))
+            }
             (ffi::SQLITE_OK, Some(raw)) => Ok(Statement { raw, handle: self }),
             (ffi::SQLITE_OK, None) => Err("the statement is empty".to_owned()),
             _ => {
@@ -198,6 +212,12 @@ impl Row<'_> {
         self.statement.raw.as_ptr()
     }
 
+    /// How many columns the row has.
+    pub(crate) fn width(&self) -> usize {
+        // SAFETY: a prepared statement.
+        unsafe { ffi::sqlite3_column_count(self.raw()) as usize }
+    }
+
     /// The bytes of a TEXT or BLOB value of column `column`.
     fn bytes(&self, column: c_int, text: bool) -> &[u8] {
         // SAFETY: the row is current; the pointer SQLite returns stays
@@ -249,5 +269,284 @@ impl Row<'_> {
             _ => out.null(),
         }
         Ok(())
+    }
+}
+
+/// What a statement run with [`Handle::run_capturing`] changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    Update,
+    Delete,
+}
+
+/// The images SQLite's preupdate hook collects while one `UPDATE` or
+/// `DELETE` of one table runs: every row's values as they were and, for an
+/// update, the values at `changed` as they become (the others "the same as
+/// before"), in the order SQLite changes the rows.
+pub(crate) struct Changes<'a> {
+    /// The table, as the schema names it (compared without case).
+    pub table: &'a str,
+    pub op: Op,
+    pub width: usize,
+    /// Column positions the update sets, in column order.
+    pub changed: &'a [usize],
+    /// The first column is the table's rowid, which the hook gives apart
+    /// from the other values (a table whose rowid no column names).
+    pub rowid_first: bool,
+    pub packers: Vec<Packer>,
+    pub rows: usize,
+    /// The first thing that keeps these images from being the statement's
+    /// whole effect (another table changed, a row deleted by an update).
+    pub problem: Option<String>,
+}
+
+impl Changes<'_> {
+    fn take(
+        &mut self,
+        db: *mut ffi::sqlite3,
+        op: c_int,
+        database: &CStr,
+        table: &CStr,
+        rowids: (i64, i64),
+    ) {
+        if self.problem.is_some() {
+            return;
+        }
+        let table = table.to_string_lossy();
+        if database.to_bytes() != b"main" {
+            // rewind's own temporary tables.
+            return;
+        }
+        if !table.eq_ignore_ascii_case(self.table) {
+            self.problem = Some(format!("the statement also changed rows of table {table}"));
+            return;
+        }
+        let expected = match self.op {
+            Op::Update => ffi::SQLITE_UPDATE,
+            Op::Delete => ffi::SQLITE_DELETE,
+        };
+        if op != expected {
+            self.problem = Some(format!(
+                "the statement also {} rows of the table (a REPLACE conflict clause?)",
+                if op == ffi::SQLITE_DELETE {
+                    "deleted"
+                } else {
+                    "inserted"
+                }
+            ));
+            return;
+        }
+        // SAFETY: called from the preupdate hook of `db`, for this change.
+        let count = unsafe { ffi::sqlite3_preupdate_count(db) } as usize;
+        let first = usize::from(self.rowid_first);
+        if count + first != self.width {
+            self.problem = Some(format!(
+                "the table's rows have {count} values, {} columns were expected",
+                self.width - first
+            ));
+            return;
+        }
+        if self.op == Op::Update && rowids.0 != rowids.1 {
+            self.problem = Some("the statement changed a rowid".to_owned());
+            return;
+        }
+        if self.rows.is_multiple_of(ROWS_PER_EVENT) {
+            self.packers.push(Packer::new());
+        }
+        self.rows += 1;
+        let packer = self.packers.last_mut().expect("a packer");
+        packer.row(match self.op {
+            Op::Update => BEFORE | AFTER,
+            Op::Delete => BEFORE,
+        });
+        let result = (|| {
+            let mut before = packer.before();
+            if self.rowid_first {
+                before.integer(rowids.0);
+            }
+            for column in first..self.width {
+                write_value(preupdate(db, column - first, false)?, column, &mut before)?;
+            }
+            if self.op == Op::Update {
+                let mut after = packer.after();
+                let mut changed = self.changed.iter().peekable();
+                for column in 0..self.width {
+                    match changed.next_if_eq(&&column) {
+                        Some(_) if column >= first => {
+                            write_value(preupdate(db, column - first, true)?, column, &mut after)?;
+                        }
+                        Some(_) | None => after.same(),
+                    }
+                }
+            }
+            Ok::<(), String>(())
+        })();
+        if let Err(problem) = result {
+            self.problem = Some(problem);
+        }
+    }
+}
+
+/// A value of the row being changed, as it was (`new` false) or becomes.
+fn preupdate(
+    db: *mut ffi::sqlite3,
+    column: usize,
+    new: bool,
+) -> Result<*mut ffi::sqlite3_value, String> {
+    let mut value = ptr::null_mut();
+    // SAFETY: called inside the preupdate hook of `db`; the value SQLite
+    // returns lives until the hook returns.
+    let code = unsafe {
+        if new {
+            ffi::sqlite3_preupdate_new(db, column as c_int, &mut value)
+        } else {
+            ffi::sqlite3_preupdate_old(db, column as c_int, &mut value)
+        }
+    };
+    match code {
+        ffi::SQLITE_OK if !value.is_null() => Ok(value),
+        _ => Err(format!("SQLite gave no value for column {}", column + 1)),
+    }
+}
+
+/// Writes a value by its storage class; TEXT that is not UTF-8 is refused.
+fn write_value(
+    value: *mut ffi::sqlite3_value,
+    column: usize,
+    out: &mut ImageWriter<'_>,
+) -> Result<(), String> {
+    // SAFETY: `value` is a live value SQLite handed over; the bytes it
+    // points to are read before anything else touches it, length after
+    // pointer as SQLite's documentation prescribes.
+    unsafe {
+        match ffi::sqlite3_value_type(value) {
+            ffi::SQLITE_INTEGER => out.integer(ffi::sqlite3_value_int64(value)),
+            ffi::SQLITE_FLOAT => out.real_bits(ffi::sqlite3_value_double(value).to_bits()),
+            ffi::SQLITE_TEXT => {
+                let data = ffi::sqlite3_value_text(value);
+                let bytes = slice(data, ffi::sqlite3_value_bytes(value));
+                if std::str::from_utf8(bytes).is_err() {
+                    return Err(format!(
+                        "column {} holds text that is not UTF-8",
+                        column + 1
+                    ));
+                }
+                out.text(bytes);
+            }
+            ffi::SQLITE_BLOB => {
+                let data = ffi::sqlite3_value_blob(value).cast::<u8>();
+                out.blob(slice(data, ffi::sqlite3_value_bytes(value)));
+            }
+            _ => out.null(),
+        }
+    }
+    Ok(())
+}
+
+/// # Safety
+///
+/// `data` is null or points to `length` bytes that outlive the slice.
+unsafe fn slice<'a>(data: *const u8, length: c_int) -> &'a [u8] {
+    if data.is_null() || length <= 0 {
+        &[]
+    } else {
+        // SAFETY: as the caller promises.
+        unsafe { std::slice::from_raw_parts(data, length as usize) }
+    }
+}
+
+unsafe extern "C" fn on_preupdate(
+    context: *mut c_void,
+    db: *mut ffi::sqlite3,
+    op: c_int,
+    database: *const c_char,
+    table: *const c_char,
+    old_rowid: i64,
+    new_rowid: i64,
+) {
+    // SAFETY: `context` is the `Changes` registered by `run_capturing`,
+    // which outlives the statement; the names are NUL-terminated strings
+    // SQLite owns for the call.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+        let changes = &mut *context.cast::<Changes<'_>>();
+        changes.take(
+            db,
+            op,
+            CStr::from_ptr(database),
+            CStr::from_ptr(table),
+            (old_rowid, new_rowid),
+        );
+    }));
+    if outcome.is_err() {
+        // SAFETY: as above.
+        let changes = unsafe { &mut *context.cast::<Changes<'_>>() };
+        changes.problem = Some("capturing a row panicked".to_owned());
+    }
+}
+
+/// Unregisters the preupdate hook, whatever way the statement ended.
+struct Unhook<'h>(&'h Handle);
+
+impl Drop for Unhook<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the connection is open; no hook is left pointing at a
+        // `Changes` that is about to go.
+        unsafe {
+            ffi::sqlite3_preupdate_hook(self.0.db.as_ptr(), None, ptr::null_mut());
+        }
+    }
+}
+
+impl Handle {
+    /// Runs `sql`, an `UPDATE` or `DELETE` of `changes.table`, with
+    /// SQLite's preupdate hook writing every row it changes into
+    /// `changes`; returns how many rows SQLite says it changed.
+    pub(crate) fn run_capturing(
+        &self,
+        sql: &str,
+        binds: &[Bind],
+        changes: &mut Changes<'_>,
+    ) -> Result<u64, Failed> {
+        // SAFETY: the hook's context is `changes`, borrowed for this call;
+        // `Unhook` removes the hook before the borrow ends.
+        unsafe {
+            ffi::sqlite3_preupdate_hook(
+                self.db.as_ptr(),
+                Some(on_preupdate),
+                (changes as *mut Changes<'_>).cast(),
+            );
+        }
+        let unhook = Unhook(self);
+        let result = self.run(sql, binds, |_| Ok(()));
+        drop(unhook);
+        result
+    }
+
+    /// The values of the first row `sql` returns, if any.
+    pub(crate) fn first_row(
+        &self,
+        sql: &str,
+        binds: &[Bind],
+    ) -> Result<Option<Vec<SqlValue>>, Failed> {
+        let mut packed = None;
+        self.run(sql, binds, |row| {
+            if packed.is_none() {
+                let mut bytes = Vec::new();
+                let mut writer = ImageWriter::new(&mut bytes);
+                for column in 0..row.width() {
+                    row.write(column, &mut writer)?;
+                }
+                packed = Some(bytes);
+            }
+            Ok(())
+        })?;
+        packed
+            .map(|bytes| {
+                read_values(&bytes).map_err(|message| Failed {
+                    statement: sql.to_owned(),
+                    message,
+                })
+            })
+            .transpose()
     }
 }

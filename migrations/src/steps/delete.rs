@@ -1,5 +1,5 @@
 //! `delete`: `DELETE FROM table WHERE where`, chunk by chunk, each deleted
-//! row recorded whole (`RowsChanged` with a before image and no after
+//! row recorded whole (`RowsPacked` with a before image and no after
 //! image) before its transaction commits.
 //!
 //! Inverse: re-insert each deleted row, if its key is still absent (else

@@ -1,5 +1,5 @@
 //! `insert`: rows from a `select` (its column names are columns of the
-//! table) or literal `rows`, recorded as `RowsChanged` with after images
+//! table) or literal `rows`, recorded as `RowsPacked` with after images
 //! only; sequences the insert advanced are recorded as `SequenceMoved`.
 //!
 //! Inverse: delete each inserted row, if it still equals its after image

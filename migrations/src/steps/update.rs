@@ -1,5 +1,5 @@
 //! `update`: `UPDATE table SET column = expression, … WHERE where`, chunk
-//! by chunk, each chunk's rows recorded as `RowsChanged` with their before
+//! by chunk, each chunk's rows recorded as `RowsPacked` with their before
 //! and after images before its transaction commits ([`crate::db`]).
 //!
 //! Keys: `key = ["id"]`, or discovered from the primary key; a table
