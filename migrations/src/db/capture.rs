@@ -229,13 +229,6 @@ impl Context<'_> {
         }
     }
 
-    pub async fn execute_many(&mut self, step: u32, sql: &str, rows: &[Vec<Bind>]) -> Result<u64> {
-        match self.executor.execute_many(sql, rows).await {
-            Ok(count) => Ok(count),
-            Err(error) => Err(self.statement_error(step, sql, error)),
-        }
-    }
-
     pub async fn script(&mut self, step: u32, sql: &str) -> Result<()> {
         match self.executor.script(sql).await {
             Ok(()) => Ok(()),
@@ -1295,7 +1288,7 @@ fn packed_events(
 }
 
 /// A statement run on SQLite's handle that failed.
-fn raw_failed(database: &str, step: u32, failed: Failed) -> DbError {
+pub(crate) fn raw_failed(database: &str, step: u32, failed: Failed) -> DbError {
     DbError::Statement {
         step,
         database: database.to_owned(),
@@ -1305,7 +1298,7 @@ fn raw_failed(database: &str, step: u32, failed: Failed) -> DbError {
 }
 
 /// The error of a connection whose handle could not be had.
-fn context_error(database: &str, step: u32, error: sqlx::Error) -> DbError {
+pub(crate) fn context_error(database: &str, step: u32, error: sqlx::Error) -> DbError {
     DbError::Statement {
         step,
         database: database.to_owned(),

@@ -42,10 +42,6 @@ pub trait Executor: Send {
     /// Runs one statement with bound values; returns the rows affected.
     fn execute<'a>(&'a mut self, sql: &'a str, binds: &'a [Bind]) -> BoxFuture<'a, u64>;
 
-    /// Runs one prepared statement once per row of values (loading a
-    /// temporary table); returns the rows affected.
-    fn execute_many<'a>(&'a mut self, sql: &'a str, rows: &'a [Vec<Bind>]) -> BoxFuture<'a, u64>;
-
     /// Runs one statement with bound values; returns every row.
     fn fetch<'a>(
         &'a mut self,

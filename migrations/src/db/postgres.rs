@@ -114,17 +114,6 @@ impl Executor for PgExecutor {
         })
     }
 
-    fn execute_many<'a>(&'a mut self, sql: &'a str, rows: &'a [Vec<Bind>]) -> BoxFuture<'a, u64> {
-        Box::pin(async move {
-            let mut count = 0;
-            for binds in rows {
-                let query = bind_all(sqlx::query(AssertSqlSafe(sql.to_owned())), binds)?;
-                count += query.execute(&mut self.connection).await?.rows_affected();
-            }
-            Ok(count)
-        })
-    }
-
     fn fetch<'a>(
         &'a mut self,
         sql: &'a str,

@@ -128,6 +128,40 @@ impl Handle {
         })
     }
 
+    /// Runs one prepared statement once per row of binds (loading a
+    /// temporary table); returns the rows changed in all.
+    pub(crate) fn run_many(&self, sql: &str, rows: &[Vec<Bind>]) -> Result<u64, Failed> {
+        let failed = |message| Failed {
+            statement: sql.to_owned(),
+            message,
+        };
+        let statement = self.prepare(sql).map_err(failed)?;
+        let mut changed = 0u64;
+        for binds in rows {
+            // SAFETY: a prepared statement of this handle, reset before it
+            // is bound and stepped again.
+            unsafe {
+                ffi::sqlite3_reset(statement.raw.as_ptr());
+                ffi::sqlite3_clear_bindings(statement.raw.as_ptr());
+            }
+            for (index, bind) in binds.iter().enumerate() {
+                statement.bind(index + 1, bind).map_err(failed)?;
+            }
+            loop {
+                // SAFETY: as above.
+                match unsafe { ffi::sqlite3_step(statement.raw.as_ptr()) } {
+                    ffi::SQLITE_ROW => {}
+                    ffi::SQLITE_DONE => break,
+                    _ => return Err(failed(self.message())),
+                }
+            }
+            // SAFETY: the connection is open.
+            changed +=
+                u64::try_from(unsafe { ffi::sqlite3_changes64(self.db.as_ptr()) }).unwrap_or(0);
+        }
+        Ok(changed)
+    }
+
     fn run_inner(
         &self,
         sql: &str,
