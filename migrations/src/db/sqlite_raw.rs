@@ -1,13 +1,18 @@
 //! Statements run on the SQLite connection's own handle, through SQLite's
-//! C interface, for the capture of large chunks: each row's values go
-//! straight into the packed images ([`rewind_ledger::packed`]), by their
-//! storage class, without a `SqlValue`, an allocation or a hand-over
-//! between threads per row (sqlx's SQLite driver steps rows on a worker
-//! thread and sends them over one by one).
+//! C interface, where a step handles many rows: the capture of a chunk,
+//! whose rows' values go straight into the packed images
+//! ([`rewind_ledger::packed`]) by their storage class — read from rows
+//! ([`Handle::run`]) or handed over by SQLite's preupdate hook as a
+//! statement changes them ([`Handle::run_capturing`]) — and the load of a
+//! rollback's images ([`Handle::run_many`]); without a `SqlValue`, an
+//! allocation or a hand-over between threads per row (sqlx's SQLite driver
+//! steps rows on a worker thread and sends them over one by one).
 //!
 //! The only unsafe code of the project. Every pointer used here comes from
-//! SQLite, lives no longer than the locked handle it was made on, and each
-//! prepared statement is finalized by [`Statement`]'s `drop`.
+//! SQLite and lives no longer than the locked handle it was made on; each
+//! prepared statement is finalized by [`Statement`]'s `drop`, and the
+//! preupdate hook, whose context points at a [`Changes`] on the caller's
+//! stack, is removed by `Unhook`'s `drop` before that borrow ends.
 
 #![allow(unsafe_code)]
 
