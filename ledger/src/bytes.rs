@@ -116,12 +116,24 @@ impl<'de> Deserialize<'de> for Bytes {
     }
 }
 
-/// Writes `bytes` as lowercase hex into `out`, which holds twice as many bytes.
-pub(crate) fn write_hex(bytes: &[u8], out: &mut [u8]) {
+/// The two hex digits of every byte.
+const PAIRS: [[u8; 2]; 256] = {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        pairs[byte] = [DIGITS[byte >> 4], DIGITS[byte & 0x0f]];
+        byte += 1;
+    }
+    pairs
+};
+
+/// Writes `bytes` as lowercase hex into `out`, which holds twice as many
+/// bytes (a packed chunk's images are a megabyte of it: one table lookup
+/// a byte).
+pub(crate) fn write_hex(bytes: &[u8], out: &mut [u8]) {
     for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        pair.copy_from_slice(&PAIRS[usize::from(*byte)]);
     }
 }
 
