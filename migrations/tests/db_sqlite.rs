@@ -1394,3 +1394,96 @@ fn sqlite_a_table_with_a_generated_column_rolls_back_exactly() {
     assert!(reports.iter().all(|report| report.drift.is_empty()));
     assert_same_dump(&before, &database.dump_sqlite().unwrap(), "rolled back");
 }
+
+/// Rows written before `ALTER TABLE … ADD COLUMN` hold no value for the
+/// new column on disk; their before images still hold its default, and
+/// the rollback brings back the same rows.
+#[test]
+fn sqlite_rows_older_than_an_added_column_keep_its_default_in_their_images() {
+    let file = SqliteFile::new();
+    let mut database = file.connect();
+    database
+        .execute_script(
+            "CREATE TABLE late (id INTEGER PRIMARY KEY, v INTEGER); \
+             INSERT INTO late VALUES (1, 10), (2, 20); \
+             ALTER TABLE late ADD COLUMN w TEXT DEFAULT 'seven'",
+        )
+        .unwrap();
+    let before = database.dump_sqlite().unwrap();
+    let mut ledger = TestLedger::new();
+    database
+        .update(
+            &Update {
+                step: 1,
+                table: "late".into(),
+                key: None,
+                filter: None,
+                set: set(&[("v", "v + 1")]),
+                chunk_size: 1000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    let events = ledger.events();
+    let Some(Ok(rows)) = events[0].1.rows_changed() else {
+        panic!("{events:?}")
+    };
+    for row in &rows.rows {
+        assert_eq!(
+            row.before.as_ref().unwrap()[2],
+            SqlValue::Text("seven".into())
+        );
+    }
+    let reports = ledger.roll_back(&mut database, UndoOptions::default());
+    assert!(
+        reports.iter().all(|report| report.drift.is_empty()),
+        "{reports:?}"
+    );
+    assert_same_dump(&before, &database.dump_sqlite().unwrap(), "rolled back");
+}
+
+/// A `set` whose value the column's affinity converts ('5' into an INTEGER
+/// column, 2 into a REAL one) is recorded as stored, so the rollback finds
+/// the row at its after image.
+#[test]
+fn sqlite_after_images_hold_values_as_the_column_stored_them() {
+    let file = SqliteFile::new();
+    let mut database = file.connect();
+    database
+        .execute_script(
+            "CREATE TABLE aff (id INTEGER PRIMARY KEY, n INTEGER, r REAL, t TEXT); \
+             INSERT INTO aff VALUES (1, 1, 1.5, 'x')",
+        )
+        .unwrap();
+    let before = database.dump_sqlite().unwrap();
+    let mut ledger = TestLedger::new();
+    database
+        .update(
+            &Update {
+                step: 1,
+                table: "aff".into(),
+                key: None,
+                filter: None,
+                set: set(&[("n", "'5'"), ("r", "2"), ("t", "3")]),
+                chunk_size: 1000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    let events = ledger.events();
+    let Some(Ok(rows)) = events[0].1.rows_changed() else {
+        panic!("{events:?}")
+    };
+    let stored = database
+        .query("SELECT id, n, r, t FROM aff", &[])
+        .unwrap()
+        .remove(0);
+    assert_eq!(rows.rows[0].after.as_ref().unwrap(), &stored);
+    assert_eq!(stored[1], SqlValue::Integer(5));
+    let reports = ledger.roll_back(&mut database, UndoOptions::default());
+    assert!(
+        reports.iter().all(|report| report.drift.is_empty()),
+        "{reports:?}"
+    );
+    assert_same_dump(&before, &database.dump_sqlite().unwrap(), "rolled back");
+}
