@@ -1487,3 +1487,170 @@ fn sqlite_after_images_hold_values_as_the_column_stored_them() {
     );
     assert_same_dump(&before, &database.dump_sqlite().unwrap(), "rolled back");
 }
+
+/// Rows whose key holds a NULL cannot be found again by key: a step that
+/// would change them is refused before anything runs, whichever way it
+/// would capture them.
+#[test]
+fn sqlite_rows_with_a_null_key_are_refused_before_anything_changes() {
+    let file = SqliteFile::new();
+    let mut database = file.connect();
+    database
+        .execute_script(
+            "CREATE TABLE nk (code TEXT PRIMARY KEY, v INTEGER); \
+             INSERT INTO nk VALUES (NULL, 1), ('a', 2), ('b', 3), ('c', 4), ('d', 5)",
+        )
+        .unwrap();
+    let before = database.dump_sqlite().unwrap();
+    let mut ledger = TestLedger::new();
+    let update = |filter: Option<&str>| Update {
+        step: 1,
+        table: "nk".into(),
+        key: None,
+        filter: filter.map(str::to_owned),
+        set: set(&[("v", "v + 100")]),
+        chunk_size: 2,
+    };
+    for filter in [None, Some("v > 0")] {
+        let error = database
+            .update(&update(filter), &mut ledger.recorder())
+            .unwrap_err();
+        assert!(matches!(&error, DbError::NullKey { .. }), "{error}");
+        let error = database
+            .delete(
+                &Delete {
+                    step: 2,
+                    table: "nk".into(),
+                    key: None,
+                    filter: filter.map(str::to_owned),
+                    chunk_size: 2,
+                },
+                &mut ledger.recorder(),
+            )
+            .unwrap_err();
+        assert!(matches!(&error, DbError::NullKey { .. }), "{error}");
+    }
+    assert_same_dump(&before, &database.dump_sqlite().unwrap(), "refused");
+    assert!(ledger.events().is_empty());
+    // The rows with a key are changed when `where` leaves the others out.
+    let report = database
+        .update(&update(Some("code IS NOT NULL")), &mut ledger.recorder())
+        .unwrap();
+    assert_eq!(report.rows, 4);
+}
+
+/// A row that an `ON CONFLICT IGNORE` clause makes the statement skip
+/// leaves its chunk short: the step fails, its chunk rolled back, instead
+/// of ending early as if the table were done; the chunks before it are
+/// recorded and roll back.
+#[test]
+fn sqlite_a_row_the_update_skips_fails_the_step() {
+    let file = SqliteFile::new();
+    let mut database = file.connect();
+    database
+        .execute_script(
+            "CREATE TABLE ig (id INTEGER PRIMARY KEY, v INTEGER NOT NULL ON CONFLICT IGNORE); \
+             INSERT INTO ig VALUES (1, 1), (2, 2), (3, 3), (4, 4), (5, 5)",
+        )
+        .unwrap();
+    let before = database.dump_sqlite().unwrap();
+    for (skipped, chunk_size) in [(1, 2), (5, 2), (1, 1000)] {
+        let mut ledger = TestLedger::new();
+        let error = database
+            .update(
+                &Update {
+                    step: 1,
+                    table: "ig".into(),
+                    key: None,
+                    filter: None,
+                    set: set(&[(
+                        "v",
+                        &format!("CASE WHEN id = {skipped} THEN NULL ELSE v + 100 END"),
+                    )]),
+                    chunk_size,
+                },
+                &mut ledger.recorder(),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&error, DbError::Concurrent { problem, .. } if problem.contains("IGNORE")),
+            "{error}"
+        );
+        let recorded = ledger.events().len();
+        assert_eq!(
+            recorded,
+            (skipped - 1) / chunk_size,
+            "chunks before the failing one"
+        );
+        let reports = ledger.roll_back(&mut database, UndoOptions::default());
+        assert!(reports.iter().all(|report| report.drift.is_empty()));
+        assert_same_dump(&before, &database.dump_sqlite().unwrap(), "rolled back");
+    }
+}
+
+/// Update, then delete, every row of a table in chunks of two, then roll
+/// both back to an identical dump.
+fn update_delete_round_trip(script: &str, table: &str, sets: &[(&str, &str)]) {
+    let file = SqliteFile::new();
+    let mut database = file.connect();
+    database.execute_script(script).unwrap();
+    let before = database.dump_sqlite().unwrap();
+    let mut ledger = TestLedger::new();
+    database
+        .update(
+            &Update {
+                step: 1,
+                table: table.into(),
+                key: None,
+                filter: None,
+                set: set(sets),
+                chunk_size: 2,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    database
+        .delete(
+            &Delete {
+                step: 2,
+                table: table.into(),
+                key: None,
+                filter: Some("1 = 1".into()),
+                chunk_size: 2,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    let reports = ledger.roll_back(&mut database, UndoOptions::default());
+    assert!(reports.iter().all(|r| r.drift.is_empty()), "{reports:?}");
+    assert_same_dump(&before, &database.dump_sqlite().unwrap(), table);
+}
+
+/// The preupdate hook's columns in the layouts SQLite stores differently:
+/// an INTEGER PRIMARY KEY that is not the first column, a WITHOUT ROWID
+/// table whose key columns come last and in another order, a table whose
+/// rowid no column names, each with a column added after its rows.
+#[test]
+fn sqlite_hooked_capture_round_trips_every_table_layout() {
+    update_delete_round_trip(
+        "CREATE TABLE ip (a TEXT, id INTEGER PRIMARY KEY, b); \
+         INSERT INTO ip VALUES ('x', 5, 1), ('y', 9, 2.5), ('z', 12, x'00'); \
+         ALTER TABLE ip ADD COLUMN c REAL DEFAULT 3",
+        "ip",
+        &[("a", "a || '!'"), ("c", "'7'"), ("b", "'12'")],
+    );
+    update_delete_round_trip(
+        "CREATE TABLE wr (v TEXT, k2 INTEGER, k1 TEXT, w, PRIMARY KEY (k1, k2)) WITHOUT ROWID; \
+         INSERT INTO wr VALUES ('p', 2, 'a', 1), ('q', 1, 'a', NULL), ('r', 1, 'b', 'x'); \
+         ALTER TABLE wr ADD COLUMN d INTEGER DEFAULT 42",
+        "wr",
+        &[("v", "v || k1"), ("d", "'8'"), ("w", "1.0")],
+    );
+    update_delete_round_trip(
+        "CREATE TABLE rp (name TEXT PRIMARY KEY, n REAL, m); \
+         INSERT INTO rp VALUES ('a', 1, 1), ('b', 2.5, 'x'), ('c', NULL, x'01'); \
+         ALTER TABLE rp ADD COLUMN z TEXT DEFAULT 'zz'",
+        "rp",
+        &[("n", "'3'"), ("z", "5")],
+    );
+}

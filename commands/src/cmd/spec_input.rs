@@ -33,6 +33,7 @@ fn db_exit_code(error: &DbError) -> u8 {
         | DbError::UnknownColumn { .. }
         | DbError::NoKey { .. }
         | DbError::KeyColumnTwice { .. }
+        | DbError::NullKey { .. }
         | DbError::SetsKeyColumn { .. }
         | DbError::CascadingChange { .. }
         | DbError::MissingDown { .. }

@@ -383,6 +383,13 @@ fn chunk_events(
     report: &mut StepReport,
     images: Vec<RowImage>,
 ) -> Result<Vec<Event>> {
+    if images.iter().any(|row| row.key.contains(&SqlValue::Null)) {
+        return Err(DbError::NullKey {
+            step,
+            table: info.name.clone(),
+            key: info.key.join(", "),
+        });
+    }
     let mut events = Vec::with_capacity(images.len().div_ceil(ROWS_PER_EVENT));
     let key_positions = info.key_positions();
     for rows in images.chunks(ROWS_PER_EVENT) {
@@ -519,6 +526,32 @@ impl<'a> RowsPlan<'a> {
                 ),
             )
             .await
+    }
+
+    /// Refuses, before anything changes, rows the step would change whose
+    /// key holds a NULL: the chunks' key ranges cannot hold them, nor can a
+    /// rollback find them again (NULL equals nothing).
+    async fn refuse_null_keys(&self, context: &mut Context<'_>) -> Result<()> {
+        let nulls = self
+            .info
+            .key
+            .iter()
+            .map(|name| format!("{} IS NULL", quote_ident(name)))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql = format!(
+            "SELECT 1 FROM {} WHERE ({}) AND ({nulls}) LIMIT 1",
+            self.table(),
+            self.filter.unwrap_or("TRUE")
+        );
+        if context.fetch(self.step, &sql, &[]).await?.is_empty() {
+            return Ok(());
+        }
+        Err(DbError::NullKey {
+            step: self.step,
+            table: self.info.name.clone(),
+            key: self.info.key.join(", "),
+        })
     }
 
     /// Fills the keys table with the next filtered chunk's keys, in key
@@ -777,6 +810,7 @@ async fn change_rows(
     let hooked = engine == Engine::Sqlite
         && !context.has_triggers(plan.step, plan.info).await?
         && !context.sqlite_hidden_columns(plan.step, plan.info).await?;
+    plan.refuse_null_keys(context).await?;
     if sqlite_keys {
         plan.create_sqlite_keys(context).await?;
     }
@@ -1174,8 +1208,10 @@ async fn sqlite_hooked_chunk(
     };
     executor
         .with_handle(|handle| {
-            // The chunk's condition, and its last key.
-            let (bound, binds, last) = match picked {
+            // The chunk's condition, its last key, and how many rows it
+            // holds (the statement must change every one: a row an `ON
+            // CONFLICT IGNORE` clause skips would end the step early).
+            let (bound, binds, last, expected) = match picked {
                 None => {
                     let upper = handle
                         .first_row(
@@ -1195,10 +1231,28 @@ async fn sqlite_hooked_chunk(
                             );
                             let mut binds = lower_binds.clone();
                             binds.extend(upper.iter().cloned().map(Bind::Value));
-                            (bound, binds, upper)
+                            (bound, binds, upper, limit as u64)
                         }
                         // Fewer than a chunk's rows are left: all of them.
-                        None => (format!("TRUE{lower_sql}"), lower_binds.clone(), Vec::new()),
+                        None => {
+                            let left = handle
+                                .first_row(
+                                    &format!("SELECT count(*) FROM {table} WHERE TRUE{lower_sql}"),
+                                    &lower_binds,
+                                )
+                                .map_err(failed)?;
+                            let left = match left.as_deref() {
+                                Some([SqlValue::Integer(left)]) => *left as u64,
+                                other => {
+                                    return Err(concurrent(
+                                        plan.info,
+                                        step,
+                                        format!("cannot count the rows left: {other:?}"),
+                                    ));
+                                }
+                            };
+                            (format!("TRUE{lower_sql}"), lower_binds.clone(), Vec::new(), left)
+                        }
                     }
                 }
                 Some(_) => {
@@ -1215,6 +1269,7 @@ async fn sqlite_hooked_chunk(
                         format!("({keys}) IN (SELECT {key_columns} FROM {SQLITE_KEYS})"),
                         Vec::new(),
                         last,
+                        picked.unwrap_or_default(),
                     )
                 }
             };
@@ -1239,11 +1294,21 @@ async fn sqlite_hooked_chunk(
             if let Some(problem) = changes.problem {
                 return Err(concurrent(plan.info, step, problem));
             }
-            if count != changes.rows as u64 || picked.is_some_and(|picked| picked != count) {
+            if count != changes.rows as u64 {
                 return Err(concurrent(
                     plan.info,
                     step,
                     format!("captured {} rows but {done} {count}", changes.rows),
+                ));
+            }
+            if count != expected {
+                return Err(concurrent(
+                    plan.info,
+                    step,
+                    format!(
+                        "the chunk holds {expected} rows but {done} {count} \
+                         (a row skipped by an ON CONFLICT IGNORE clause?)"
+                    ),
                 ));
             }
             if count == 0 {

@@ -24,6 +24,15 @@ pub enum DbError {
     #[error("unknown column {column} in table {table}")]
     UnknownColumn { table: String, column: String },
 
+    #[error(
+        "step {step}: rows of table {table} that the step would change have a NULL in their key ({key})"
+    )]
+    NullKey {
+        step: u32,
+        table: String,
+        key: String,
+    },
+
     #[error("the key of table {table} names column {column} twice")]
     KeyColumnTwice { table: String, column: String },
 
@@ -127,6 +136,9 @@ impl DbError {
                 Some("check the column names in the step's key and set")
             }
             DbError::KeyColumnTwice { .. } => Some("name each key column once in the step's key"),
+            DbError::NullKey { .. } => Some(
+                "rows are found again by their key, and NULL equals nothing: give the step `key = [\"column\", …]` naming columns without NULLs, or leave those rows out with `where`",
+            ),
             DbError::NoKey { .. } => {
                 Some("give the step `key = [\"column\", …]` naming unique, non-null columns")
             }
