@@ -1272,16 +1272,11 @@ fn sqlite_insert_chunk_is_recorded_as_events_of_at_most_1000_rows() {
 /// instead; every image still belongs to its own row.
 #[test]
 fn sqlite_after_images_follow_the_picked_rows_whatever_order_the_update_returns() {
-    let file = SqliteFile::new();
-    let mut database = file.connect();
-    database
-        .execute_script(
-            "CREATE TABLE codes (id INTEGER PRIMARY KEY, code TEXT NOT NULL, v INTEGER); \
+    let (_file, mut database, before) = scratch(
+        "CREATE TABLE codes (id INTEGER PRIMARY KEY, code TEXT NOT NULL, v INTEGER); \
              WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 250) \
              INSERT INTO codes SELECT i, printf('c%04d', 1000 - i), i * 3 FROM s",
-        )
-        .unwrap();
-    let before = database.dump_sqlite().unwrap();
+    );
     let mut ledger = TestLedger::new();
     let report = database
         .update(
@@ -1324,15 +1319,10 @@ fn sqlite_after_images_follow_the_picked_rows_whatever_order_the_update_returns(
 /// than its images could undo: the chunk fails and is rolled back.
 #[test]
 fn sqlite_an_update_that_replaces_another_row_fails_with_nothing_changed() {
-    let file = SqliteFile::new();
-    let mut database = file.connect();
-    database
-        .execute_script(
-            "CREATE TABLE r (id INTEGER PRIMARY KEY, u TEXT UNIQUE ON CONFLICT REPLACE, v INTEGER); \
+    let (_file, mut database, before) = scratch(
+        "CREATE TABLE r (id INTEGER PRIMARY KEY, u TEXT UNIQUE ON CONFLICT REPLACE, v INTEGER); \
              INSERT INTO r VALUES (1, 'a', 10), (2, 'b', 20)",
-        )
-        .unwrap();
-    let before = database.dump_sqlite().unwrap();
+    );
     let mut ledger = TestLedger::new();
     let error = database
         .update(
@@ -1364,16 +1354,11 @@ fn sqlite_an_update_that_replaces_another_row_fails_with_nothing_changed() {
 /// column, the images do not hold it), and rolls back exactly.
 #[test]
 fn sqlite_a_table_with_a_generated_column_rolls_back_exactly() {
-    let file = SqliteFile::new();
-    let mut database = file.connect();
-    database
-        .execute_script(
-            "CREATE TABLE g (id INTEGER PRIMARY KEY, price REAL, qty INTEGER, \
+    let (_file, mut database, before) = scratch(
+        "CREATE TABLE g (id INTEGER PRIMARY KEY, price REAL, qty INTEGER, \
              total REAL GENERATED ALWAYS AS (price * qty) VIRTUAL); \
              INSERT INTO g (id, price, qty) VALUES (1, 1.5, 2), (2, 0.1, 3), (3, NULL, 4)",
-        )
-        .unwrap();
-    let before = database.dump_sqlite().unwrap();
+    );
     let mut ledger = TestLedger::new();
     let report = database
         .update(
@@ -1400,16 +1385,11 @@ fn sqlite_a_table_with_a_generated_column_rolls_back_exactly() {
 /// the rollback brings back the same rows.
 #[test]
 fn sqlite_rows_older_than_an_added_column_keep_its_default_in_their_images() {
-    let file = SqliteFile::new();
-    let mut database = file.connect();
-    database
-        .execute_script(
-            "CREATE TABLE late (id INTEGER PRIMARY KEY, v INTEGER); \
+    let (_file, mut database, before) = scratch(
+        "CREATE TABLE late (id INTEGER PRIMARY KEY, v INTEGER); \
              INSERT INTO late VALUES (1, 10), (2, 20); \
              ALTER TABLE late ADD COLUMN w TEXT DEFAULT 'seven'",
-        )
-        .unwrap();
-    let before = database.dump_sqlite().unwrap();
+    );
     let mut ledger = TestLedger::new();
     database
         .update(
@@ -1447,15 +1427,10 @@ fn sqlite_rows_older_than_an_added_column_keep_its_default_in_their_images() {
 /// the row at its after image.
 #[test]
 fn sqlite_after_images_hold_values_as_the_column_stored_them() {
-    let file = SqliteFile::new();
-    let mut database = file.connect();
-    database
-        .execute_script(
-            "CREATE TABLE aff (id INTEGER PRIMARY KEY, n INTEGER, r REAL, t TEXT); \
+    let (_file, mut database, before) = scratch(
+        "CREATE TABLE aff (id INTEGER PRIMARY KEY, n INTEGER, r REAL, t TEXT); \
              INSERT INTO aff VALUES (1, 1, 1.5, 'x')",
-        )
-        .unwrap();
-    let before = database.dump_sqlite().unwrap();
+    );
     let mut ledger = TestLedger::new();
     database
         .update(
@@ -1493,15 +1468,10 @@ fn sqlite_after_images_hold_values_as_the_column_stored_them() {
 /// would capture them.
 #[test]
 fn sqlite_rows_with_a_null_key_are_refused_before_anything_changes() {
-    let file = SqliteFile::new();
-    let mut database = file.connect();
-    database
-        .execute_script(
-            "CREATE TABLE nk (code TEXT PRIMARY KEY, v INTEGER); \
+    let (_file, mut database, before) = scratch(
+        "CREATE TABLE nk (code TEXT PRIMARY KEY, v INTEGER); \
              INSERT INTO nk VALUES (NULL, 1), ('a', 2), ('b', 3), ('c', 4), ('d', 5)",
-        )
-        .unwrap();
-    let before = database.dump_sqlite().unwrap();
+    );
     let mut ledger = TestLedger::new();
     let update = |filter: Option<&str>| Update {
         step: 1,
@@ -1545,15 +1515,10 @@ fn sqlite_rows_with_a_null_key_are_refused_before_anything_changes() {
 /// recorded and roll back.
 #[test]
 fn sqlite_a_row_the_update_skips_fails_the_step() {
-    let file = SqliteFile::new();
-    let mut database = file.connect();
-    database
-        .execute_script(
-            "CREATE TABLE ig (id INTEGER PRIMARY KEY, v INTEGER NOT NULL ON CONFLICT IGNORE); \
+    let (_file, mut database, before) = scratch(
+        "CREATE TABLE ig (id INTEGER PRIMARY KEY, v INTEGER NOT NULL ON CONFLICT IGNORE); \
              INSERT INTO ig VALUES (1, 1), (2, 2), (3, 3), (4, 4), (5, 5)",
-        )
-        .unwrap();
-    let before = database.dump_sqlite().unwrap();
+    );
     for (skipped, chunk_size) in [(1, 2), (5, 2), (1, 1000)] {
         let mut ledger = TestLedger::new();
         let error = database
@@ -1591,10 +1556,7 @@ fn sqlite_a_row_the_update_skips_fails_the_step() {
 /// Update, then delete, every row of a table in chunks of two, then roll
 /// both back to an identical dump.
 fn update_delete_round_trip(script: &str, table: &str, sets: &[(&str, &str)]) {
-    let file = SqliteFile::new();
-    let mut database = file.connect();
-    database.execute_script(script).unwrap();
-    let before = database.dump_sqlite().unwrap();
+    let (_file, mut database, before) = scratch(script);
     let mut ledger = TestLedger::new();
     database
         .update(
@@ -1653,4 +1615,13 @@ fn sqlite_hooked_capture_round_trips_every_table_layout() {
         "rp",
         &[("n", "'3'"), ("z", "5")],
     );
+}
+
+/// A new database made by `script`, and its dump.
+fn scratch(script: &str) -> (SqliteFile, Database, String) {
+    let file = SqliteFile::new();
+    let mut database = file.connect();
+    database.execute_script(script).unwrap();
+    let before = database.dump_sqlite().unwrap();
+    (file, database, before)
 }
