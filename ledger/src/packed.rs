@@ -132,11 +132,6 @@ impl ImageWriter<'_> {
         self.out.extend_from_slice(&length.to_le_bytes());
         self.out.extend_from_slice(bytes);
     }
-
-    /// How many bytes the images written so far hold.
-    pub fn position(&self) -> usize {
-        self.out.len()
-    }
 }
 
 impl Packer {
@@ -229,7 +224,7 @@ pub fn pack(rows: &[RowImage], key_positions: &[usize]) -> Result<Bytes, String>
 }
 
 /// Reads values back, one at a time.
-pub struct Reader<'a> {
+struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
@@ -241,7 +236,7 @@ enum Read {
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(bytes: &'a [u8]) -> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Reader<'a> {
         Reader { bytes, at: 0 }
     }
 

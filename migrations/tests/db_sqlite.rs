@@ -219,14 +219,7 @@ fn sqlite_images_keep_storage_classes() {
     let mut ledger = TestLedger::new();
     database
         .update(
-            &Update {
-                step: 1,
-                table: "things".into(),
-                key: None,
-                filter: None,
-                set: set(&[("qty", "qty")]),
-                chunk_size: 1000,
-            },
+            &update_all("things", &[("qty", "qty")], 1000),
             &mut ledger.recorder(),
         )
         .unwrap();
@@ -799,9 +792,7 @@ fn sqlite_chinook_migration_rolls_back_to_identical_dump() {
             .unwrap();
     }
     assert_ne!(before, database.dump_sqlite().unwrap());
-    let reports = ledger.roll_back(&mut database, UndoOptions::default());
-    assert!(reports.iter().all(|report| report.drift.is_empty()));
-    assert_same_dump(&before, &database.dump_sqlite().unwrap(), "chinook sqlite");
+    assert_rolls_back(&ledger, &mut database, &before, "chinook sqlite");
     let original = std::process::Command::new("sqlite3")
         .arg(&file.path)
         .arg(".dump")
@@ -1104,9 +1095,7 @@ fn sqlite_packed_images_equal_row_by_row_reads() {
         }));
     }
     assert_eq!(seen, 2600 + 866 + 1300);
-    let reports = ledger.roll_back(&mut database, UndoOptions::default());
-    assert!(reports.iter().all(|report| report.drift.is_empty()));
-    assert_same_dump(&before, &database.dump_sqlite().unwrap(), "packed images");
+    assert_rolls_back(&ledger, &mut database, &before, "packed images");
 }
 
 /// The after image reads back only the columns an update sets, unless a
@@ -1310,9 +1299,7 @@ fn sqlite_after_images_follow_the_picked_rows_whatever_order_the_update_returns(
         }
     }
     assert_eq!(seen, 250);
-    let reports = ledger.roll_back(&mut database, UndoOptions::default());
-    assert!(reports.iter().all(|report| report.drift.is_empty()));
-    assert_same_dump(&before, &database.dump_sqlite().unwrap(), "rolled back");
+    assert_rolls_back(&ledger, &mut database, &before, "rolled back");
 }
 
 /// An update whose `REPLACE` conflict clause deletes another row does more
@@ -1362,22 +1349,13 @@ fn sqlite_a_table_with_a_generated_column_rolls_back_exactly() {
     let mut ledger = TestLedger::new();
     let report = database
         .update(
-            &Update {
-                step: 1,
-                table: "g".into(),
-                key: None,
-                filter: None,
-                set: set(&[("qty", "qty * 10")]),
-                chunk_size: 2,
-            },
+            &update_all("g", &[("qty", "qty * 10")], 2),
             &mut ledger.recorder(),
         )
         .unwrap();
     assert_eq!((report.rows, report.chunks), (3, 2));
     assert_ne!(before, database.dump_sqlite().unwrap());
-    let reports = ledger.roll_back(&mut database, UndoOptions::default());
-    assert!(reports.iter().all(|report| report.drift.is_empty()));
-    assert_same_dump(&before, &database.dump_sqlite().unwrap(), "rolled back");
+    assert_rolls_back(&ledger, &mut database, &before, "rolled back");
 }
 
 /// Rows written before `ALTER TABLE … ADD COLUMN` hold no value for the
@@ -1393,14 +1371,7 @@ fn sqlite_rows_older_than_an_added_column_keep_its_default_in_their_images() {
     let mut ledger = TestLedger::new();
     database
         .update(
-            &Update {
-                step: 1,
-                table: "late".into(),
-                key: None,
-                filter: None,
-                set: set(&[("v", "v + 1")]),
-                chunk_size: 1000,
-            },
+            &update_all("late", &[("v", "v + 1")], 1000),
             &mut ledger.recorder(),
         )
         .unwrap();
@@ -1414,12 +1385,7 @@ fn sqlite_rows_older_than_an_added_column_keep_its_default_in_their_images() {
             SqlValue::Text("seven".into())
         );
     }
-    let reports = ledger.roll_back(&mut database, UndoOptions::default());
-    assert!(
-        reports.iter().all(|report| report.drift.is_empty()),
-        "{reports:?}"
-    );
-    assert_same_dump(&before, &database.dump_sqlite().unwrap(), "rolled back");
+    assert_rolls_back(&ledger, &mut database, &before, "rolled back");
 }
 
 /// A `set` whose value the column's affinity converts ('5' into an INTEGER
@@ -1434,14 +1400,7 @@ fn sqlite_after_images_hold_values_as_the_column_stored_them() {
     let mut ledger = TestLedger::new();
     database
         .update(
-            &Update {
-                step: 1,
-                table: "aff".into(),
-                key: None,
-                filter: None,
-                set: set(&[("n", "'5'"), ("r", "2"), ("t", "3")]),
-                chunk_size: 1000,
-            },
+            &update_all("aff", &[("n", "'5'"), ("r", "2"), ("t", "3")], 1000),
             &mut ledger.recorder(),
         )
         .unwrap();
@@ -1455,12 +1414,7 @@ fn sqlite_after_images_hold_values_as_the_column_stored_them() {
         .remove(0);
     assert_eq!(rows.rows[0].after.as_ref().unwrap(), &stored);
     assert_eq!(stored[1], SqlValue::Integer(5));
-    let reports = ledger.roll_back(&mut database, UndoOptions::default());
-    assert!(
-        reports.iter().all(|report| report.drift.is_empty()),
-        "{reports:?}"
-    );
-    assert_same_dump(&before, &database.dump_sqlite().unwrap(), "rolled back");
+    assert_rolls_back(&ledger, &mut database, &before, "rolled back");
 }
 
 /// Rows whose key holds a NULL cannot be found again by key: a step that
@@ -1583,9 +1537,7 @@ fn update_delete_round_trip(script: &str, table: &str, sets: &[(&str, &str)]) {
             &mut ledger.recorder(),
         )
         .unwrap();
-    let reports = ledger.roll_back(&mut database, UndoOptions::default());
-    assert!(reports.iter().all(|r| r.drift.is_empty()), "{reports:?}");
-    assert_same_dump(&before, &database.dump_sqlite().unwrap(), table);
+    assert_rolls_back(&ledger, &mut database, &before, table);
 }
 
 /// The preupdate hook's columns in the layouts SQLite stores differently:
@@ -1624,4 +1576,27 @@ fn scratch(script: &str) -> (SqliteFile, Database, String) {
     database.execute_script(script).unwrap();
     let before = database.dump_sqlite().unwrap();
     (file, database, before)
+}
+
+/// An update of every row of `table`, as step 1.
+fn update_all(table: &str, sets: &[(&str, &str)], chunk_size: usize) -> Update {
+    Update {
+        step: 1,
+        table: table.into(),
+        key: None,
+        filter: None,
+        set: set(sets),
+        chunk_size,
+    }
+}
+
+/// Rolls back every database event of `ledger`, newest first: no drift,
+/// and the dump is `before` again.
+fn assert_rolls_back(ledger: &TestLedger, database: &mut Database, before: &str, what: &str) {
+    let reports = ledger.roll_back(database, UndoOptions::default());
+    assert!(
+        reports.iter().all(|report| report.drift.is_empty()),
+        "{what}: {reports:?}"
+    );
+    assert_same_dump(before, &database.dump_sqlite().unwrap(), what);
 }

@@ -458,6 +458,9 @@ struct RowsPlan<'a> {
     /// `"k0", "k1"`: the key columns.
     keys: String,
     key_positions: Vec<usize>,
+    /// Whether the table has triggers (or, on PostgreSQL, rules), which
+    /// may change more than the statement says: read once per step.
+    triggers: bool,
 }
 
 /// The temporary table that holds the keys of a filtered SQLite chunk, so
@@ -471,6 +474,7 @@ impl<'a> RowsPlan<'a> {
         info: &'a TableInfo,
         filter: Option<&'a str>,
         chunk_size: usize,
+        triggers: bool,
     ) -> RowsPlan<'a> {
         RowsPlan {
             step,
@@ -479,6 +483,7 @@ impl<'a> RowsPlan<'a> {
             chunk_size,
             keys: info.key_list(""),
             key_positions: info.key_positions(),
+            triggers,
         }
     }
 
@@ -609,19 +614,19 @@ impl<'a> RowsPlan<'a> {
             .collect::<Vec<_>>()
             .join(" AND ")
     }
+}
 
-    /// `SELECT count(*), string_agg(ROW(fields)::text, …)` over `source`,
-    /// the records in key order.
-    fn pg_packed_select(&self, fields: &[String], source: &str) -> String {
-        let order = (0..self.info.key.len())
-            .map(|i| format!("_rw_result._rw_k{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(
-            "SELECT count(*), string_agg({}, E'\\n' ORDER BY {order}) FROM {source} AS _rw_result",
-            pg_record(fields)
-        )
-    }
+/// `SELECT count(*), string_agg(ROW(fields)::text, …)` over `source`,
+/// the records in key order.
+fn pg_packed_select(info: &TableInfo, fields: &[String], source: &str) -> String {
+    let order = (0..info.key.len())
+        .map(|i| format!("_rw_result._rw_k{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT count(*), string_agg({}, E'\\n' ORDER BY {order}) FROM {source} AS _rw_result",
+        pg_record(fields)
+    )
 }
 
 /// `"k" AS _rw_k0, …, "c"::text AS {image}0, …`: the typed keys, to order
@@ -740,7 +745,8 @@ pub(crate) async fn update(
     // The after image reads back only the columns the statement sets and
     // takes the others from the before image, unless a trigger or rule
     // could change them too.
-    let changed: Vec<usize> = if context.has_triggers(step, &info).await? {
+    let triggers = context.has_triggers(step, &info).await?;
+    let changed: Vec<usize> = if triggers {
         (0..info.columns.len()).collect()
     } else {
         info.columns
@@ -756,7 +762,13 @@ pub(crate) async fn update(
         .map(|(column, expression)| format!("{} = ({expression})", quote_ident(column)))
         .collect::<Vec<_>>()
         .join(", ");
-    let plan = RowsPlan::new(step, &info, operation.filter.as_deref(), chunk_size);
+    let plan = RowsPlan::new(
+        step,
+        &info,
+        operation.filter.as_deref(),
+        chunk_size,
+        triggers,
+    );
     change_rows(context, &plan, &Change::Update { sets, changed }, recorder).await
 }
 
@@ -771,7 +783,14 @@ pub(crate) async fn delete(
         .table(&operation.table, operation.key.as_deref())
         .await?;
     context.refuse_cascades(step, &info, None).await?;
-    let plan = RowsPlan::new(step, &info, operation.filter.as_deref(), chunk_size);
+    let triggers = context.has_triggers(step, &info).await?;
+    let plan = RowsPlan::new(
+        step,
+        &info,
+        operation.filter.as_deref(),
+        chunk_size,
+        triggers,
+    );
     change_rows(context, &plan, &Change::Delete, recorder).await
 }
 
@@ -808,7 +827,7 @@ async fn change_rows(
     // the table has columns the hook counts that the images do not hold
     // (generated ones).
     let hooked = engine == Engine::Sqlite
-        && !context.has_triggers(plan.step, plan.info).await?
+        && !plan.triggers
         && !context.sqlite_hidden_columns(plan.step, plan.info).await?;
     plan.refuse_null_keys(context).await?;
     if sqlite_keys {
@@ -1424,7 +1443,7 @@ fn pg_chunk_sql(plan: &RowsPlan<'_>, change: &Change, lower_sql: &str) -> (Strin
     let sql = format!(
         "WITH {}, _rw_changed AS ({statement}) {}",
         plan.pg_old(lower_sql),
-        plan.pg_packed_select(&fields, "_rw_changed"),
+        pg_packed_select(plan.info, &fields, "_rw_changed"),
     );
     (sql, width)
 }
@@ -1481,7 +1500,7 @@ async fn may_overlap(
     if reads_rows(sets) || plan.filter.is_some_and(reads_rows) {
         return Ok(false);
     }
-    if context.has_triggers(plan.step, plan.info).await? {
+    if plan.triggers {
         return Ok(false);
     }
     let sql = "SELECT count(*) FROM pg_constraint WHERE condeferrable \
@@ -1819,12 +1838,11 @@ pub(crate) async fn insert(
                 }
                 Engine::Postgres => {
                     let returning = pg_keys_and_texts(&info, "_rw_a");
-                    let plan = RowsPlan::new(step, &info, None, chunk_size);
                     let fields: Vec<String> =
                         (0..column_count).map(|i| format!("_rw_a{i}")).collect();
                     format!(
                         "WITH _rw_new AS ({insert_sql} RETURNING {returning}) {}",
-                        plan.pg_packed_select(&fields, "_rw_new")
+                        pg_packed_select(&info, &fields, "_rw_new")
                     )
                 }
             };

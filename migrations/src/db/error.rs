@@ -158,7 +158,9 @@ impl DbError {
             DbError::Record { .. } => {
                 Some("check the ledger directory (space, permissions), then apply again")
             }
-            DbError::Concurrent { .. } => Some("stop other writers to the table and apply again"),
+            DbError::Concurrent { .. } => Some(
+                "nothing of the failing chunk stays; if another writer changed the table, stop it and apply again; if the statement itself did more than change its chunk's rows (a REPLACE or IGNORE conflict clause, another table), change the step",
+            ),
             DbError::BadImages { .. } => Some(
                 "run `rewind verify`: if the chain holds, the event was recorded this way and its rows cannot be restored from it",
             ),

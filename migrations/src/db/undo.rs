@@ -458,25 +458,22 @@ async fn restore_rows(
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let join = rows
-            .key_columns
-            .iter()
-            .enumerate()
-            .map(|(i, name)| format!("t.{} = i.k{i}{}", quote_ident(name), cast(name)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
         let table = &info.quoted;
+        // `{table}.k0 = i.k0::type AND …`: the rows of the images.
+        let key_join = |table: &str| {
+            rows.key_columns
+                .iter()
+                .enumerate()
+                .map(|(i, name)| format!("{table}.{} = i.k{i}{}", quote_ident(name), cast(name)))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        };
+        let join = key_join("t");
         let key_positions = info_positions(rows);
         let non_key: Vec<usize> = (0..column_count)
             .filter(|i| !key_positions.contains(i))
             .collect();
-        let restore_join = rows
-            .key_columns
-            .iter()
-            .enumerate()
-            .map(|(i, name)| format!("{table}.{} = i.k{i}{}", quote_ident(name), cast(name)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let restore_join = key_join(table);
         let sets = non_key
             .iter()
             .map(|&i| {
@@ -521,18 +518,10 @@ async fn restore_rows(
                     && let Some(slot) = done.get_mut(*index as usize)
                 {
                     *slot = true;
-                    ids.push(*index as i32);
+                    ids.push(*index);
                 }
             }
-            if !ids.is_empty() {
-                context
-                    .execute(
-                        step,
-                        "DELETE FROM _rw_images WHERE idx = ANY($1::int4[])",
-                        &[Bind::IntArray(ids)],
-                    )
-                    .await?;
-            }
+            forget_images(context, step, &ids).await?;
         }
         let current_sql = match engine {
             // Locks the rows it reads, so that nobody changes them between
@@ -580,39 +569,7 @@ async fn restore_rows(
         if dry_run || (!report.drift.is_empty() && options.on_drift == OnDrift::Stop) {
             return Ok(report);
         }
-        if !leave_alone.is_empty() {
-            match engine {
-                Engine::Postgres => {
-                    let ids = leave_alone.iter().map(|&id| id as i32).collect();
-                    context
-                        .execute(
-                            step,
-                            "DELETE FROM _rw_images WHERE idx = ANY($1::int4[])",
-                            &[Bind::IntArray(ids)],
-                        )
-                        .await?;
-                }
-                Engine::Sqlite => {
-                    for chunk in leave_alone.chunks(10_000) {
-                        let marks = (1..=chunk.len())
-                            .map(|i| format!("?{i}"))
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        let binds: Vec<Bind> = chunk
-                            .iter()
-                            .map(|&id| Bind::Value(SqlValue::Integer(id)))
-                            .collect();
-                        context
-                            .execute(
-                                step,
-                                &format!("DELETE FROM temp._rw_images WHERE idx IN ({marks})"),
-                                &binds,
-                            )
-                            .await?;
-                    }
-                }
-            }
-        }
+        forget_images(context, step, &leave_alone).await?;
         if !non_key.is_empty() {
             context
                 .execute(
@@ -678,6 +635,46 @@ async fn restore_rows(
         report.applied = true;
         Ok(report)
     }
+}
+
+/// Removes the images at `ids` from the temporary image table, so that the
+/// statements after it leave their rows alone.
+async fn forget_images(context: &mut Context<'_>, step: u32, ids: &[i64]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    match context.executor.engine() {
+        Engine::Postgres => {
+            let ids = ids.iter().map(|&id| id as i32).collect();
+            context
+                .execute(
+                    step,
+                    "DELETE FROM _rw_images WHERE idx = ANY($1::int4[])",
+                    &[Bind::IntArray(ids)],
+                )
+                .await?;
+        }
+        Engine::Sqlite => {
+            for chunk in ids.chunks(10_000) {
+                let marks = (1..=chunk.len())
+                    .map(|i| format!("?{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let binds: Vec<Bind> = chunk
+                    .iter()
+                    .map(|&id| Bind::Value(SqlValue::Integer(id)))
+                    .collect();
+                context
+                    .execute(
+                        step,
+                        &format!("DELETE FROM temp._rw_images WHERE idx IN ({marks})"),
+                        &binds,
+                    )
+                    .await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Turns a PostgreSQL table's ordinary triggers off for the rest of the
