@@ -509,10 +509,15 @@ pub enum Subject {
 
 /// Renders a row key as `history --key` accepts it: values joined by commas.
 pub fn render_key(key: &[SqlValue]) -> String {
-    key.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
+    use std::fmt::Write as _;
+    let mut rendered = String::new();
+    for (index, value) in key.iter().enumerate() {
+        if index > 0 {
+            rendered.push(',');
+        }
+        write!(rendered, "{value}").expect("writing to a String");
+    }
+    rendered
 }
 
 impl Event {

@@ -563,7 +563,8 @@ impl Ledger {
         } else {
             encode_all(&records, |record| (record_json(record), None))
         };
-        let mut lines = Vec::with_capacity(records.len() * 700);
+        // A line is its record's JSON and, around it, the seq and two hashes.
+        let mut lines = Vec::with_capacity(encoded.iter().map(|(json, _)| json.len() + 192).sum());
         let mut index = sled::Batch::default();
         let mut runs = RunRanges::default();
         let mut hashes = Vec::with_capacity(records.len());

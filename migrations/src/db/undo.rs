@@ -444,7 +444,6 @@ async fn restore_rows(
         } else {
             quiet_triggers(context, step, triggers).await?
         };
-        load_images(context, step, info, rows).await?;
         let present = format!(
             "CASE WHEN t.{} IS NULL THEN 0 ELSE 1 END",
             quote_ident(&rows.key_columns[0])
@@ -485,12 +484,16 @@ async fn restore_rows(
         // PostgreSQL: the updated rows still at their after image are
         // restored by one statement that checks them as it finds them, so
         // each row is looked up once (a table larger than the server's
-        // buffers pays for every lookup). The rest — inserted and deleted
-        // rows, and rows not at their after image — are read, locked and
-        // classified below; drift that stops the undo rolls this back with
-        // everything else.
+        // buffers pays for every lookup), reading the images straight from
+        // the arrays sent with it. The rest — inserted and deleted rows,
+        // and rows not at their after image — are loaded into the image
+        // table, then read, locked and classified below; drift that stops
+        // the undo rolls this back with everything else.
         let mut done = vec![false; rows.rows.len()];
+        let mut arrays = None;
         if engine == Engine::Postgres && !dry_run && !non_key.is_empty() {
+            let images = pg_image_arrays(rows);
+            let (binds, source) = (&images.0, &images.1);
             let now = rows
                 .columns
                 .iter()
@@ -505,22 +508,38 @@ async fn restore_rows(
                 .fetch(
                     step,
                     &format!(
-                        "UPDATE {table} SET {sets} FROM {images} AS i WHERE {restore_join} \
+                        "UPDATE {table} SET {sets} FROM {source} WHERE {restore_join} \
                          AND i.hb AND i.ha AND ROW({now}) IS NOT DISTINCT FROM ROW({afters}) \
                          RETURNING i.idx"
                     ),
-                    &[],
+                    binds,
                 )
                 .await?;
             let mut ids = Vec::with_capacity(restored.len());
             for row in restored {
                 if let Some(SqlValue::Integer(index)) = row.first()
                     && let Some(slot) = done.get_mut(*index as usize)
+                    && !*slot
                 {
                     *slot = true;
                     ids.push(*index);
                 }
             }
+            // Every row restored, the common case: nothing is left to read,
+            // classify, delete or insert.
+            if ids.len() == rows.rows.len() {
+                return Ok(UndoReport {
+                    triggers_fired,
+                    restored: ids.len() as u64,
+                    applied: true,
+                    ..UndoReport::default()
+                });
+            }
+            arrays = Some((images, ids));
+        }
+        let (images_made, restored_ids) = arrays.unzip();
+        load_images(context, step, rows, images_made).await?;
+        if let Some(ids) = restored_ids {
             forget_images(context, step, &ids).await?;
         }
         let current_sql = match engine {
@@ -734,23 +753,76 @@ fn info_positions(rows: &RowsChanged) -> Vec<usize> {
         .collect()
 }
 
-/// Creates the temporary image table and fills it with one statement (or,
-/// on SQLite, one statement per batch of rows within the variable limit).
+/// The columns of the image table: each row's index, whether it has a
+/// before and an after image, its key, its before and its after values.
+fn image_columns(rows: &RowsChanged) -> Vec<String> {
+    ["idx".to_owned(), "hb".to_owned(), "ha".to_owned()]
+        .into_iter()
+        .chain((0..rows.key_columns.len()).map(|i| format!("k{i}")))
+        .chain((0..rows.columns.len()).map(|i| format!("b{i}")))
+        .chain((0..rows.columns.len()).map(|i| format!("a{i}")))
+        .collect()
+}
+
+/// The images as one PostgreSQL array for each of [`image_columns`] (the
+/// values as text), and `unnest(…) AS i(…)`, the rows they make.
+fn pg_image_arrays(rows: &RowsChanged) -> (Vec<Bind>, String) {
+    let mut binds = vec![
+        Bind::IntArray((0..rows.rows.len() as i32).collect()),
+        Bind::BoolArray(rows.rows.iter().map(|row| row.before.is_some()).collect()),
+        Bind::BoolArray(rows.rows.iter().map(|row| row.after.is_some()).collect()),
+    ];
+    for i in 0..rows.key_columns.len() {
+        binds.push(Bind::TextArray(
+            rows.rows
+                .iter()
+                .map(|row| row.key.get(i).and_then(as_text))
+                .collect(),
+        ));
+    }
+    fn before(row: &RowImage) -> Option<&[SqlValue]> {
+        row.before.as_deref()
+    }
+    fn after(row: &RowImage) -> Option<&[SqlValue]> {
+        row.after.as_deref()
+    }
+    for image in [before, after] {
+        for i in 0..rows.columns.len() {
+            binds.push(Bind::TextArray(
+                rows.rows
+                    .iter()
+                    .map(|row| image(row).and_then(|values| values.get(i).and_then(as_text)))
+                    .collect(),
+            ));
+        }
+    }
+    let arrays = binds
+        .iter()
+        .enumerate()
+        .map(|(i, bind)| match bind {
+            Bind::IntArray(_) => format!("${}::int4[]", i + 1),
+            Bind::BoolArray(_) => format!("${}::bool[]", i + 1),
+            _ => format!("${}::text[]", i + 1),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let source = format!("unnest({arrays}) AS i({})", image_columns(rows).join(", "));
+    (binds, source)
+}
+
+/// Creates the temporary image table and fills it: on PostgreSQL with one
+/// statement (from `arrays`, [`pg_image_arrays`] made already), on SQLite
+/// with one prepared insert run per row.
 async fn load_images(
     context: &mut Context<'_>,
     step: u32,
-    _info: &TableInfo,
     rows: &RowsChanged,
+    arrays: Option<(Vec<Bind>, String)>,
 ) -> Result<()> {
     let engine = context.executor.engine();
     let column_count = rows.columns.len();
     let key_count = rows.key_columns.len();
-    let names: Vec<String> = ["idx".to_owned(), "hb".to_owned(), "ha".to_owned()]
-        .into_iter()
-        .chain((0..key_count).map(|i| format!("k{i}")))
-        .chain((0..column_count).map(|i| format!("b{i}")))
-        .chain((0..column_count).map(|i| format!("a{i}")))
-        .collect();
+    let names = image_columns(rows);
     match engine {
         Engine::Postgres => {
             let definitions = names
@@ -768,48 +840,11 @@ async fn load_images(
                     &format!("CREATE TEMP TABLE _rw_images ({definitions}) ON COMMIT DROP"),
                 )
                 .await?;
-            let mut binds = vec![
-                Bind::IntArray((0..rows.rows.len() as i32).collect()),
-                Bind::BoolArray(rows.rows.iter().map(|row| row.before.is_some()).collect()),
-                Bind::BoolArray(rows.rows.iter().map(|row| row.after.is_some()).collect()),
-            ];
-            for i in 0..key_count {
-                binds.push(Bind::TextArray(
-                    rows.rows
-                        .iter()
-                        .map(|row| row.key.get(i).and_then(as_text))
-                        .collect(),
-                ));
-            }
-            for image in [
-                |row: &RowImage| row.before.clone(),
-                |row: &RowImage| row.after.clone(),
-            ] {
-                for i in 0..column_count {
-                    binds.push(Bind::TextArray(
-                        rows.rows
-                            .iter()
-                            .map(|row| {
-                                image(row).and_then(|values| values.get(i).and_then(as_text))
-                            })
-                            .collect(),
-                    ));
-                }
-            }
-            let arrays = binds
-                .iter()
-                .enumerate()
-                .map(|(i, bind)| match bind {
-                    Bind::IntArray(_) => format!("${}::int4[]", i + 1),
-                    Bind::BoolArray(_) => format!("${}::bool[]", i + 1),
-                    _ => format!("${}::text[]", i + 1),
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let (binds, source) = arrays.unwrap_or_else(|| pg_image_arrays(rows));
             context
                 .execute(
                     step,
-                    &format!("INSERT INTO _rw_images SELECT * FROM unnest({arrays})"),
+                    &format!("INSERT INTO _rw_images SELECT * FROM {source}"),
                     &binds,
                 )
                 .await?;
