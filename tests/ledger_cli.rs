@@ -898,3 +898,43 @@ pub(crate) fn python_tool(
         String::from_utf8_lossy(&output.stderr).into_owned(),
     ))
 }
+
+#[test]
+fn row_images_that_do_not_unpack_fail_verify_without_sending_the_operator_to_repair() {
+    let env = populated();
+    {
+        let mut ledger = Ledger::open(&env.ledger, origin()).unwrap();
+        ledger
+            .append(
+                Some("r1"),
+                Event::RowsPacked(rewind_ledger::RowsPacked {
+                    chunk: 1,
+                    columns: vec![Column {
+                        name: "id".into(),
+                        sql_type: "integer".into(),
+                    }],
+                    database: "sqlite://app.db".into(),
+                    // A deleted row's flags and the tag of an INTEGER whose
+                    // eight bytes are missing.
+                    images: rewind_ledger::Bytes(vec![1, 1]),
+                    key_columns: vec!["id".into()],
+                    rows: 1,
+                    step: 2,
+                    table: "teams".into(),
+                }),
+            )
+            .unwrap();
+    }
+    let output = env.run(&["verify"]);
+    assert_eq!(output.code, 4, "{output:?}");
+    assert!(
+        output.stderr.contains("at seq 4: unusable") && output.stderr.contains("rewind show 4"),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        !output.stderr.contains("rewind repair"),
+        "{}",
+        output.stderr
+    );
+}

@@ -29,6 +29,9 @@ pub enum ProblemKind {
     Extra,
     /// The stored bytes do not decode.
     Corrupt,
+    /// The entry hashes as written, but what it holds cannot be used: row
+    /// images that do not unpack.
+    Unusable,
 }
 
 impl fmt::Display for ProblemKind {
@@ -39,6 +42,7 @@ impl fmt::Display for ProblemKind {
             ProblemKind::Reordered => "reordered",
             ProblemKind::Extra => "extra",
             ProblemKind::Corrupt => "corrupt",
+            ProblemKind::Unusable => "unusable",
         })
     }
 }
@@ -183,6 +187,15 @@ impl Ledger {
                         Some(problem(seq, ProblemKind::Altered, detail)),
                     ));
                 }
+                // Chained as written, but of no use to a rollback or a reader.
+                if let Some(reason) = &checked.images {
+                    let detail = format!("the row images do not unpack: {reason}");
+                    return Ok(report(
+                        verified,
+                        prev,
+                        Some(problem(seq, ProblemKind::Unusable, detail)),
+                    ));
+                }
                 if let Some(checkpoint) = &checked.checkpoint
                     && let Some(detail) =
                         crate::checkpoint::problem(self.ledger_id(), seq, &prev, checkpoint)
@@ -279,6 +292,8 @@ struct Checked {
     /// The record's ledger id, when it is not this ledger's.
     foreign_ledger: Option<String>,
     checkpoint: Option<Checkpoint>,
+    /// Why the row images of a `RowsPacked` do not unpack.
+    images: Option<String>,
     /// The record's canonical JSON, in [`Chunk::json`].
     json: Range<usize>,
 }
@@ -327,6 +342,10 @@ fn decode_chunk(raw: RawChunk, ledger_id: &str) -> Chunk {
             let decoded = decode_stored(&raw.values[place], seq).map(|(stored_hash, record)| {
                 let start = json.len();
                 write_record_json(&mut json, &record);
+                let images = match &record.event {
+                    Event::RowsPacked(packed) => crate::packed::keys(packed).err(),
+                    _ => None,
+                };
                 Checked {
                     stored_hash,
                     record_seq: record.seq,
@@ -335,6 +354,7 @@ fn decode_chunk(raw: RawChunk, ledger_id: &str) -> Chunk {
                         Event::Checkpoint(checkpoint) => Some(checkpoint),
                         _ => None,
                     },
+                    images,
                     json: start..json.len(),
                 }
             });

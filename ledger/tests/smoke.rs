@@ -300,3 +300,42 @@ fn a_writer_waits_for_a_reader_but_not_for_another_writer() {
     let reading = Ledger::open_as(&path, origin(), Access::Read).unwrap_err();
     assert!(matches!(reading, LedgerError::Locked { .. }), "{reading}");
 }
+
+/// Row images that do not unpack are chained like any content, but no
+/// rollback or reader can use them: verify names the entry.
+#[test]
+fn verify_reports_row_images_that_do_not_unpack() {
+    use rewind_ledger::{Bytes, Column, RowsPacked, verify::ProblemKind};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::init(&dir.path().join("ledger"), "ledger-1", origin()).unwrap();
+    let packed = |images: Vec<u8>| {
+        Draft::new(
+            Some("run-1"),
+            Event::RowsPacked(RowsPacked {
+                chunk: 0,
+                columns: vec![Column {
+                    name: "id".into(),
+                    sql_type: "INTEGER".into(),
+                }],
+                database: "sqlite:app.db".into(),
+                images: Bytes(images),
+                key_columns: vec!["id".into()],
+                rows: 1,
+                step: 1,
+                table: "t".into(),
+            }),
+        )
+    };
+    // One deleted row: its flags, then its before image, the INTEGER 7.
+    let mut whole = vec![1, 1];
+    whole.extend_from_slice(&7i64.to_le_bytes());
+    let cut = whole[..whole.len() - 1].to_vec();
+    ledger.append_batch(vec![packed(whole)]).unwrap();
+    assert_eq!(ledger.verify_chain().unwrap().problem, None);
+    ledger.append_batch(vec![packed(cut)]).unwrap();
+    let report = ledger.verify_chain().unwrap();
+    let problem = report.problem.expect("a problem");
+    assert_eq!((problem.seq, problem.kind), (2, ProblemKind::Unusable));
+    assert!(problem.detail.contains("row images"), "{}", problem.detail);
+    assert_eq!(report.verified, 1);
+}

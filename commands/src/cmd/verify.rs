@@ -1,6 +1,7 @@
 //! `rewind verify`: recompute the chain and compare the store with its journal.
 
 use rewind_ledger::View;
+use rewind_ledger::verify::ProblemKind;
 use serde_json::json;
 
 use crate::context::Ctx;
@@ -69,15 +70,29 @@ pub fn run(ctx: &mut Ctx) -> CliResult {
             }
             Ok(())
         }
-        Some(problem) => Err(CliError::new(
-            exit::VERIFY,
-            anyhow::anyhow!("the ledger fails verification at seq {}: {} ({})", problem.seq, problem.kind, problem.detail),
-        )
-        .hint(format!(
-            "seqs 1 to {} verified; keep a copy of {} before changing anything",
-            report.verified,
-            ledger.dir().display()
-        ))
-        .hint("if the journal is intact (`python3 tools/verify_chain.py <ledger>/journal.jsonl`), `rewind repair` rebuilds the store from it")),
+        Some(problem) => {
+            let error = CliError::new(
+                exit::VERIFY,
+                anyhow::anyhow!(
+                    "the ledger fails verification at seq {}: {} ({})",
+                    problem.seq,
+                    problem.kind,
+                    problem.detail
+                ),
+            )
+            .hint(format!(
+                "seqs 1 to {} verified; keep a copy of {} before changing anything",
+                report.verified,
+                ledger.dir().display()
+            ));
+            Err(match problem.kind {
+                // The journal holds the same content: a repair cannot help.
+                ProblemKind::Unusable => error.hint(format!(
+                    "the entry was recorded this way (its hash matches): `rewind show {}` prints it as stored; its rows cannot be rolled back from it",
+                    problem.seq
+                )),
+                _ => error.hint("if the journal is intact (`python3 tools/verify_chain.py <ledger>/journal.jsonl`), `rewind repair` rebuilds the store from it"),
+            })
+        }
     }
 }
