@@ -1503,6 +1503,25 @@ async fn may_overlap(
     if plan.triggers {
         return Ok(false);
     }
+    // A function may read the table without the statement's text saying
+    // so; only an immutable one promises not to.
+    let mut called = called_functions(sets);
+    called.extend(plan.filter.map(called_functions).unwrap_or_default());
+    if !called.is_empty() {
+        let rows = context
+            .fetch(
+                plan.step,
+                "SELECT count(*) FROM pg_proc WHERE proname = ANY($1::text[]) AND provolatile <> 'i'",
+                &[Bind::TextArray(called.into_iter().map(Some).collect())],
+            )
+            .await?;
+        if !matches!(
+            rows.first().map(Vec::as_slice),
+            Some([SqlValue::Integer(0)])
+        ) {
+            return Ok(false);
+        }
+    }
     let sql = "SELECT count(*) FROM pg_constraint WHERE condeferrable \
                AND (conrelid = to_regclass($1) OR confrelid = to_regclass($1))";
     let rows = context
@@ -1516,6 +1535,59 @@ async fn may_overlap(
         rows.first().map(Vec::as_slice),
         Some([SqlValue::Integer(0)])
     ))
+}
+
+/// The names of the functions a PostgreSQL expression calls: every name,
+/// unquoted (folded to lower case) or double-quoted, that an opening
+/// parenthesis follows, outside string literals. Keywords that take one
+/// (`coalesce(`, `in (`) come too; no function bears their names.
+fn called_functions(sql: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut chars = sql.chars().peekable();
+    let mut name: Option<String> = None;
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                // A literal, its '' doubled: skipped whole.
+                while let Some(c) = chars.next() {
+                    if c == '\'' && chars.next_if_eq(&'\'').is_none() {
+                        break;
+                    }
+                }
+                name = None;
+            }
+            '"' => {
+                let mut quoted = String::new();
+                while let Some(c) = chars.next() {
+                    if c == '"' && chars.next_if_eq(&'"').is_none() {
+                        break;
+                    }
+                    quoted.push(c);
+                }
+                name = Some(quoted);
+            }
+            c if c.is_alphanumeric() || c == '_' || c == '$' => {
+                let mut word = c.to_lowercase().collect::<String>();
+                while let Some(c) = chars.next_if(|c| c.is_alphanumeric() || *c == '_' || *c == '$')
+                {
+                    word.extend(c.to_lowercase());
+                }
+                name = Some(word);
+            }
+            c if c.is_whitespace() => {}
+            '(' => {
+                if let Some(called) = name.take() {
+                    names.push(called);
+                }
+            }
+            // `schema.name(`: the name after the dot is the function's.
+            '.' => name = None,
+            _ => name = None,
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// A second connection for [`pg_overlapped`], when the step may overlap
@@ -2068,4 +2140,18 @@ pub(crate) async fn verify(
         source,
     })?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::called_functions;
+
+    #[test]
+    fn called_functions_are_found_outside_literals() {
+        assert_eq!(
+            called_functions(r#"abs("Done"()) + Lower (b) || 'f(x) '' g(' || s."Q""uoted"(1) - a"#),
+            ["Done", "Q\"uoted", "abs", "lower"]
+        );
+        assert!(called_functions("a + 1, b || 'x'").is_empty());
+    }
 }
