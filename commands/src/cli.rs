@@ -151,7 +151,7 @@ pub struct HistoryArgs {
     #[arg(long, value_name = "TABLE")]
     pub table: Option<String>,
 
-    /// With --table: only the row with this key (values joined by commas), shown before and after
+    /// With --table: only the row with this key, shown before and after: its values joined by commas, a comma or backslash inside a value written `\,` or `\\` (`--key 'Smith\, Jo,3'`)
     #[arg(long, value_name = "KEY", requires = "table")]
     pub key: Option<String>,
 

@@ -507,7 +507,10 @@ pub enum Subject {
     Row(String, String),
 }
 
-/// Renders a row key as `history --key` accepts it: values joined by commas.
+/// Renders a row key as `history --key` accepts it: values joined by
+/// commas, a comma or backslash inside a text value escaped with a
+/// backslash (`Smith\, Jo,3` is the key `('Smith, Jo', 3)`), so that two
+/// keys never render alike.
 pub fn render_key(key: &[SqlValue]) -> String {
     use std::fmt::Write as _;
     let mut rendered = String::new();
@@ -515,7 +518,17 @@ pub fn render_key(key: &[SqlValue]) -> String {
         if index > 0 {
             rendered.push(',');
         }
-        write!(rendered, "{value}").expect("writing to a String");
+        match value {
+            SqlValue::Text(text) | SqlValue::Typed(text) => {
+                for c in text.chars() {
+                    if c == ',' || c == '\\' {
+                        rendered.push('\\');
+                    }
+                    rendered.push(c);
+                }
+            }
+            other => write!(rendered, "{other}").expect("writing to a String"),
+        }
     }
     rendered
 }

@@ -43,7 +43,8 @@ const INDEXED_THROUGH: &[u8] = b"\xffindexed_through";
 /// The layout of the `index` tree; an index of another layout is dropped and
 /// rebuilt from the events when the ledger is opened.
 const INDEX_FORMAT: &[u8] = b"\xffindex_format";
-const INDEX_FORMAT_VERSION: &[u8] = b"2";
+/// 3: row keys rendered with `,` and `\` escaped in text values.
+const INDEX_FORMAT_VERSION: &[u8] = b"3";
 /// How many events, or paths and rows, `catch_up_index` indexes in one sled
 /// batch: events of a thousand rows name a thousand subjects each.
 const CATCH_UP_EVENTS: usize = 50_000;
