@@ -512,25 +512,31 @@ pub enum Subject {
 /// backslash (`Smith\, Jo,3` is the key `('Smith, Jo', 3)`), so that two
 /// keys never render alike.
 pub fn render_key(key: &[SqlValue]) -> String {
-    use std::fmt::Write as _;
     let mut rendered = String::new();
+    render_key_into(&mut rendered, key);
+    rendered
+}
+
+/// [`render_key`], appended to `out`.
+pub fn render_key_into(out: &mut String, key: &[SqlValue]) {
+    use std::fmt::Write as _;
     for (index, value) in key.iter().enumerate() {
         if index > 0 {
-            rendered.push(',');
+            out.push(',');
         }
         match value {
+            SqlValue::Integer(value) => out.push_str(itoa::Buffer::new().format(*value)),
             SqlValue::Text(text) | SqlValue::Typed(text) => {
                 for c in text.chars() {
                     if c == ',' || c == '\\' {
-                        rendered.push('\\');
+                        out.push('\\');
                     }
-                    rendered.push(c);
+                    out.push(c);
                 }
             }
-            other => write!(rendered, "{other}").expect("writing to a String"),
+            other => write!(out, "{other}").expect("writing to a String"),
         }
     }
-    rendered
 }
 
 impl Event {

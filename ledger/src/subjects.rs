@@ -29,9 +29,10 @@
 //! covers; like every index, it is rebuilt from the events by `reindex`.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::error::{LedgerError, Result};
-use crate::event::Subject;
+use crate::event::{Event, SqlValue, Subject, render_key_into};
 use crate::record::Record;
 
 /// Entries at which a group is full and the next one starts.
@@ -64,8 +65,37 @@ pub(crate) struct SubjectEntry {
     seq: u64,
 }
 
-/// Adds the subjects of a record to `out`.
+/// Adds the subjects of a record to `out`: those of
+/// [`Event::subjects`], a row's written straight from its key (an event
+/// names a thousand of them).
 pub(crate) fn collect(record: &Record, out: &mut Vec<SubjectEntry>) {
+    let mut row = |table: &str, key: &[SqlValue]| {
+        let mut subject = String::with_capacity(table.len() + 24);
+        subject.push_str(table);
+        subject.push('\0');
+        render_key_into(&mut subject, key);
+        out.push(SubjectEntry {
+            kind: ROW,
+            subject: subject.into_bytes(),
+            seq: record.seq,
+        });
+    };
+    match &record.event {
+        Event::RowsChanged(rows) => {
+            for image in &rows.rows {
+                row(&rows.table, &image.key);
+            }
+            return;
+        }
+        // Images that do not unpack name no rows, as in `Event::subjects`.
+        Event::RowsPacked(packed) => {
+            for key in crate::packed::keys(packed).unwrap_or_default() {
+                row(&packed.table, &key);
+            }
+            return;
+        }
+        _ => {}
+    }
     for subject in record.event.subjects() {
         let (kind, subject) = match subject {
             Subject::Path(path) => (PATH, path.trim_end_matches('/').as_bytes().to_vec()),
@@ -141,7 +171,7 @@ pub(crate) struct OpenGroup {
     first: Option<u64>,
     entries: usize,
     /// The filter items so far, and the filter they set.
-    items: HashSet<u64>,
+    items: HashSet<u64, BuildHasherDefault<ItemHasher>>,
     filter: Vec<u8>,
 }
 
@@ -227,6 +257,27 @@ impl OpenGroup {
         if let Some(first) = segment_first {
             self.write(first, &segment, batch);
         }
+    }
+}
+
+/// Hashes a filter item, itself a hash, with one multiply (SipHash, the
+/// default, cost more than the rest of taking an entry).
+#[derive(Default)]
+struct ItemHasher(u64);
+
+impl Hasher for ItemHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, item: u64) {
+        self.0 = (item ^ (item >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
     }
 }
 
