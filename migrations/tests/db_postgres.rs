@@ -317,6 +317,70 @@ fn postgres_images_are_text_with_column_types() {
     assert_eq!(rows.rows[0].key, vec![SqlValue::Typed("1".into())]);
 }
 
+/// The drift check compares integers, booleans and uuids as values and
+/// everything else as text: a write since the update to any one column of
+/// a row, of either kind, is drift on that row and that column only.
+#[test]
+fn postgres_drift_on_each_column_of_each_kind_is_found() {
+    let columns = ["s", "i", "b", "flag", "u", "f"];
+    let Some((_scratch, mut database)) = scratch_with(
+        "rw_drift_kinds",
+        "CREATE TABLE t (id int PRIMARY KEY, s smallint, i integer, b bigint, flag boolean, \
+         u uuid, f float8, n int); \
+         INSERT INTO t SELECT k, k, k, k, true, md5(k::text)::uuid, 0, 0 \
+         FROM generate_series(1, 7) AS k",
+    ) else {
+        return;
+    };
+    let mut ledger = TestLedger::new();
+    database
+        .update(
+            &update_every_row(&[("n", "n + 1")], 100),
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    // Row k + 1 gets a write to column k; row 7 is left alone. The float
+    // becomes -0, equal to 0 as a value but not as text.
+    database
+        .execute_script(
+            "UPDATE t SET s = 100 WHERE id = 1; UPDATE t SET i = 100 WHERE id = 2; \
+             UPDATE t SET b = 100 WHERE id = 3; UPDATE t SET flag = false WHERE id = 4; \
+             UPDATE t SET u = md5('x')::uuid WHERE id = 5; UPDATE t SET f = '-0' WHERE id = 6",
+        )
+        .unwrap();
+    let event = ledger.events()[0].1.clone();
+    let report = database
+        .undo(
+            &event,
+            UndoOptions {
+                on_drift: OnDrift::Skip,
+                allow_irreversible: false,
+                allow_triggers: false,
+            },
+        )
+        .unwrap();
+    let drift: Vec<(SqlValue, Vec<String>)> = report
+        .drift
+        .iter()
+        .map(|row| (row.key[0].clone(), row.columns.clone()))
+        .collect();
+    let expected: Vec<(SqlValue, Vec<String>)> = columns
+        .iter()
+        .enumerate()
+        .map(|(k, column)| {
+            (
+                SqlValue::Typed((k + 1).to_string()),
+                vec![column.to_string()],
+            )
+        })
+        .collect();
+    assert_eq!(drift, expected);
+    assert_eq!(report.restored, 1);
+    let n = database.query("SELECT n FROM t ORDER BY id", &[]).unwrap();
+    let n: Vec<SqlValue> = n.into_iter().map(|row| row[0].clone()).collect();
+    assert_eq!(n, [1, 1, 1, 1, 1, 1, 0].map(SqlValue::Integer).to_vec());
+}
+
 #[test]
 fn postgres_drift_is_detected_and_left_alone() {
     let Some((_scratch, mut database)) = fixture("rw_drift") else {
