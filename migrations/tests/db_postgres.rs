@@ -6,7 +6,7 @@ mod db_common;
 
 use std::collections::BTreeMap;
 
-use db_common::{PgDatabase, TestLedger, assert_same_dump, chinook_pg_script};
+use db_common::{PgDatabase, TestLedger, assert_same_dump, chinook_pg_script, skip_drift};
 use rewind_ledger::{Event, SqlValue};
 use rewind_migrations::db::{
     Bind, Check, Database, DbError, Delete, Expectation, Insert, InsertSource, OnDrift, Schema,
@@ -349,16 +349,7 @@ fn postgres_drift_on_each_column_of_each_kind_is_found() {
         )
         .unwrap();
     let event = ledger.events()[0].1.clone();
-    let report = database
-        .undo(
-            &event,
-            UndoOptions {
-                on_drift: OnDrift::Skip,
-                allow_irreversible: false,
-                allow_triggers: false,
-            },
-        )
-        .unwrap();
+    let report = database.undo(&event, skip_drift()).unwrap();
     let drift: Vec<(SqlValue, Vec<String>)> = report
         .drift
         .iter()
@@ -422,16 +413,7 @@ fn postgres_drift_is_detected_and_left_alone() {
             .clone()
     };
     assert_eq!(price(&mut database, 1)[0], SqlValue::Typed("125.00".into()));
-    let report = database
-        .undo(
-            &event,
-            UndoOptions {
-                on_drift: OnDrift::Skip,
-                allow_irreversible: false,
-                allow_triggers: false,
-            },
-        )
-        .unwrap();
+    let report = database.undo(&event, skip_drift()).unwrap();
     assert_eq!((report.restored, report.drift.len()), (2, 1));
     assert_eq!(price(&mut database, 1)[0], SqlValue::Typed("12.50".into()));
     assert_eq!(

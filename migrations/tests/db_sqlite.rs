@@ -5,7 +5,7 @@ mod db_common;
 
 use std::collections::BTreeMap;
 
-use db_common::{SqliteFile, TestLedger, assert_same_dump, chinook_dir};
+use db_common::{SqliteFile, TestLedger, assert_same_dump, chinook_dir, skip_drift};
 use rewind_ledger::{Bytes, Event, SqlValue};
 use rewind_migrations::db::{
     Bind, Check, Database, DbError, Delete, Expectation, Insert, InsertSource, OnDrift, Schema,
@@ -295,16 +295,7 @@ fn sqlite_drift_is_detected_and_left_alone() {
     };
     assert_eq!(qty(&mut database, 1), SqlValue::Integer(100));
     // Skip: the drifted row is left alone, the others restored, the untouched row keeps its write.
-    let skipped = database
-        .undo(
-            event,
-            UndoOptions {
-                on_drift: OnDrift::Skip,
-                allow_irreversible: false,
-                allow_triggers: false,
-            },
-        )
-        .unwrap();
+    let skipped = database.undo(event, skip_drift()).unwrap();
     assert!(skipped.applied);
     assert_eq!(skipped.restored, 2);
     assert_eq!(skipped.drift.len(), 1);
@@ -339,16 +330,7 @@ fn sqlite_deleted_row_recreated_since_is_drift() {
         .execute_script("INSERT INTO tags VALUES ('red', 9.0)")
         .unwrap();
     let event = ledger.events()[0].1.clone();
-    let report = database
-        .undo(
-            &event,
-            UndoOptions {
-                on_drift: OnDrift::Skip,
-                allow_irreversible: false,
-                allow_triggers: false,
-            },
-        )
-        .unwrap();
+    let report = database.undo(&event, skip_drift()).unwrap();
     assert_eq!(report.drift.len(), 1);
     assert_eq!(report.restored, 2);
     let rows = database

@@ -286,3 +286,12 @@ pub fn assert_same_dump(before: &str, after: &str, what: &str) {
         );
     }
 }
+
+/// Undo options that restore what did not drift and report the rest.
+pub fn skip_drift() -> rewind_migrations::db::UndoOptions {
+    rewind_migrations::db::UndoOptions {
+        on_drift: rewind_migrations::db::OnDrift::Skip,
+        allow_irreversible: false,
+        allow_triggers: false,
+    }
+}
