@@ -11,7 +11,7 @@ use std::fmt;
 
 use rewind_ledger::{
     BlobStore, CommandRun, Compensated, Draft, DriftFound, Event, Note, Outcome, RollbackFinished,
-    RollbackStarted, RollbackTarget, StepStarted, UndoStarted,
+    RollbackStarted, RollbackTarget, SqlValue, StepStarted, UndoStarted, render_key,
 };
 
 use crate::databases::Databases;
@@ -469,8 +469,30 @@ pub struct RollbackReport {
     pub in_doubt: Option<InDoubt>,
 }
 
-/// The subject of an event in words (its first path).
+/// The subject of an event in words: its first path, or its table and
+/// rows (`teams(7)`; `teams(1 … 1000, 1000 rows)`).
 pub fn subject(event: &Event) -> String {
+    let rows: Option<(&String, Vec<Vec<SqlValue>>)> = match event {
+        Event::RowsChanged(e) => {
+            Some((&e.table, e.rows.iter().map(|row| row.key.clone()).collect()))
+        }
+        Event::RowsPacked(e) => {
+            Some((&e.table, rewind_ledger::packed::keys(e).unwrap_or_default()))
+        }
+        _ => None,
+    };
+    if let Some((table, keys)) = rows {
+        return match keys.as_slice() {
+            [] => table.clone(),
+            [key] => format!("{table}({})", render_key(key)),
+            [first, .., last] => format!(
+                "{table}({} … {}, {} rows)",
+                render_key(first),
+                render_key(last),
+                keys.len()
+            ),
+        };
+    }
     match event.subjects().into_iter().next() {
         Some(rewind_ledger::Subject::Path(path)) => path,
         Some(rewind_ledger::Subject::Row(table, key)) => format!("{table}({key})"),
