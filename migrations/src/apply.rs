@@ -43,6 +43,12 @@ pub enum Progress {
         kind: &'static str,
         operation: String,
     },
+    /// A long step's work so far (rows recorded by a database step, after
+    /// each chunk); a step may send none.
+    StepAdvanced {
+        step: u32,
+        done: String,
+    },
     StepFinished {
         step: u32,
         summary: String,
@@ -170,7 +176,7 @@ pub fn apply(
             kind,
             operation: operation.clone(),
         });
-        let mut cx = StepContext::new(recorder, run, *index, &mut databases);
+        let mut cx = StepContext::new(recorder, run, *index, &mut databases, &mut *progress);
         let result = step
             .spec
             .apply(&mut cx)

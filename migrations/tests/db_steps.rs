@@ -152,3 +152,65 @@ fn specs_that_cannot_work_name_the_step_and_field() {
         "{error}"
     );
 }
+
+/// A database step tells how far it got after every chunk, in rows
+/// recorded, before it finishes.
+#[test]
+fn a_database_step_reports_its_rows_as_its_chunks_are_recorded() {
+    use rewind_migrations::Recorder;
+    use rewind_migrations::apply::{Progress, RunRequest, apply};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small.db");
+    std::fs::write(&path, b"").unwrap();
+    let url = format!("sqlite://{}", path.display());
+    Database::connect(&url)
+        .unwrap()
+        .execute_script(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER NOT NULL); \
+             INSERT INTO t VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)",
+        )
+        .unwrap();
+    let text = "[migration]\nid = \"progress\"\ndescription = \"d\"\ndatabase = \"{db}\"\n\n\
+                [vars]\ndb = { required = true }\n\n\
+                [[step]]\nkind = \"update\"\ntable = \"t\"\nset = { n = \"n + 1\" }\nchunk_size = 2\n";
+    let spec = Spec::parse("progress.toml", text).unwrap();
+    let resolved = spec.resolve(&vars(&url)).unwrap();
+    let planned = plan(&resolved).unwrap();
+    let ledger = rewind_ledger::Ledger::init(
+        &dir.path().join("ledger"),
+        "progress-ledger",
+        rewind_ledger::Origin {
+            actor: "tester".into(),
+            host: "host".into(),
+        },
+    )
+    .unwrap();
+    let recorder = Recorder::new(ledger);
+    let mut seen = Vec::new();
+    let report = apply(
+        &recorder,
+        &RunRequest {
+            run: "r1".into(),
+            spec: &spec,
+            resolved: &resolved,
+            plan: &planned,
+            target: None,
+        },
+        &mut |progress: &Progress| match progress {
+            Progress::StepAdvanced { step, done } => seen.push(format!("{step}: {done}")),
+            Progress::StepFinished { step, .. } => seen.push(format!("{step}: finished")),
+            _ => {}
+        },
+    )
+    .unwrap();
+    assert_eq!(report.outcome, rewind_ledger::Outcome::Succeeded);
+    assert_eq!(
+        seen,
+        [
+            "1: 2 row(s) recorded",
+            "1: 4 row(s) recorded",
+            "1: 5 row(s) recorded",
+            "1: finished"
+        ]
+    );
+}

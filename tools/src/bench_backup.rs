@@ -342,7 +342,8 @@ fn main() {
                 }
                 per_step.push(format!("{step}:{:.2}", took.as_secs_f64()));
             }
-            rewind_migrations::apply::Progress::StepFailed { .. } => {}
+            rewind_migrations::apply::Progress::StepAdvanced { .. }
+            | rewind_migrations::apply::Progress::StepFailed { .. } => {}
         },
     )
     .unwrap();

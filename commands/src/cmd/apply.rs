@@ -6,6 +6,7 @@
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use rewind_ledger::{Outcome, RollbackTarget};
 use rewind_migrations::Recorder;
@@ -124,6 +125,8 @@ pub fn apply_all(
             }));
         }
         drop(sender);
+        let mut advanced: std::collections::BTreeMap<String, Instant> =
+            std::collections::BTreeMap::new();
         while let Some(message) = receiver.recv().await {
             match (message, bars.as_ref()) {
                 (Message::Progress(run, progress), Some(_)) => {
@@ -131,6 +134,9 @@ pub fn apply_all(
                         match &progress {
                             Progress::StepStarted { step, kind, .. } => {
                                 bar.set_message(format!("step {step} {kind}"))
+                            }
+                            Progress::StepAdvanced { step, done } => {
+                                bar.set_message(format!("step {step}: {done}"))
                             }
                             Progress::StepFinished { .. } => bar.inc(1),
                             Progress::StepFailed { step, error } => {
@@ -140,6 +146,17 @@ pub fn apply_all(
                     }
                 }
                 (Message::Progress(run, progress), None) => {
+                    // A step's advances at most once a second a run, the
+                    // first after a second: a short step prints none.
+                    if let Progress::StepAdvanced { .. } = progress {
+                        let last = advanced.entry(run.clone()).or_insert_with(Instant::now);
+                        if last.elapsed() < ADVANCE_EVERY {
+                            continue;
+                        }
+                        *last = Instant::now();
+                    } else {
+                        advanced.remove(&run);
+                    }
                     printer.status(&progress_line(&run, &progress))
                 }
                 (Message::Note(text), _) => printer.note(&text),
@@ -163,6 +180,9 @@ pub fn apply_all(
     Ok(results)
 }
 
+/// How often a run's plain progress lines tell how far a long step got.
+const ADVANCE_EVERY: Duration = Duration::from_secs(1);
+
 fn progress_line(run: &str, progress: &Progress) -> String {
     match progress {
         Progress::StepStarted {
@@ -170,6 +190,7 @@ fn progress_line(run: &str, progress: &Progress) -> String {
             kind,
             operation,
         } => format!("{run} step {step} {kind}: {operation}"),
+        Progress::StepAdvanced { step, done } => format!("{run} step {step}: {done}"),
         Progress::StepFinished { step, summary } => format!("{run} step {step} done: {summary}"),
         Progress::StepFailed { step, error } => format!("{run} step {step} FAILED: {error}"),
     }

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use rewind_ledger::Event;
 use serde::Deserialize;
 
+use crate::apply::Progress;
 use crate::databases::Databases;
 use crate::db::{self, Database};
 use crate::error::{Location, MigrateError, SpecError};
@@ -139,6 +140,8 @@ pub struct StepContext<'a> {
     /// once its event is durable.
     effects: Vec<Effect>,
     pub recorded: u64,
+    /// Where a long step tells how far it got.
+    progress: &'a mut dyn FnMut(&Progress),
 }
 
 impl<'a> StepContext<'a> {
@@ -147,6 +150,7 @@ impl<'a> StepContext<'a> {
         run: &'a str,
         step: u32,
         databases: &'a mut Databases,
+        progress: &'a mut dyn FnMut(&Progress),
     ) -> StepContext<'a> {
         StepContext {
             recorder,
@@ -156,6 +160,7 @@ impl<'a> StepContext<'a> {
             pending: Vec::new(),
             effects: Vec::new(),
             recorded: 0,
+            progress,
         }
     }
 
@@ -184,9 +189,27 @@ impl<'a> StepContext<'a> {
             error,
         })?;
         let mut count = 0u64;
+        let mut rows = 0u64;
+        let progress = &mut *self.progress;
         let mut sink = |events: Vec<Event>| -> Result<(), MigrateError> {
             count += events.len() as u64;
-            recorder.record(Some(run), events).map(|_| ())
+            let chunk_rows: u64 = events
+                .iter()
+                .map(|event| match event {
+                    Event::RowsPacked(packed) => u64::from(packed.rows),
+                    Event::RowsChanged(changed) => changed.rows.len() as u64,
+                    _ => 0,
+                })
+                .sum();
+            recorder.record(Some(run), events)?;
+            if chunk_rows > 0 {
+                rows += chunk_rows;
+                progress(&Progress::StepAdvanced {
+                    step,
+                    done: format!("{rows} row(s) recorded"),
+                });
+            }
+            Ok(())
         };
         let result = work(database, &mut sink);
         self.recorded += count;
