@@ -225,16 +225,6 @@ fn as_text(value: &SqlValue) -> Option<String> {
     }
 }
 
-/// PostgreSQL types whose values are equal exactly when their texts are
-/// (one text per value, whatever the session's settings), so that a drift
-/// check may compare them as values.
-fn equal_as_text(sql_type: &str) -> bool {
-    matches!(
-        sql_type,
-        "smallint" | "integer" | "bigint" | "boolean" | "uuid"
-    )
-}
-
 /// Which image a current row equals.
 enum State {
     AtAfter,
@@ -504,28 +494,16 @@ async fn restore_rows(
         if engine == Engine::Postgres && !dry_run && !non_key.is_empty() {
             let images = pg_image_arrays(rows);
             let (binds, source) = (&images.0, &images.1);
-            // Each column as its text (`COLLATE "C"`: byte for byte), or,
-            // for a type whose values are equal exactly when their texts
-            // are, as its value (writing an integer's text costs more than
-            // reading the image's).
-            let (now, afters): (Vec<String>, Vec<String>) = rows
+            let now = rows
                 .columns
                 .iter()
-                .enumerate()
-                .map(|(i, column)| {
-                    let name = quote_ident(&column.name);
-                    let sql_type = info.sql_type(&column.name);
-                    if equal_as_text(sql_type) {
-                        (format!("{table}.{name}"), format!("i.a{i}::{sql_type}"))
-                    } else {
-                        (
-                            format!("{table}.{name}::text COLLATE \"C\""),
-                            format!("i.a{i} COLLATE \"C\""),
-                        )
-                    }
-                })
-                .unzip();
-            let (now, afters) = (now.join(", "), afters.join(", "));
+                .map(|column| format!("{table}.{}::text COLLATE \"C\"", quote_ident(&column.name)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let afters = (0..column_count)
+                .map(|i| format!("i.a{i} COLLATE \"C\""))
+                .collect::<Vec<_>>()
+                .join(", ");
             let restored = context
                 .fetch(
                     step,
