@@ -1196,6 +1196,7 @@ fn postgres_overlapped_chunks_meet_exactly_on_quoted_text_keys() {
         )
         .unwrap();
     assert_eq!((report.rows, report.chunks), (11, 6));
+    assert!(report.overlapped, "an immutable set overlaps its chunks");
     let rows = database
         .query("SELECT count(*) FROM t WHERE a = 1", &[])
         .unwrap();
@@ -1261,6 +1262,52 @@ fn postgres_set_calling_a_function_that_reads_the_table_sees_earlier_chunks() {
     );
 }
 
+/// Functions reached in ways the text of the `set` hides: behind a comment
+/// or a string that holds a quote, by attribute notation, through an
+/// operator. PostgreSQL resolves them, so each keeps its chunks in order.
+#[test]
+fn postgres_functions_behind_comments_strings_notations_and_operators_are_seen() {
+    let done = "CREATE FUNCTION done() RETURNS bigint LANGUAGE sql STABLE \
+                AS 'SELECT count(*) FROM t WHERE a > 0'";
+    let cases = [
+        (
+            "rw_overlap_comment",
+            done.to_owned(),
+            "1 /* don't */ + done()",
+        ),
+        ("rw_overlap_line", done.to_owned(), "1 + -- it's\n done()"),
+        (
+            "rw_overlap_escape",
+            done.to_owned(),
+            r"(E'\'' = '''')::int + done()",
+        ),
+        (
+            "rw_overlap_dollar",
+            done.to_owned(),
+            "($$it's$$ = 'x')::int + 1 + done()",
+        ),
+        (
+            "rw_overlap_attribute",
+            "CREATE FUNCTION done_of(t) RETURNS bigint LANGUAGE sql STABLE \
+             AS 'SELECT count(*) FROM t WHERE a > 0'"
+                .to_owned(),
+            "t.done_of + 1",
+        ),
+        (
+            "rw_overlap_operator",
+            format!(
+                "{done}; CREATE FUNCTION plus_done(int, int) RETURNS bigint LANGUAGE sql STABLE \
+                 AS 'SELECT $1 + $2 + done()'; \
+                 CREATE OPERATOR #@# (LEFTARG = int, RIGHTARG = int, FUNCTION = plus_done)"
+            ),
+            "0 #@# 1",
+        ),
+    ];
+    for (name, setup, expression) in cases {
+        assert_each_chunk_sees_the_ones_before(name, &setup, expression);
+    }
+}
+
 /// Six rows at 0, updated two to a chunk to one more than the rows already
 /// above 0: 1, 1, 3, 3, 5, 5 when each chunk sees the chunks before it.
 fn assert_each_chunk_sees_the_ones_before(name: &str, setup: &str, expression: &str) {
@@ -1274,12 +1321,13 @@ fn assert_each_chunk_sees_the_ones_before(name: &str, setup: &str, expression: &
         return;
     };
     let mut ledger = TestLedger::new();
-    database
+    let report = database
         .update(
             &update_every_row(&[("a", expression)], 2),
             &mut ledger.recorder(),
         )
         .unwrap();
+    assert!(!report.overlapped, "{name}: the chunks overlapped");
     let rows = database.query("SELECT a FROM t ORDER BY id", &[]).unwrap();
     let values: Vec<SqlValue> = rows.into_iter().map(|row| row[0].clone()).collect();
     assert_eq!(

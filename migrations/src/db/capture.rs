@@ -160,6 +160,8 @@ pub struct StepReport {
     pub events: u64,
     /// The `RowsPacked` events among them.
     pub row_events: u32,
+    /// PostgreSQL ran the chunks overlapped on two connections.
+    pub overlapped: bool,
 }
 
 /// What a `verify` step found; a failed check is a value, not an error.
@@ -762,6 +764,12 @@ pub(crate) async fn update(
         .map(|(column, expression)| format!("{} = ({expression})", quote_ident(column)))
         .collect::<Vec<_>>()
         .join(", ");
+    let values = operation
+        .set
+        .values()
+        .map(|expression| format!("({expression})"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let plan = RowsPlan::new(
         step,
         &info,
@@ -769,7 +777,12 @@ pub(crate) async fn update(
         chunk_size,
         triggers,
     );
-    change_rows(context, &plan, &Change::Update { sets, changed }, recorder).await
+    let change = Change::Update {
+        sets,
+        values,
+        changed,
+    };
+    change_rows(context, &plan, &change, recorder).await
 }
 
 pub(crate) async fn delete(
@@ -806,6 +819,8 @@ enum Change {
     Update {
         /// `"c" = (expression), …`
         sets: String,
+        /// `(expression), …`, the same expressions alone.
+        values: String,
         /// The positions of the columns read back for the after image.
         changed: Vec<usize>,
     },
@@ -1475,9 +1490,9 @@ fn pg_chunk_images(
 /// [`pg_overlapped`]): only when nothing in the step reads rows of the
 /// table other than the one it changes, since the next chunk's statement
 /// runs before this chunk commits and does not see its changes. So no
-/// subquery in `set` or `where`, and no trigger or rule on the table.
-/// (A function called in them that reads the table is not seen here.)
-/// Nor when a deferrable constraint involves the table: this chunk's
+/// subquery in `set` or `where`, no function or operator in them that is
+/// not immutable ([`calls_only_immutable`]), and no trigger or rule on the
+/// table. Nor when a deferrable constraint involves the table: this chunk's
 /// check at its commit could wait for the next chunk's locks, held by a
 /// transaction that waits for that commit.
 async fn may_overlap(
@@ -1503,24 +1518,8 @@ async fn may_overlap(
     if plan.triggers {
         return Ok(false);
     }
-    // A function may read the table without the statement's text saying
-    // so; only an immutable one promises not to.
-    let mut called = called_functions(sets);
-    called.extend(plan.filter.map(called_functions).unwrap_or_default());
-    if !called.is_empty() {
-        let rows = context
-            .fetch(
-                plan.step,
-                "SELECT count(*) FROM pg_proc WHERE proname = ANY($1::text[]) AND provolatile <> 'i'",
-                &[Bind::TextArray(called.into_iter().map(Some).collect())],
-            )
-            .await?;
-        if !matches!(
-            rows.first().map(Vec::as_slice),
-            Some([SqlValue::Integer(0)])
-        ) {
-            return Ok(false);
-        }
+    if !calls_only_immutable(context, plan, change).await? {
+        return Ok(false);
     }
     let sql = "SELECT count(*) FROM pg_constraint WHERE condeferrable \
                AND (conrelid = to_regclass($1) OR confrelid = to_regclass($1))";
@@ -1537,57 +1536,61 @@ async fn may_overlap(
     ))
 }
 
-/// The names of the functions a PostgreSQL expression calls: every name,
-/// unquoted (folded to lower case) or double-quoted, that an opening
-/// parenthesis follows, outside string literals. Keywords that take one
-/// (`coalesce(`, `in (`) come too; no function bears their names.
-fn called_functions(sql: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut chars = sql.chars().peekable();
-    let mut name: Option<String> = None;
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                // A literal, its '' doubled: skipped whole.
-                while let Some(c) = chars.next() {
-                    if c == '\'' && chars.next_if_eq(&'\'').is_none() {
-                        break;
-                    }
-                }
-                name = None;
-            }
-            '"' => {
-                let mut quoted = String::new();
-                while let Some(c) = chars.next() {
-                    if c == '"' && chars.next_if_eq(&'"').is_none() {
-                        break;
-                    }
-                    quoted.push(c);
-                }
-                name = Some(quoted);
-            }
-            c if c.is_alphanumeric() || c == '_' || c == '$' => {
-                let mut word = c.to_lowercase().collect::<String>();
-                while let Some(c) = chars.next_if(|c| c.is_alphanumeric() || *c == '_' || *c == '$')
-                {
-                    word.extend(c.to_lowercase());
-                }
-                name = Some(word);
-            }
-            c if c.is_whitespace() => {}
-            '(' => {
-                if let Some(called) = name.take() {
-                    names.push(called);
-                }
-            }
-            // `schema.name(`: the name after the dot is the function's.
-            '.' => name = None,
-            _ => name = None,
+/// Whether every function the step's `set` and `where` call, directly or
+/// through an operator, is immutable: only an immutable function promises
+/// not to read tables, and one that reads the table would see it without
+/// the chunks before. PostgreSQL itself resolves the names: the
+/// expressions go into a temporary view, whose dependencies name the
+/// functions and operators they use (whatever the quoting, comments or
+/// notation), rolled back at once. A view PostgreSQL will not make counts
+/// as calling something else.
+async fn calls_only_immutable(
+    context: &mut Context<'_>,
+    plan: &RowsPlan<'_>,
+    change: &Change,
+) -> Result<bool> {
+    let values = match change {
+        Change::Update { values, .. } => values.as_str(),
+        Change::Delete => "1",
+    };
+    let filter = plan.filter.unwrap_or("TRUE");
+    let step = plan.step;
+    context.script(step, "SAVEPOINT _rw_probe").await?;
+    let made = context
+        .executor
+        .script(&format!(
+            "CREATE TEMP VIEW _rw_probe AS SELECT {values} FROM {} WHERE ({filter})",
+            plan.table()
+        ))
+        .await;
+    let calls = match made {
+        Ok(()) => {
+            context
+                .fetch(
+                    step,
+                    "SELECT count(*) FROM pg_depend d \
+                     JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid \
+                     LEFT JOIN pg_operator o \
+                       ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid \
+                     JOIN pg_proc p ON p.oid = CASE WHEN d.refclassid = 'pg_proc'::regclass \
+                       THEN d.refobjid ELSE o.oprcode::oid END \
+                     WHERE r.ev_class = 'pg_temp._rw_probe'::regclass AND p.provolatile <> 'i'",
+                    &[],
+                )
+                .await
         }
-    }
-    names.sort();
-    names.dedup();
-    names
+        Err(_) => Ok(Vec::new()),
+    };
+    context
+        .script(
+            step,
+            "ROLLBACK TO SAVEPOINT _rw_probe; RELEASE SAVEPOINT _rw_probe",
+        )
+        .await?;
+    Ok(matches!(
+        calls?.first().map(Vec::as_slice),
+        Some([SqlValue::Integer(0)])
+    ))
 }
 
 /// A second connection for [`pg_overlapped`], when the step may overlap
@@ -1669,6 +1672,7 @@ async fn pg_overlapped<'c>(
     mut images: Vec<RowImage>,
 ) -> Result<StepReport> {
     let step = plan.step;
+    report.overlapped = true;
     let mut contexts = [&mut first, &mut second];
     // Which connection holds the open transaction of `images`.
     let mut now = 0;
@@ -2140,18 +2144,4 @@ pub(crate) async fn verify(
         source,
     })?;
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::called_functions;
-
-    #[test]
-    fn called_functions_are_found_outside_literals() {
-        assert_eq!(
-            called_functions(r#"abs("Done"()) + Lower (b) || 'f(x) '' g(' || s."Q""uoted"(1) - a"#),
-            ["Done", "Q\"uoted", "abs", "lower"]
-        );
-        assert!(called_functions("a + 1, b || 'x'").is_empty());
-    }
 }
