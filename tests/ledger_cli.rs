@@ -931,12 +931,24 @@ fn row_images_that_do_not_unpack_fail_verify_without_sending_the_operator_to_rep
     let output = env.run(&["verify"]);
     assert_eq!(output.code, 4, "{output:?}");
     assert!(
-        output.stderr.contains("at seq 4: unusable") && output.stderr.contains("rewind show 4"),
+        output
+            .stderr
+            .contains("seq 4 is unusable: the row images do not unpack")
+            && output.stderr.contains("rewind show 4"),
         "{}",
         output.stderr
     );
     assert!(
         !output.stderr.contains("rewind repair"),
+        "{}",
+        output.stderr
+    );
+    // The same answer from the journal while another rewind holds the store.
+    let _held = Ledger::open(&env.ledger, origin()).unwrap();
+    let output = env.run(&["verify"]);
+    assert_eq!(output.code, 4, "{output:?}");
+    assert!(
+        output.stderr.contains("seq 4 is unusable") && output.stderr.contains("store is in use"),
         "{}",
         output.stderr
     );

@@ -12,6 +12,7 @@ use crate::codec::{decode_stored, encode_stored};
 use crate::error::{LedgerError, Result};
 use crate::event::{Checkpoint, Event};
 use crate::journal::{JournalReader, RawLine, parse_line};
+use crate::record::Entry;
 use crate::store::Ledger;
 
 /// What is wrong at a seq.
@@ -64,6 +65,32 @@ pub struct ChainReport {
     pub head_seq: u64,
     pub head_hash: Digest,
     pub problem: Option<Problem>,
+    /// The first entry that hashes as written but whose content cannot be
+    /// used ([`unusable`]); verification goes on past it, so that a later
+    /// problem is still found.
+    pub unusable: Option<Problem>,
+}
+
+/// Why an event, chained as written, is of no use to a rollback or a
+/// reader: row images that do not unpack.
+pub fn unusable(event: &Event) -> Option<String> {
+    match event {
+        Event::RowsPacked(packed) => crate::packed::keys(packed)
+            .err()
+            .map(|reason| format!("the row images do not unpack: {reason}")),
+        _ => None,
+    }
+}
+
+/// The first entry of `entries` that [`unusable`] refuses, as a problem.
+pub fn first_unusable<'e>(entries: impl IntoIterator<Item = &'e Entry>) -> Option<Problem> {
+    entries.into_iter().find_map(|entry| {
+        unusable(&entry.record.event).map(|detail| Problem {
+            seq: entry.seq(),
+            kind: ProblemKind::Unusable,
+            detail,
+        })
+    })
 }
 
 impl Ledger {
@@ -106,11 +133,13 @@ impl Ledger {
         let mut prev = genesis(self.ledger_id());
         let mut expected = 1u64;
         let problem = |seq, kind, detail: String| Problem { seq, kind, detail };
-        let report = |verified: u64, prev: Digest, found: Option<Problem>| ChainReport {
+        let mut unusable: Option<Problem> = None;
+        let report = |verified: u64, prev: Digest, found: Option<Problem>, unusable| ChainReport {
             verified,
             head_seq: verified,
             head_hash: prev,
             problem: found,
+            unusable,
         };
         let mut journal_line = Vec::with_capacity(1024);
         let mut expected_line = Vec::with_capacity(1024);
@@ -126,6 +155,7 @@ impl Ledger {
                             expected - 1,
                             prev,
                             Some(problem(at, ProblemKind::Corrupt, reason)),
+                            unusable,
                         ));
                     }
                     Err(error) => return Err(error),
@@ -141,6 +171,7 @@ impl Ledger {
                         verified,
                         prev,
                         Some(problem(expected, ProblemKind::Missing, detail)),
+                        unusable,
                     ));
                 }
                 let checked = match decoded {
@@ -150,6 +181,7 @@ impl Ledger {
                             verified,
                             prev,
                             Some(problem(seq, ProblemKind::Corrupt, reason)),
+                            unusable,
                         ));
                     }
                     Err(error) => return Err(error),
@@ -163,6 +195,7 @@ impl Ledger {
                         verified,
                         prev,
                         Some(problem(seq, ProblemKind::Reordered, detail)),
+                        unusable,
                     ));
                 }
                 if let Some(other) = checked.foreign_ledger {
@@ -171,6 +204,7 @@ impl Ledger {
                         verified,
                         prev,
                         Some(problem(seq, ProblemKind::Altered, detail)),
+                        unusable,
                     ));
                 }
                 let json = &chunk.json[checked.json];
@@ -185,15 +219,7 @@ impl Ledger {
                         verified,
                         prev,
                         Some(problem(seq, ProblemKind::Altered, detail)),
-                    ));
-                }
-                // Chained as written, but of no use to a rollback or a reader.
-                if let Some(reason) = &checked.images {
-                    let detail = format!("the row images do not unpack: {reason}");
-                    return Ok(report(
-                        verified,
-                        prev,
-                        Some(problem(seq, ProblemKind::Unusable, detail)),
+                        unusable,
                     ));
                 }
                 if let Some(checkpoint) = &checked.checkpoint
@@ -204,6 +230,7 @@ impl Ledger {
                         verified,
                         prev,
                         Some(problem(seq, ProblemKind::Altered, detail)),
+                        unusable,
                     ));
                 }
                 let Some(number) = journal.next_into(&mut journal_line)? else {
@@ -212,6 +239,7 @@ impl Ledger {
                         verified,
                         prev,
                         Some(problem(seq, ProblemKind::Extra, detail)),
+                        unusable,
                     ));
                 };
                 expected_line.clear();
@@ -239,7 +267,14 @@ impl Ledger {
                         verified,
                         prev,
                         Some(problem(seq, ProblemKind::Altered, detail)),
+                        unusable,
                     ));
+                }
+                // Chained as written, but of no use to a rollback or a reader.
+                if unusable.is_none()
+                    && let Some(detail) = checked.images
+                {
+                    unusable = Some(problem(seq, ProblemKind::Unusable, detail));
                 }
                 prev = hash;
                 expected = seq + 1;
@@ -255,9 +290,10 @@ impl Ledger {
                 verified,
                 prev,
                 Some(problem(expected, ProblemKind::Missing, detail)),
+                unusable,
             ));
         }
-        Ok(report(verified, prev, None))
+        Ok(report(verified, prev, None, unusable))
     }
 }
 
@@ -292,7 +328,7 @@ struct Checked {
     /// The record's ledger id, when it is not this ledger's.
     foreign_ledger: Option<String>,
     checkpoint: Option<Checkpoint>,
-    /// Why the row images of a `RowsPacked` do not unpack.
+    /// Why the entry is [`unusable`].
     images: Option<String>,
     /// The record's canonical JSON, in [`Chunk::json`].
     json: Range<usize>,
@@ -342,10 +378,7 @@ fn decode_chunk(raw: RawChunk, ledger_id: &str) -> Chunk {
             let decoded = decode_stored(&raw.values[place], seq).map(|(stored_hash, record)| {
                 let start = json.len();
                 write_record_json(&mut json, &record);
-                let images = match &record.event {
-                    Event::RowsPacked(packed) => crate::packed::keys(packed).err(),
-                    _ => None,
-                };
+                let images = unusable(&record.event);
                 Checked {
                     stored_hash,
                     record_seq: record.seq,

@@ -333,9 +333,34 @@ fn verify_reports_row_images_that_do_not_unpack() {
     ledger.append_batch(vec![packed(whole)]).unwrap();
     assert_eq!(ledger.verify_chain().unwrap().problem, None);
     ledger.append_batch(vec![packed(cut)]).unwrap();
+    ledger
+        .append_batch(vec![Draft::new(
+            Some("run-1"),
+            Event::Note(Note {
+                about_run: None,
+                about_seq: None,
+                text: "third".into(),
+            }),
+        )])
+        .unwrap();
     let report = ledger.verify_chain().unwrap();
-    let problem = report.problem.expect("a problem");
-    assert_eq!((problem.seq, problem.kind), (2, ProblemKind::Unusable));
-    assert!(problem.detail.contains("row images"), "{}", problem.detail);
-    assert_eq!(report.verified, 1);
+    assert_eq!(report.problem, None);
+    let unusable = report.unusable.expect("an unusable entry");
+    assert_eq!((unusable.seq, unusable.kind), (2, ProblemKind::Unusable));
+    assert!(
+        unusable.detail.contains("row images"),
+        "{}",
+        unusable.detail
+    );
+    assert_eq!(report.verified, 3, "the chain is verified past it");
+    // A change to a later line is still found, the unusable entry with it.
+    drop(ledger);
+    let journal = dir.path().join("ledger").join("journal.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    std::fs::write(&journal, text.replace("\"third\"", "\"THIRD\"")).unwrap();
+    let ledger = Ledger::open(&dir.path().join("ledger"), origin()).unwrap();
+    let report = ledger.verify_chain().unwrap();
+    let problem = report.problem.expect("the altered line");
+    assert_eq!((problem.seq, problem.kind), (3, ProblemKind::Altered));
+    assert_eq!(report.unusable.map(|unusable| unusable.seq), Some(2));
 }

@@ -1,7 +1,7 @@
 //! `rewind verify`: recompute the chain and compare the store with its journal.
 
 use rewind_ledger::View;
-use rewind_ledger::verify::ProblemKind;
+use rewind_ledger::verify::{Problem, first_unusable};
 use serde_json::json;
 
 use crate::context::Ctx;
@@ -11,18 +11,24 @@ pub fn run(ctx: &mut Ctx) -> CliResult {
     let view = ctx.open_read()?;
     let ledger = match view {
         View::Store(ledger) => ledger,
-        View::Journal(..) => {
+        View::Journal(ref snapshot, _) => {
             // Loading the snapshot already checked every link of the journal.
             let (seq, hash) = view.head();
+            let unusable = first_unusable(&snapshot.entries);
             if ctx.printer.json {
-                ctx.printer.json(&json!({ "verified": seq, "head_seq": seq, "head_hash": hash, "problem": null, "source": "journal" }))?;
-            } else {
+                ctx.printer.json(&json!({ "verified": seq, "head_seq": seq, "head_hash": hash, "problem": null, "unusable": unusable, "source": "journal" }))?;
+            } else if unusable.is_none() {
                 ctx.printer.data(&format!(
                     "ok: {seq} events verified in the journal, head seq {seq} {hash}\n"
                 ))?;
+            }
+            if !ctx.printer.json {
                 ctx.printer.note("the store is in use; run verify again when it is free to compare the store too");
             }
-            return Ok(());
+            return match unusable {
+                Some(unusable) => Err(unusable_error(&unusable, seq)),
+                None => Ok(()),
+            };
         }
     };
     let report = ledger.verify_chain()?;
@@ -50,6 +56,14 @@ pub fn run(ctx: &mut Ctx) -> CliResult {
         ctx.printer.json(&value)?;
     }
     match &report.problem {
+        None if report.unusable.is_some() => Err(unusable_error(
+            report.unusable.as_ref().expect("checked"),
+            report.verified,
+        )
+        .hint(format!(
+            "keep a copy of {} before changing anything",
+            ledger.dir().display()
+        ))),
         None => {
             if !ctx.printer.json {
                 ctx.printer.data(&format!(
@@ -85,14 +99,31 @@ pub fn run(ctx: &mut Ctx) -> CliResult {
                 report.verified,
                 ledger.dir().display()
             ));
-            Err(match problem.kind {
-                // The journal holds the same content: a repair cannot help.
-                ProblemKind::Unusable => error.hint(format!(
-                    "the entry was recorded this way (its hash matches): `rewind show {}` prints it as stored; its rows cannot be rolled back from it",
-                    problem.seq
+            let error = error.hint("if the journal is intact (`python3 tools/verify_chain.py <ledger>/journal.jsonl`), `rewind repair` rebuilds the store from it");
+            Err(match &report.unusable {
+                Some(unusable) => error.hint(format!(
+                    "also, before it: seq {} is unusable ({})",
+                    unusable.seq, unusable.detail
                 )),
-                _ => error.hint("if the journal is intact (`python3 tools/verify_chain.py <ledger>/journal.jsonl`), `rewind repair` rebuilds the store from it"),
+                None => error,
             })
         }
     }
+}
+
+/// A chain that verifies but holds an entry no rollback or reader can use.
+fn unusable_error(unusable: &Problem, verified: u64) -> CliError {
+    CliError::new(
+        exit::VERIFY,
+        anyhow::anyhow!(
+            "seq {} is unusable: {} (the chain verifies through seq {verified})",
+            unusable.seq,
+            unusable.detail
+        ),
+    )
+    // The journal holds the same content: a repair cannot help.
+    .hint(format!(
+        "the entry was recorded this way (its hash matches): `rewind show {}` prints it as stored; its rows cannot be rolled back from it",
+        unusable.seq
+    ))
 }
