@@ -510,7 +510,9 @@ pub enum Subject {
 /// Renders a row key as `history --key` accepts it: values joined by
 /// commas, a comma or backslash inside a text value escaped with a
 /// backslash (`Smith\, Jo,3` is the key `('Smith, Jo', 3)`), so that two
-/// keys never render alike.
+/// keys whose columns hold values of one type each never render alike. (In
+/// a SQLite column without a type, the integer 1 and the text '1' still
+/// render alike: the history of one shows the other's events too.)
 pub fn render_key(key: &[SqlValue]) -> String {
     let mut rendered = String::new();
     render_key_into(&mut rendered, key);

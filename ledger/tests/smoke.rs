@@ -219,6 +219,18 @@ fn the_path_and_row_index_answers_as_a_scan_of_every_event_would() {
         !expected(&entries, &queries[9]).is_empty() && expected(&entries, &queries[12]).is_empty(),
         "the queries cover both hits and misses"
     );
+    drop(ledger);
+    // An index of layout 2, whose row keys were rendered without escapes,
+    // is rebuilt on open too.
+    {
+        let db = rewind_ledger::page::surgery::open_store(&path.join("store"));
+        let index = db.open_tree("index").unwrap();
+        index.insert(b"\xffindex_format", b"2").unwrap();
+        db.flush().unwrap();
+    }
+    let ledger = Ledger::open(&path, origin()).unwrap();
+    assert_eq!(ledger.indexed_on_open(), ledger.head().0);
+    check(&ledger, "after an index of layout 2");
 }
 
 #[test]
