@@ -1180,7 +1180,7 @@ fn rows_changed(ledger: &TestLedger) -> Vec<rewind_ledger::RowsChanged> {
 fn postgres_overlapped_chunks_meet_exactly_on_quoted_text_keys() {
     let Some((scratch, mut database)) = scratch_with(
         "rw_overlap_keys",
-        r#"CREATE TABLE t (k text COLLATE "C" PRIMARY KEY, a int NOT NULL);
+        r#"CREATE TABLE t (k text COLLATE "C" PRIMARY KEY, a int NOT NULL, b text NOT NULL DEFAULT '');
                INSERT INTO t VALUES ('a''b', 0), ('a''''b', 0), (E'back\\slash', 0),
                  ('comma, (paren)', 0), ('"double"', 0), ('ünï 🚀', 0), ('', 0),
                  ('z', 0), ('$1', 0), ('--', 0), ('x''); DROP TABLE t; --', 0)"#,
@@ -1191,7 +1191,7 @@ fn postgres_overlapped_chunks_meet_exactly_on_quoted_text_keys() {
     let mut ledger = TestLedger::new();
     let report = database
         .update(
-            &update_every_row(&[("a", "a + 1")], 2),
+            &update_every_row(&[("a", "a + 1"), ("b", "b || 'x'")], 2),
             &mut ledger.recorder(),
         )
         .unwrap();
@@ -1229,6 +1229,7 @@ fn postgres_overlapped_chunks_meet_exactly_on_quoted_text_keys() {
         )
         .unwrap();
     assert_eq!((deleted.rows, deleted.chunks), (11, 4));
+    assert!(deleted.overlapped, "an immutable where overlaps its chunks");
     ledger.roll_back(&mut database, UndoOptions::default());
     assert_same_dump(
         &before,

@@ -767,7 +767,8 @@ pub(crate) async fn update(
     let values = operation
         .set
         .values()
-        .map(|expression| format!("({expression})"))
+        .enumerate()
+        .map(|(i, expression)| format!("({expression}) AS v{i}"))
         .collect::<Vec<_>>()
         .join(", ");
     let plan = RowsPlan::new(
@@ -819,7 +820,7 @@ enum Change {
     Update {
         /// `"c" = (expression), …`
         sets: String,
-        /// `(expression), …`, the same expressions alone.
+        /// `(expression) AS v0, …`, the same expressions alone.
         values: String,
         /// The positions of the columns read back for the after image.
         changed: Vec<usize>,
