@@ -8,13 +8,26 @@ use crate::bytes::Digest;
 use crate::error::LedgerError;
 use crate::record::Record;
 
-/// The version of the stored value layout and of the record schema's
-/// encoding. A ledger written by a newer rewind is refused, never guessed at.
+/// The newest record format this rewind reads and writes: the layout of
+/// the stored value and the record schema's encoding. A record of a newer
+/// format is refused (`NewerRecord`), never guessed at.
+///
 /// Event kinds are only ever added at the end of `Event` (so that the
-/// variant indices of the others stay), without a new version: a rewind
-/// older than a kind (`NeverHappened`, `RowsPacked`) reads a record of it
-/// as one that does not decode, naming its seq, and stops there.
-pub const FORMAT_VERSION: u8 = 1;
+/// variant indices of the others stay), and each record is written in the
+/// oldest format that holds its kind ([`record_format`]): a rewind that
+/// reads format 1 still reads every record of a kind it knows, and says
+/// of a `RowsPacked` (format 2) that a newer rewind wrote it, instead of
+/// calling it a record that does not decode. (`NeverHappened` predates
+/// the rule: a rewind older than it reads one as not decoding.)
+pub const FORMAT_VERSION: u8 = 2;
+
+/// The format a record of `event`'s kind is written in.
+pub fn record_format(event: &crate::event::Event) -> u8 {
+    match event {
+        crate::event::Event::RowsPacked(_) => 2,
+        _ => 1,
+    }
+}
 
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
@@ -46,7 +59,7 @@ pub fn decode_record(bytes: &[u8], seq: u64) -> Result<Record, LedgerError> {
 pub fn encode_stored(hash: &Digest, record: &Record) -> Vec<u8> {
     // One buffer, sized for a typical record, that bincode appends to.
     let mut out = Vec::with_capacity(320);
-    out.push(FORMAT_VERSION);
+    out.push(record_format(&record.event));
     out.extend_from_slice(&hash.0);
     bincode::serde::encode_into_std_write(record, &mut out, config())
         .expect("records contain only encodable types");

@@ -45,6 +45,9 @@ const INDEXED_THROUGH: &[u8] = b"\xffindexed_through";
 const INDEX_FORMAT: &[u8] = b"\xffindex_format";
 /// 3: row keys rendered with `,` and `\` escaped in text values.
 const INDEX_FORMAT_VERSION: &[u8] = b"3";
+/// The layout of the ledger's directory, in its marker file (the records'
+/// own format is [`FORMAT_VERSION`], per record).
+const LEDGER_FORMAT: u32 = 1;
 /// How many events, or paths and rows, `catch_up_index` indexes in one sled
 /// batch: events of a thousand rows name a thousand subjects each.
 const CATCH_UP_EVENTS: usize = 50_000;
@@ -202,11 +205,11 @@ pub fn read_marker(dir: &Path) -> Result<Marker> {
         .get("format")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| bad("no format"))?;
-    if format > u32::from(FORMAT_VERSION) {
+    if format > LEDGER_FORMAT {
         return Err(LedgerError::NewerFormat {
             dir: dir.to_path_buf(),
             found: format,
-            supported: FORMAT_VERSION.into(),
+            supported: LEDGER_FORMAT,
         });
     }
     let ledger_id = fields.get("id").ok_or_else(|| bad("no id"))?.to_string();
@@ -289,7 +292,7 @@ impl Ledger {
                 })?;
         }
         let lock = acquire_lock(dir, Access::Write)?;
-        let marker = format!("{MARKER_MAGIC}\nformat = {FORMAT_VERSION}\nid = {ledger_id}\n");
+        let marker = format!("{MARKER_MAGIC}\nformat = {LEDGER_FORMAT}\nid = {ledger_id}\n");
         let temp = dir.join(format!("{MARKER}.tmp"));
         fs_err::write(&temp, marker)?;
         fs_err::File::open(&temp)?.sync_all()?;
@@ -1070,7 +1073,7 @@ fn decode_key(bytes: &[u8]) -> Result<u64> {
 /// without decoding the record.
 fn stored_hash(value: &[u8], seq: u64) -> Result<Digest> {
     match value {
-        [version, hash @ ..] if *version == FORMAT_VERSION && hash.len() >= 32 => {
+        [version, hash @ ..] if (1..=FORMAT_VERSION).contains(version) && hash.len() >= 32 => {
             let mut out = [0u8; 32];
             out.copy_from_slice(&hash[..32]);
             Ok(Digest(out))

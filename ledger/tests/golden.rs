@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use rewind_ledger::canonical::{self, genesis, link, record_json};
-use rewind_ledger::codec::{FORMAT_VERSION, decode_stored, encode_record};
+use rewind_ledger::codec::{FORMAT_VERSION, decode_stored, encode_record, record_format};
 use rewind_ledger::verify::stored_bytes;
 use rewind_ledger::*;
 
@@ -327,10 +327,14 @@ fn sample_stored(record: &Record) -> Vec<u8> {
     stored_bytes(&hash, record)
 }
 
+/// Where a kind's fixture lives: under the format its records are
+/// written in (`tests/fixtures/v1/`, `v2/`).
 fn fixture_path(kind: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/v1")
-        .join(format!("{kind}.hex"))
+    format_dir(record_format(&sample(kind))).join(format!("{kind}.hex"))
+}
+
+fn format_dir(format: u8) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/v{format}"))
 }
 
 /// Hex in lines of 64 characters, so that a diff shows where bytes moved.
@@ -343,7 +347,11 @@ fn to_fixture_text(bytes: &[u8]) -> String {
 }
 
 fn read_fixture(kind: &str) -> Vec<u8> {
-    let path = fixture_path(kind);
+    read_hex(&fixture_path(kind), kind)
+}
+
+fn read_hex(path: &std::path::Path, kind: &str) -> Vec<u8> {
+    let path = path.to_path_buf();
     if !path.exists() && std::env::var_os("REWIND_BLESS").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, to_fixture_text(&sample_stored(&sample_record(kind)))).unwrap();
@@ -410,7 +418,11 @@ fn committed_fixtures_decode_to_the_samples_and_encode_to_the_same_bytes() {
     for kind in EVENT_KINDS {
         let expected = sample_record(kind);
         let bytes = read_fixture(kind);
-        assert_eq!(bytes[0], FORMAT_VERSION, "{kind}: format byte");
+        assert_eq!(
+            bytes[0],
+            record_format(&expected.event),
+            "{kind}: format byte"
+        );
         let (hash, record) = decode_stored(&bytes, 7).unwrap_or_else(|error| {
             panic!("{kind}: the committed fixture no longer decodes: {error}")
         });
@@ -438,16 +450,44 @@ fn committed_fixtures_decode_to_the_samples_and_encode_to_the_same_bytes() {
 
 #[test]
 fn no_fixture_without_a_kind() {
-    let dir = fixture_path("x").parent().unwrap().to_path_buf();
-    for item in std::fs::read_dir(&dir).unwrap() {
-        let name = item.unwrap().file_name().into_string().unwrap();
-        let kind = name.strip_suffix(".hex").unwrap_or(&name);
-        assert!(
-            EVENT_KINDS.contains(&kind),
-            "{name} in {} is not the fixture of a kind",
-            dir.display()
-        );
+    for format in 1..=FORMAT_VERSION {
+        let dir = format_dir(format);
+        for item in std::fs::read_dir(&dir).unwrap() {
+            let name = item.unwrap().file_name().into_string().unwrap();
+            let kind = name.strip_suffix(".hex").unwrap_or(&name);
+            assert!(
+                EVENT_KINDS.contains(&kind),
+                "{name} in {} is not the fixture of a kind",
+                dir.display()
+            );
+        }
     }
+}
+
+/// A `RowsPacked` as rewind stored it before format 2 (format byte 1,
+/// the same body) still decodes to the sample, and its hash is the same.
+#[test]
+fn a_rows_packed_stored_in_format_1_still_decodes() {
+    let old = read_hex(&format_dir(1).join("RowsPacked.hex"), "RowsPacked");
+    assert_eq!(old[0], 1);
+    let (hash, record) = decode_stored(&old, 7).unwrap();
+    assert_eq!(record, sample_record("RowsPacked"));
+    let today = read_fixture("RowsPacked");
+    assert_eq!((today[0], &today[1..]), (2, &old[1..]));
+    assert_eq!(hash, decode_stored(&today, 7).unwrap().0);
+}
+
+/// A record of a format newer than this rewind reads is refused as such,
+/// not as one that does not decode.
+#[test]
+fn a_record_of_a_newer_format_is_refused_as_newer() {
+    let mut bytes = read_fixture("Note");
+    bytes[0] = FORMAT_VERSION + 1;
+    assert!(matches!(
+        decode_stored(&bytes, 7),
+        Err(LedgerError::NewerRecord { seq: 7, found, supported })
+            if found == FORMAT_VERSION + 1 && supported == FORMAT_VERSION
+    ));
 }
 
 #[test]
