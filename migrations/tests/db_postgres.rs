@@ -10,7 +10,7 @@ use db_common::{PgDatabase, TestLedger, assert_same_dump, chinook_pg_script, ski
 use rewind_ledger::{Event, SqlValue};
 use rewind_migrations::db::{
     Bind, Check, Database, DbError, Delete, Expectation, Insert, InsertSource, OnDrift, Schema,
-    UndoOptions, Update, Verify,
+    StepReport, UndoOptions, Update, Verify,
 };
 
 const FIXTURE: &str = r#"
@@ -1309,25 +1309,94 @@ fn postgres_functions_behind_comments_strings_notations_and_operators_are_seen()
     }
 }
 
+/// Built-in functions that are not immutable, which PostgreSQL records no
+/// dependency on: one that reads the table through dynamic SQL keeps the
+/// chunks in order, and `random()` is not taken for immutable either.
+#[test]
+fn postgres_built_in_functions_that_are_not_immutable_are_seen() {
+    assert_each_chunk_sees_the_ones_before(
+        "rw_overlap_builtin",
+        "",
+        "(xpath('/row/count/text()', query_to_xml('SEL' || 'ECT count(*) FROM t WHERE a > 0', \
+         false, true, '')))[1]::text::int + 1",
+    );
+    assert_eq!(
+        chunks_overlap(
+            "rw_overlap_random",
+            "CREATE TABLE t (id int PRIMARY KEY, a int NOT NULL)",
+            "a + (random() * 0)::int + 1",
+        ),
+        Some(false)
+    );
+}
+
+/// What runs besides the expressions themselves: a CHECK constraint, a
+/// column of a domain type, a cast to a domain, an assignment cast through
+/// a function that is not immutable (plpgsql: a SQL function PostgreSQL
+/// inlines is judged by its body). None of these overlaps.
+#[test]
+fn postgres_checks_domains_and_casts_keep_the_chunks_in_order() {
+    let cases = [
+        (
+            "rw_overlap_check",
+            "CREATE TABLE t (id int PRIMARY KEY, a int NOT NULL CHECK (a >= 0))",
+            "a + 1",
+        ),
+        (
+            "rw_overlap_domain",
+            "CREATE DOMAIN nonneg AS int CHECK (VALUE >= 0); \
+             CREATE TABLE t (id int PRIMARY KEY, a nonneg NOT NULL)",
+            "a + 1",
+        ),
+        (
+            "rw_overlap_to_domain",
+            "CREATE DOMAIN nonneg AS int CHECK (VALUE >= 0); \
+             CREATE TABLE t (id int PRIMARY KEY, a int NOT NULL)",
+            "(a + 1)::nonneg",
+        ),
+        (
+            "rw_overlap_assignment",
+            "CREATE TYPE boxed AS (v int); \
+             CREATE FUNCTION boxed_of(int) RETURNS boxed LANGUAGE plpgsql STABLE \
+             AS 'BEGIN RETURN ROW($1)::boxed; END'; \
+             CREATE CAST (int AS boxed) WITH FUNCTION boxed_of(int) AS ASSIGNMENT; \
+             CREATE TABLE t (id int PRIMARY KEY, a boxed NOT NULL)",
+            "7",
+        ),
+    ];
+    for (name, script, expression) in cases {
+        assert_eq!(
+            chunks_overlap(name, script, expression),
+            Some(false),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        chunks_overlap(
+            "rw_overlap_plain",
+            "CREATE TABLE t (id int PRIMARY KEY, a int NOT NULL)",
+            "a + 1",
+        ),
+        Some(true)
+    );
+}
+
+/// Whether an update of `a` in chunks of two over six rows of the table
+/// `script` makes ran its chunks overlapped (`None`: no server).
+fn chunks_overlap(name: &str, script: &str, expression: &str) -> Option<bool> {
+    update_in_pairs(name, script, expression).map(|(_, _, report)| report.overlapped)
+}
+
 /// Six rows at 0, updated two to a chunk to one more than the rows already
 /// above 0: 1, 1, 3, 3, 5, 5 when each chunk sees the chunks before it.
 fn assert_each_chunk_sees_the_ones_before(name: &str, setup: &str, expression: &str) {
-    let Some((_scratch, mut database)) = scratch_with(
+    let Some((_scratch, mut database, report)) = update_in_pairs(
         name,
-        &format!(
-            "CREATE TABLE t (id int PRIMARY KEY, a int NOT NULL); \
-             INSERT INTO t SELECT i, 0 FROM generate_series(1, 6) AS i; {setup}"
-        ),
+        &format!("CREATE TABLE t (id int PRIMARY KEY, a int NOT NULL); {setup}"),
+        expression,
     ) else {
         return;
     };
-    let mut ledger = TestLedger::new();
-    let report = database
-        .update(
-            &update_every_row(&[("a", expression)], 2),
-            &mut ledger.recorder(),
-        )
-        .unwrap();
     assert!(!report.overlapped, "{name}: the chunks overlapped");
     let rows = database.query("SELECT a FROM t ORDER BY id", &[]).unwrap();
     let values: Vec<SqlValue> = rows.into_iter().map(|row| row[0].clone()).collect();
@@ -1336,6 +1405,28 @@ fn assert_each_chunk_sees_the_ones_before(name: &str, setup: &str, expression: &
         [1, 1, 3, 3, 5, 5].map(SqlValue::Integer).to_vec(),
         "each chunk saw the chunks before it"
     );
+}
+
+/// The table `script` makes, given six rows (`id` 1 to 6, `a` 0), then
+/// `a` set to `expression` two rows to a chunk.
+fn update_in_pairs(
+    name: &str,
+    script: &str,
+    expression: &str,
+) -> Option<(PgDatabase, Database, StepReport)> {
+    let (scratch, mut database) = scratch_with(
+        name,
+        &format!("{script}; INSERT INTO t (id, a) SELECT i, 0 FROM generate_series(1, 6) AS i"),
+    )?;
+    let mut ledger = TestLedger::new();
+    let report = database
+        .update(
+            &update_every_row(&[("a", expression)], 2),
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!(report.rows, 6, "{name}");
+    Some((scratch, database, report))
 }
 
 /// A chunk that fails while the one before it is being recorded on the

@@ -766,11 +766,9 @@ pub(crate) async fn update(
         .join(", ");
     let values = operation
         .set
-        .values()
-        .enumerate()
-        .map(|(i, expression)| format!("({expression}) AS v{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+        .iter()
+        .map(|(column, expression)| (expression.clone(), info.sql_type(column).to_owned()))
+        .collect();
     let plan = RowsPlan::new(
         step,
         &info,
@@ -820,8 +818,8 @@ enum Change {
     Update {
         /// `"c" = (expression), …`
         sets: String,
-        /// `(expression) AS v0, …`, the same expressions alone.
-        values: String,
+        /// The same expressions alone, each with its column's type.
+        values: Vec<(String, String)>,
         /// The positions of the columns read back for the after image.
         changed: Vec<usize>,
     },
@@ -1537,45 +1535,78 @@ async fn may_overlap(
     ))
 }
 
-/// Whether every function the step's `set` and `where` call, directly or
-/// through an operator, is immutable: only an immutable function promises
-/// not to read tables, and one that reads the table would see it without
-/// the chunks before. PostgreSQL itself resolves the names: the
-/// expressions go into a temporary view, whose dependencies name the
-/// functions and operators they use (whatever the quoting, comments or
-/// notation), rolled back at once. A view PostgreSQL will not make counts
-/// as calling something else.
+/// Whether everything the step's `set` and `where` call is immutable: only
+/// an immutable function promises not to read tables, and one that reads
+/// the table would see it without the chunks before. PostgreSQL itself
+/// judges, inside a savepoint rolled back at once. Each expression, cast
+/// to its column's type (an assignment cast calls a function too), and the
+/// `where` go into indexes of an empty copy of the table, which it refuses
+/// when they call anything that is not immutable, built-in or not,
+/// directly or through an operator. A view of the same expressions names
+/// the domains they use, whose checks an index does not judge. A table
+/// with CHECK constraints, or with columns of a domain type, runs one
+/// chunk after the other. Anything PostgreSQL will not make counts as
+/// calling something else.
 async fn calls_only_immutable(
     context: &mut Context<'_>,
     plan: &RowsPlan<'_>,
     change: &Change,
 ) -> Result<bool> {
-    let values = match change {
-        Change::Update { values, .. } => values.as_str(),
-        Change::Delete => "1",
-    };
-    let filter = plan.filter.unwrap_or("TRUE");
     let step = plan.step;
+    let table = plan.table();
+    let checked = context
+        .fetch(
+            step,
+            "SELECT (SELECT count(*) FROM pg_constraint \
+                     WHERE conrelid = to_regclass($1) AND contype = 'c') \
+                  + (SELECT count(*) FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid \
+                     WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 \
+                       AND NOT a.attisdropped AND ty.typtype = 'd')",
+            &[Bind::Value(SqlValue::Text(plan.info.quoted.clone()))],
+        )
+        .await?;
+    if !matches!(
+        checked.first().map(Vec::as_slice),
+        Some([SqlValue::Integer(0)])
+    ) {
+        return Ok(false);
+    }
+    let values: &[(String, String)] = match change {
+        Change::Update { values, .. } => values,
+        Change::Delete => &[],
+    };
+    let mut probe = format!("CREATE TEMP TABLE _rw_probe (LIKE {table}); ");
+    for (expression, sql_type) in values {
+        probe.push_str(&format!(
+            "CREATE INDEX ON pg_temp._rw_probe ((({expression})::{sql_type})); "
+        ));
+    }
+    if let Some(filter) = plan.filter {
+        probe.push_str(&format!(
+            "CREATE INDEX ON pg_temp._rw_probe ((1)) WHERE ({filter}); "
+        ));
+    }
+    let listed = values
+        .iter()
+        .enumerate()
+        .map(|(i, (expression, _))| format!("({expression}) AS v{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    probe.push_str(&format!(
+        "CREATE TEMP VIEW _rw_probe_v AS SELECT {} FROM {table} WHERE ({})",
+        if listed.is_empty() { "1" } else { &listed },
+        plan.filter.unwrap_or("TRUE")
+    ));
     context.script(step, "SAVEPOINT _rw_probe").await?;
-    let made = context
-        .executor
-        .script(&format!(
-            "CREATE TEMP VIEW _rw_probe AS SELECT {values} FROM {} WHERE ({filter})",
-            plan.table()
-        ))
-        .await;
-    let calls = match made {
+    let domains = match context.executor.script(&probe).await {
         Ok(()) => {
             context
                 .fetch(
                     step,
                     "SELECT count(*) FROM pg_depend d \
                      JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid \
-                     LEFT JOIN pg_operator o \
-                       ON d.refclassid = 'pg_operator'::regclass AND o.oid = d.refobjid \
-                     JOIN pg_proc p ON p.oid = CASE WHEN d.refclassid = 'pg_proc'::regclass \
-                       THEN d.refobjid ELSE o.oprcode::oid END \
-                     WHERE r.ev_class = 'pg_temp._rw_probe'::regclass AND p.provolatile <> 'i'",
+                     JOIN pg_type ty ON d.refclassid = 'pg_type'::regclass AND ty.oid = d.refobjid \
+                     WHERE r.ev_class = 'pg_temp._rw_probe_v'::regclass AND ty.typtype = 'd'",
                     &[],
                 )
                 .await
@@ -1589,7 +1620,7 @@ async fn calls_only_immutable(
         )
         .await?;
     Ok(matches!(
-        calls?.first().map(Vec::as_slice),
+        domains?.first().map(Vec::as_slice),
         Some([SqlValue::Integer(0)])
     ))
 }
