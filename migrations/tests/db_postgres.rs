@@ -1381,6 +1381,102 @@ fn postgres_checks_domains_and_casts_keep_the_chunks_in_order() {
     );
 }
 
+/// Tables whose updates run more than the statement shows, or that a
+/// second connection would not see alike, never overlap: row-level
+/// security, partitions, inheritance children, a temporary function of
+/// the session. A type with no btree operator class (json) still does.
+#[test]
+fn postgres_tables_a_second_connection_could_not_treat_alike_do_not_overlap() {
+    let plain = "CREATE TABLE t (id int PRIMARY KEY, a int NOT NULL)";
+    let cases = [
+        (
+            "rw_overlap_rls",
+            format!("{plain}; ALTER TABLE t ENABLE ROW LEVEL SECURITY"),
+            "a + 1",
+        ),
+        (
+            "rw_overlap_partitions",
+            "CREATE TABLE t (id int PRIMARY KEY, a int NOT NULL) PARTITION BY RANGE (id); \
+             CREATE TABLE t1 PARTITION OF t DEFAULT"
+                .to_owned(),
+            "a + 1",
+        ),
+        (
+            "rw_overlap_child",
+            format!("{plain}; CREATE TABLE tc () INHERITS (t)"),
+            "a + 1",
+        ),
+        (
+            "rw_overlap_temp",
+            format!(
+                "{plain}; CREATE FUNCTION pg_temp.bump(int) RETURNS int LANGUAGE sql IMMUTABLE \
+                 AS 'SELECT $1 + 1'"
+            ),
+            "pg_temp.bump(a)",
+        ),
+    ];
+    for (name, script, expression) in cases {
+        assert_eq!(
+            chunks_overlap(name, &script, expression),
+            Some(false),
+            "{name}"
+        );
+    }
+    let Some((_scratch, mut database)) = scratch_with(
+        "rw_overlap_json",
+        "CREATE TABLE t (id int PRIMARY KEY, j json); \
+         INSERT INTO t SELECT i, NULL FROM generate_series(1, 6) AS i",
+    ) else {
+        return;
+    };
+    let report = database
+        .update(
+            &update_every_row(&[("j", "'[1]'::json")], 2),
+            &mut TestLedger::new().recorder(),
+        )
+        .unwrap();
+    assert!(report.overlapped, "a json column overlaps");
+}
+
+/// A trigger on a partition that changes a column the step does not set:
+/// the after image holds what the trigger wrote, and the rollback restores
+/// the table exactly.
+#[test]
+fn postgres_a_partitions_trigger_is_in_the_after_image_and_rolls_back() {
+    let Some((scratch, mut database)) = scratch_with(
+        "rw_partition_trigger",
+        "CREATE TABLE t (id int PRIMARY KEY, a int NOT NULL, b int NOT NULL) PARTITION BY RANGE (id); \
+         CREATE TABLE t1 PARTITION OF t DEFAULT; \
+         CREATE FUNCTION set_b() RETURNS trigger LANGUAGE plpgsql AS \
+           'BEGIN NEW.b := 42; RETURN NEW; END'; \
+         CREATE TRIGGER set_b BEFORE UPDATE ON t1 FOR EACH ROW EXECUTE FUNCTION set_b(); \
+         INSERT INTO t SELECT i, 0, 0 FROM generate_series(1, 6) AS i",
+    ) else {
+        return;
+    };
+    let before = scratch.dump(true);
+    let mut ledger = TestLedger::new();
+    database
+        .update(
+            &update_every_row(&[("a", "a + 1")], 4),
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    let b = database.query("SELECT DISTINCT b FROM t", &[]).unwrap();
+    assert_eq!(b, vec![vec![SqlValue::Integer(42)]]);
+    let Event::RowsPacked(packed) = &ledger.events()[0].1 else {
+        panic!("packed images");
+    };
+    let after = packed.unpack().unwrap().rows[0].after.clone().unwrap();
+    assert_eq!(after[2], SqlValue::Typed("42".into()), "{after:?}");
+    ledger.roll_back(&mut database, UndoOptions::default());
+    assert_same_dump(
+        &before,
+        &scratch.dump(true),
+        "the partitioned table rolled back",
+    );
+}
+
 /// Whether an update of `a` in chunks of two over six rows of the table
 /// `script` makes ran its chunks overlapped (`None`: no server).
 fn chunks_overlap(name: &str, script: &str, expression: &str) -> Option<bool> {

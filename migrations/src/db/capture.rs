@@ -1489,9 +1489,9 @@ fn pg_chunk_images(
 /// [`pg_overlapped`]): only when nothing in the step reads rows of the
 /// table other than the one it changes, since the next chunk's statement
 /// runs before this chunk commits and does not see its changes. So no
-/// subquery in `set` or `where`, no function or operator in them that is
-/// not immutable ([`calls_only_immutable`]), and no trigger or rule on the
-/// table. Nor when a deferrable constraint involves the table: this chunk's
+/// subquery in `set` or `where`, nothing in them that is not immutable
+/// and only a plain table ([`calls_only_immutable`]), and no trigger or
+/// rule on the table or its partitions. Nor when a deferrable constraint involves the table: this chunk's
 /// check at its commit could wait for the next chunk's locks, held by a
 /// transaction that waits for that commit.
 async fn may_overlap(
@@ -1543,10 +1543,12 @@ async fn may_overlap(
 /// `where` go into indexes of an empty copy of the table, which it refuses
 /// when they call anything that is not immutable, built-in or not,
 /// directly or through an operator. A view of the same expressions names
-/// the domains they use, whose checks an index does not judge. A table
-/// with CHECK constraints, or with columns of a domain type, runs one
-/// chunk after the other. Anything PostgreSQL will not make counts as
-/// calling something else.
+/// the domains they use, whose checks an index does not judge. Only a
+/// plain table (no view, no partitions or inheritance children, no
+/// row-level security, not temporary) with no CHECK constraint and no
+/// column of a domain type, in a session that holds no temporary objects
+/// (which a second connection would not see), overlaps. Anything
+/// PostgreSQL will not make counts as calling something else.
 async fn calls_only_immutable(
     context: &mut Context<'_>,
     plan: &RowsPlan<'_>,
@@ -1557,11 +1559,17 @@ async fn calls_only_immutable(
     let checked = context
         .fetch(
             step,
-            "SELECT (SELECT count(*) FROM pg_constraint \
-                     WHERE conrelid = to_regclass($1) AND contype = 'c') \
+            "SELECT (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid AND contype = 'c') \
                   + (SELECT count(*) FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid \
-                     WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 \
-                       AND NOT a.attisdropped AND ty.typtype = 'd')",
+                     WHERE a.attrelid = c.oid AND a.attnum > 0 \
+                       AND NOT a.attisdropped AND ty.typtype = 'd') \
+                  + (SELECT count(*) FROM pg_inherits WHERE inhparent = c.oid) \
+                  + CASE WHEN c.relkind = 'r' AND NOT c.relrowsecurity \
+                      AND c.relpersistence <> 't' THEN 0 ELSE 1 END \
+                  + (SELECT count(*) FROM pg_class x WHERE x.relnamespace = pg_my_temp_schema()) \
+                  + (SELECT count(*) FROM pg_proc x WHERE x.pronamespace = pg_my_temp_schema()) \
+                  + (SELECT count(*) FROM pg_type x WHERE x.typnamespace = pg_my_temp_schema()) \
+             FROM pg_class c WHERE c.oid = to_regclass($1)",
             &[Bind::Value(SqlValue::Text(plan.info.quoted.clone()))],
         )
         .await?;
@@ -1577,8 +1585,10 @@ async fn calls_only_immutable(
     };
     let mut probe = format!("CREATE TEMP TABLE _rw_probe (LIKE {table}); ");
     for (expression, sql_type) in values {
+        // `IS NULL`: a boolean, which every type's value gives, indexable
+        // whether or not the type has a btree operator class (json).
         probe.push_str(&format!(
-            "CREATE INDEX ON pg_temp._rw_probe ((({expression})::{sql_type})); "
+            "CREATE INDEX ON pg_temp._rw_probe (((({expression})::{sql_type}) IS NULL)); "
         ));
     }
     if let Some(filter) = plan.filter {
@@ -1589,7 +1599,7 @@ async fn calls_only_immutable(
     let listed = values
         .iter()
         .enumerate()
-        .map(|(i, (expression, _))| format!("({expression}) AS v{i}"))
+        .map(|(i, (expression, sql_type))| format!("(({expression})::{sql_type}) AS v{i}"))
         .collect::<Vec<_>>()
         .join(", ");
     probe.push_str(&format!(

@@ -381,8 +381,10 @@ pub(crate) async fn triggers(
         Engine::Postgres => {
             executor
                 .fetch(
-                    "SELECT tgname::text, tgenabled::text FROM pg_trigger \
-                     WHERE tgrelid = to_regclass($1) AND NOT tgisinternal ORDER BY tgname",
+                    "WITH RECURSIVE tree(oid) AS (SELECT to_regclass($1)::oid \
+                       UNION SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.oid) \
+                     SELECT tgname::text, tgenabled::text FROM pg_trigger \
+                     WHERE tgrelid IN (SELECT oid FROM tree) AND NOT tgisinternal ORDER BY tgname",
                     &[Bind::Value(SqlValue::Text(table.quoted.clone()))],
                 )
                 .await?
@@ -398,7 +400,9 @@ pub(crate) async fn triggers(
 }
 
 /// Whether the table has triggers (or, on PostgreSQL, rewrite rules) that
-/// could change a row beyond what a statement's `SET` names.
+/// could change a row beyond what a statement's `SET` names; on
+/// PostgreSQL its partitions' and inheritance children's count too, since
+/// a statement on the table changes their rows.
 pub(crate) async fn has_triggers(
     executor: &mut dyn Executor,
     table: &TableInfo,
@@ -411,7 +415,10 @@ pub(crate) async fn has_triggers(
     }
     let rules = executor
         .fetch(
-            "SELECT EXISTS (SELECT 1 FROM pg_rewrite WHERE ev_class = to_regclass($1) AND rulename <> '_RETURN')",
+            "WITH RECURSIVE tree(oid) AS (SELECT to_regclass($1)::oid \
+               UNION SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.oid) \
+             SELECT EXISTS (SELECT 1 FROM pg_rewrite \
+               WHERE ev_class IN (SELECT oid FROM tree) AND rulename <> '_RETURN')",
             &[Bind::Value(SqlValue::Text(table.quoted.clone()))],
         )
         .await?;
