@@ -36,6 +36,7 @@ fn db_exit_code(error: &DbError) -> u8 {
         | DbError::NullKey { .. }
         | DbError::SetsKeyColumn { .. }
         | DbError::CascadingChange { .. }
+        | DbError::InheritedRows { .. }
         | DbError::MissingDown { .. }
         | DbError::InvalidStep { .. }
         | DbError::Statement { .. } => exit::USAGE,

@@ -267,6 +267,33 @@ impl Context<'_> {
         table: &TableInfo,
         set: Option<&BTreeMap<String, String>>,
     ) -> Result<()> {
+        let action = if set.is_none() { "delete" } else { "update" };
+        // A statement on a table changes the rows of the tables that
+        // inherit from it too (a partitioned table's partitions are its
+        // own rows: re-inserted into it, they go back where they were).
+        if self.executor.engine() == Engine::Postgres {
+            let sql = "SELECT string_agg(c.relname::text, ', ' ORDER BY c.relname) \
+                       FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                       JOIN pg_class p ON p.oid = i.inhparent \
+                       WHERE i.inhparent = to_regclass($1) AND p.relkind = 'r'";
+            let children = self
+                .fetch(
+                    step,
+                    sql,
+                    &[Bind::Value(SqlValue::Text(table.quoted.clone()))],
+                )
+                .await?;
+            if let Some([SqlValue::Text(children) | SqlValue::Typed(children)]) =
+                children.first().map(Vec::as_slice)
+            {
+                return Err(DbError::InheritedRows {
+                    step,
+                    action,
+                    table: table.name.clone(),
+                    children: children.clone(),
+                });
+            }
+        }
         let found = match cascades(self.executor, table).await {
             Ok(found) => found,
             Err(error) => return Err(self.statement_error(step, "read foreign keys", error)),
@@ -285,7 +312,7 @@ impl Context<'_> {
             if hit {
                 return Err(DbError::CascadingChange {
                     step,
-                    action: if set.is_none() { "delete" } else { "update" },
+                    action,
                     table: table.name.clone(),
                     referencing: cascade.referencing,
                 });

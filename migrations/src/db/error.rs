@@ -56,6 +56,16 @@ pub enum DbError {
         referencing: String,
     },
 
+    #[error(
+        "step {step}: {action} on table {table} would also change the rows of the tables that inherit from it ({children}), which its images would record as rows of {table}"
+    )]
+    InheritedRows {
+        step: u32,
+        action: &'static str,
+        table: String,
+        children: String,
+    },
+
     #[error("step {step}: {kind} step has neither a down statement nor irreversible = true")]
     MissingDown { step: u32, kind: &'static str },
 
@@ -147,6 +157,9 @@ impl DbError {
             ),
             DbError::CascadingChange { .. } => Some(
                 "change the referencing rows in an earlier step of their own, or use a sql step with a down",
+            ),
+            DbError::InheritedRows { .. } => Some(
+                "run the step on each inheriting table, and the parent's own rows with a sql step (UPDATE ONLY …) with a down",
             ),
             DbError::MissingDown { .. } => {
                 Some("add `down = \"…\"`, or `irreversible = true` if it cannot be undone")
