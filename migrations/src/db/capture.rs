@@ -1518,9 +1518,9 @@ fn pg_chunk_images(
 /// runs before this chunk commits and does not see its changes. So no
 /// subquery in `set` or `where`, nothing in them that is not immutable
 /// and only a plain table ([`calls_only_immutable`]), and no trigger or
-/// rule on the table or its partitions. Nor when a deferrable constraint involves the table: this chunk's
-/// check at its commit could wait for the next chunk's locks, held by a
-/// transaction that waits for that commit.
+/// rule on the table or its partitions. Nor when a deferrable constraint
+/// involves the table: this chunk's check at its commit could wait for the
+/// next chunk's locks, held by a transaction that waits for that commit.
 async fn may_overlap(
     context: &mut Context<'_>,
     plan: &RowsPlan<'_>,
