@@ -1547,6 +1547,66 @@ fn postgres_inherited_rows_are_refused_and_partitions_roll_back() {
     );
 }
 
+/// What a second connection would meet differently: a foreign key of the
+/// table to itself (its check would not see the other chunk's new keys),
+/// a stricter isolation level, a `search_path` an `ALTER DATABASE` set
+/// after this connection was opened. None of these overlaps, and the
+/// update changes the table this connection names.
+#[test]
+fn postgres_self_references_isolation_and_database_settings_do_not_overlap() {
+    assert_eq!(
+        chunks_overlap(
+            "rw_overlap_self_fk",
+            "CREATE TABLE t (id int PRIMARY KEY, a int NOT NULL, parent int REFERENCES t (id))",
+            "a + 1",
+        ),
+        Some(false)
+    );
+    let alter = |setting: &str| {
+        format!(
+            "CREATE TABLE t (id int PRIMARY KEY, a int NOT NULL); \
+             CREATE SCHEMA other; CREATE TABLE other.t (id int PRIMARY KEY, a int NOT NULL); \
+             INSERT INTO other.t SELECT i, 0 FROM generate_series(1, 6) AS i; \
+             DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET {setting}', current_database()); END $$"
+        )
+    };
+    let Some((scratch, mut database, report)) = update_in_pairs(
+        "rw_overlap_db_path",
+        &alter("search_path = other, public"),
+        "a + 1",
+    ) else {
+        return;
+    };
+    assert!(!report.overlapped);
+    let sums = database
+        .query(
+            "SELECT (SELECT sum(a) FROM public.t)::int, (SELECT sum(a) FROM other.t)::int",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(sums[0], vec![SqlValue::Integer(6), SqlValue::Integer(0)]);
+    drop((scratch, database));
+    // A connection opened after the ALTER runs repeatable read.
+    let Some(scratch) = PgDatabase::create("rw_overlap_isolation") else {
+        return;
+    };
+    scratch
+        .connect()
+        .execute_script(&format!(
+            "{}; INSERT INTO t SELECT i, 0 FROM generate_series(1, 6) AS i",
+            alter("default_transaction_isolation = ''repeatable read''")
+        ))
+        .unwrap();
+    let report = scratch
+        .connect()
+        .update(
+            &update_every_row(&[("a", "a + 1")], 2),
+            &mut TestLedger::new().recorder(),
+        )
+        .unwrap();
+    assert_eq!((report.rows, report.overlapped), (6, false));
+}
+
 /// Whether an update of `a` in chunks of two over six rows of the table
 /// `script` makes ran its chunks overlapped (`None`: no server).
 fn chunks_overlap(name: &str, script: &str, expression: &str) -> Option<bool> {

@@ -1572,10 +1572,13 @@ async fn may_overlap(
 /// directly or through an operator. A view of the same expressions names
 /// the domains they use, whose checks an index does not judge. Only a
 /// plain table (no view, no partitions or inheritance children, no
-/// row-level security, not temporary) with no CHECK constraint and no
-/// column of a domain type, in a session that holds no temporary objects
-/// (which a second connection would not see), overlaps. Anything
-/// PostgreSQL will not make counts as calling something else.
+/// row-level security, not temporary) with no CHECK constraint, no
+/// column of a domain type and no foreign key to itself (the next chunk's
+/// check would not see this chunk's new keys), in a read-committed
+/// transaction (a stricter one fails on the other chunk's rows) of a
+/// session that holds no temporary objects (which a second connection
+/// would not see), overlaps. Anything PostgreSQL will not make counts as
+/// calling something else.
 async fn calls_only_immutable(
     context: &mut Context<'_>,
     plan: &RowsPlan<'_>,
@@ -1591,6 +1594,10 @@ async fn calls_only_immutable(
                      WHERE a.attrelid = c.oid AND a.attnum > 0 \
                        AND NOT a.attisdropped AND ty.typtype = 'd') \
                   + (SELECT count(*) FROM pg_inherits WHERE inhparent = c.oid) \
+                  + (SELECT count(*) FROM pg_constraint \
+                     WHERE conrelid = c.oid AND confrelid = c.oid AND contype = 'f') \
+                  + CASE WHEN current_setting('transaction_isolation') = 'read committed' \
+                      THEN 0 ELSE 1 END \
                   + CASE WHEN c.relkind = 'r' AND NOT c.relrowsecurity \
                       AND c.relpersistence <> 't' THEN 0 ELSE 1 END \
                   + (SELECT count(*) FROM pg_class x WHERE x.relnamespace = pg_my_temp_schema()) \
@@ -1689,12 +1696,13 @@ async fn overlap_sibling(
     Ok(same.then_some(sibling))
 }
 
-/// The settings this session changed (`SET`, `SET ROLE`, `search_path`…),
-/// which a second connection must share for its statements to mean the
-/// same: the connection's own pinned settings, and whatever a `sql` step
-/// set since.
-const SESSION_STATE: &str = "SELECT string_agg(name || '=' || setting, E'\\n' ORDER BY name) \
-     FROM pg_settings WHERE source = 'session'";
+/// What a second connection must share for its statements to mean the
+/// same: the user and role (`SET ROLE` shows in no setting), the schemas
+/// names resolve in, and every setting whatever set it (a `sql` step's
+/// `SET`, or an `ALTER DATABASE … SET` that only a new connection gets).
+const SESSION_STATE: &str = "SELECT current_user || E'\\n' || session_user || E'\\n' \
+     || current_schemas(true)::text || E'\\n' \
+     || string_agg(name || '=' || setting, E'\\n' ORDER BY name) FROM pg_settings";
 
 /// ` AND (keys) > (E'v'::type, …)`: [`RowsPlan::lower`] with the values
 /// written into the statement as escape-string literals, `\` and `'`
