@@ -1607,6 +1607,53 @@ fn postgres_self_references_isolation_and_database_settings_do_not_overlap() {
     assert_eq!((report.rows, report.overlapped), (6, false));
 }
 
+/// After a `SET ROLE`, which shows in no setting, a second connection
+/// would name another table `t` (the `"$user"` schema of the search path):
+/// the chunks run one after the other, all on the role's table.
+#[test]
+fn postgres_a_role_set_in_the_session_does_not_overlap() {
+    let Some(scratch) = PgDatabase::create("rw_overlap_role") else {
+        return;
+    };
+    let role = format!("rw_role_{}", std::process::id());
+    let mut admin = scratch.admin();
+    admin
+        .execute_script(&format!("CREATE ROLE {role}"))
+        .unwrap();
+    let mut database = scratch.connect();
+    let setup = database.execute_script(&format!(
+        "CREATE TABLE t (id int PRIMARY KEY, a int NOT NULL); \
+         INSERT INTO t SELECT i, 0 FROM generate_series(1, 6) AS i; \
+         CREATE SCHEMA {role} AUTHORIZATION {role}; \
+         CREATE TABLE {role}.t (id int PRIMARY KEY, a int NOT NULL); \
+         INSERT INTO {role}.t SELECT i, 0 FROM generate_series(1, 6) AS i; \
+         ALTER TABLE {role}.t OWNER TO {role}; SET ROLE {role}"
+    ));
+    let result = setup.and_then(|()| {
+        database.update(
+            &update_every_row(&[("a", "a + 1")], 2),
+            &mut TestLedger::new().recorder(),
+        )
+    });
+    let sums = database.execute_script("RESET ROLE").and_then(|()| {
+        database.query(
+            &format!(
+                "SELECT (SELECT sum(a) FROM {role}.t)::int, (SELECT sum(a) FROM public.t)::int"
+            ),
+            &[],
+        )
+    });
+    drop(database);
+    drop(scratch);
+    admin.execute_script(&format!("DROP ROLE {role}")).unwrap();
+    let report = result.unwrap();
+    assert!(!report.overlapped);
+    assert_eq!(
+        sums.unwrap()[0],
+        vec![SqlValue::Integer(6), SqlValue::Integer(0)]
+    );
+}
+
 /// Whether an update of `a` in chunks of two over six rows of the table
 /// `script` makes ran its chunks overlapped (`None`: no server).
 fn chunks_overlap(name: &str, script: &str, expression: &str) -> Option<bool> {
