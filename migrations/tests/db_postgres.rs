@@ -1549,9 +1549,9 @@ fn postgres_inherited_rows_are_refused_and_partitions_roll_back() {
 
 /// What a second connection would meet differently: a foreign key of the
 /// table to itself (its check would not see the other chunk's new keys),
-/// a stricter isolation level, a `search_path` an `ALTER DATABASE` set
-/// after this connection was opened. None of these overlaps, and the
-/// update changes the table this connection names.
+/// a stricter isolation level, a lock timeout, a `search_path` an `ALTER
+/// DATABASE` set after this connection was opened. None of these overlaps,
+/// and the update changes the table this connection names.
 #[test]
 fn postgres_self_references_isolation_and_database_settings_do_not_overlap() {
     assert_eq!(
@@ -1586,25 +1586,35 @@ fn postgres_self_references_isolation_and_database_settings_do_not_overlap() {
         .unwrap();
     assert_eq!(sums[0], vec![SqlValue::Integer(6), SqlValue::Integer(0)]);
     drop((scratch, database));
-    // A connection opened after the ALTER runs repeatable read.
-    let Some(scratch) = PgDatabase::create("rw_overlap_isolation") else {
-        return;
-    };
-    scratch
-        .connect()
-        .execute_script(&format!(
-            "{}; INSERT INTO t SELECT i, 0 FROM generate_series(1, 6) AS i",
-            alter("default_transaction_isolation = ''repeatable read''")
-        ))
-        .unwrap();
-    let report = scratch
-        .connect()
-        .update(
-            &update_every_row(&[("a", "a + 1")], 2),
-            &mut TestLedger::new().recorder(),
-        )
-        .unwrap();
-    assert_eq!((report.rows, report.overlapped), (6, false));
+    // A setting both connections get from the database, opened after the
+    // ALTER: repeatable read; a lock timeout (the next chunk may wait for
+    // this one's locks, which it never does one chunk after the other).
+    for (name, setting) in [
+        (
+            "rw_overlap_isolation",
+            "default_transaction_isolation = ''repeatable read''",
+        ),
+        ("rw_overlap_lock_timeout", "lock_timeout = 1000"),
+    ] {
+        let Some(scratch) = PgDatabase::create(name) else {
+            return;
+        };
+        scratch
+            .connect()
+            .execute_script(&format!(
+                "{}; INSERT INTO t SELECT i, 0 FROM generate_series(1, 6) AS i",
+                alter(setting)
+            ))
+            .unwrap();
+        let report = scratch
+            .connect()
+            .update(
+                &update_every_row(&[("a", "a + 1")], 2),
+                &mut TestLedger::new().recorder(),
+            )
+            .unwrap();
+        assert_eq!((report.rows, report.overlapped), (6, false), "{name}");
+    }
 }
 
 /// After a `SET ROLE`, which shows in no setting, a second connection

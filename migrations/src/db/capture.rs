@@ -1575,9 +1575,11 @@ async fn may_overlap(
 /// row-level security, not temporary) with no CHECK constraint, no
 /// column of a domain type and no foreign key to itself (the next chunk's
 /// check would not see this chunk's new keys), in a read-committed
-/// transaction (a stricter one fails on the other chunk's rows) of a
-/// session that holds no temporary objects (which a second connection
-/// would not see), overlaps. Anything PostgreSQL will not make counts as
+/// transaction (a stricter one fails on the other chunk's rows) with no
+/// lock or statement timeout (the next chunk may wait for this one's row
+/// locks, a wait one chunk after the other never has), of a session that
+/// holds no temporary objects (which a second connection would not see),
+/// overlaps. Anything PostgreSQL will not make counts as
 /// calling something else.
 async fn calls_only_immutable(
     context: &mut Context<'_>,
@@ -1598,6 +1600,8 @@ async fn calls_only_immutable(
                      WHERE conrelid = c.oid AND confrelid = c.oid AND contype = 'f') \
                   + CASE WHEN current_setting('transaction_isolation') = 'read committed' \
                       THEN 0 ELSE 1 END \
+                  + CASE WHEN current_setting('lock_timeout') = '0' \
+                      AND current_setting('statement_timeout') = '0' THEN 0 ELSE 1 END \
                   + CASE WHEN c.relkind = 'r' AND NOT c.relrowsecurity \
                       AND c.relpersistence <> 't' THEN 0 ELSE 1 END \
                   + (SELECT count(*) FROM pg_class x WHERE x.relnamespace = pg_my_temp_schema()) \
