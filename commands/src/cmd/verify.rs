@@ -55,16 +55,12 @@ pub fn run(ctx: &mut Ctx) -> CliResult {
         };
         ctx.printer.json(&value)?;
     }
-    match &report.problem {
-        None if report.unusable.is_some() => Err(unusable_error(
-            report.unusable.as_ref().expect("checked"),
-            report.verified,
-        )
-        .hint(format!(
+    match (&report.problem, &report.unusable) {
+        (None, Some(unusable)) => Err(unusable_error(unusable, report.verified).hint(format!(
             "keep a copy of {} before changing anything",
             ledger.dir().display()
         ))),
-        None => {
+        (None, None) => {
             if !ctx.printer.json {
                 ctx.printer.data(&format!(
                     "ok: {} events verified, store and journal agree, head seq {} {}\n",
@@ -84,7 +80,7 @@ pub fn run(ctx: &mut Ctx) -> CliResult {
             }
             Ok(())
         }
-        Some(problem) => {
+        (Some(problem), unusable) => {
             let error = CliError::new(
                 exit::VERIFY,
                 anyhow::anyhow!(
@@ -100,7 +96,7 @@ pub fn run(ctx: &mut Ctx) -> CliResult {
                 ledger.dir().display()
             ));
             let error = error.hint("if the journal is intact (`python3 tools/verify_chain.py <ledger>/journal.jsonl`), `rewind repair` rebuilds the store from it");
-            Err(match &report.unusable {
+            Err(match unusable {
                 Some(unusable) => error.hint(format!(
                     "also, before it: seq {} is unusable ({})",
                     unusable.seq, unusable.detail

@@ -28,7 +28,7 @@ use rewind_ledger::{
 
 use super::catalog::{SequenceState, TableInfo, cascades, has_triggers, sequences, table_info};
 use super::error::{DbError, Result};
-use super::executor::{Bind, Engine, Executor, quote_ident};
+use super::executor::{Bind, Engine, Executor, key_slots, quote_ident};
 use super::images::{parse_pg, pg_record};
 use super::sqlite_raw::{Changes, Failed, Op, Row};
 
@@ -548,10 +548,7 @@ impl<'a> RowsPlan<'a> {
     }
 
     async fn create_sqlite_keys(&self, context: &mut Context<'_>) -> Result<()> {
-        let columns = (0..self.info.key.len())
-            .map(|i| format!("k{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let columns = key_slots(self.info.key.len());
         context
             .script(
                 self.step,
@@ -1087,10 +1084,7 @@ async fn sqlite_chunk(
                 .map(|(i, name)| format!("{table}.{} = _rw_k.k{i}", quote_ident(name)))
                 .collect::<Vec<_>>()
                 .join(" AND ");
-            let key_columns = (0..plan.info.key.len())
-                .map(|i| format!("k{i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let key_columns = key_slots(plan.info.key.len());
             // CROSS JOIN keeps the key table outside, read in the order it was filled.
             let source =
                 format!("{SQLITE_KEYS} AS _rw_k CROSS JOIN {table} ON {join} ORDER BY _rw_k.rowid");
@@ -1241,10 +1235,7 @@ async fn sqlite_hooked_chunk(
     let keys = &plan.keys;
     let limit = plan.chunk_size;
     let (lower_sql, lower_binds) = plan.lower(Engine::Sqlite, lower);
-    let key_columns = (0..plan.info.key.len())
-        .map(|i| format!("k{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let key_columns = key_slots(plan.info.key.len());
     let picked = match plan.filter {
         None => None,
         Some(filter) => {
@@ -1513,54 +1504,69 @@ fn pg_chunk_images(
 }
 
 /// Whether a PostgreSQL step's chunks may overlap (see
-/// [`pg_overlapped`]): only when nothing in the step reads rows of the
-/// table other than the one it changes, since the next chunk's statement
-/// runs before this chunk commits and does not see its changes. So no
-/// subquery in `set` or `where`, nothing in them that is not immutable
-/// and only a plain table ([`calls_only_immutable`]), and no trigger or
-/// rule on the table or its partitions. Nor when a deferrable constraint
-/// involves the table: this chunk's check at its commit could wait for the
-/// next chunk's locks, held by a transaction that waits for that commit.
+/// [`pg_overlapped`]): the next chunk's statement runs before this chunk
+/// commits and does not see its changes, so nothing the step runs may read
+/// rows of the table or meet this chunk's locks. Only a plain table
+/// ([`PLAIN_TABLE`]) with no trigger or rule (its partitions' counting
+/// too), and nothing in `set` or `where` that is not immutable
+/// ([`calls_only_immutable`]).
 async fn may_overlap(
     context: &mut Context<'_>,
     plan: &RowsPlan<'_>,
     change: &Change,
 ) -> Result<bool> {
-    if context.executor.engine() != Engine::Postgres {
+    if context.executor.engine() != Engine::Postgres || plan.triggers {
         return Ok(false);
     }
-    let reads_rows = |sql: &str| {
-        sql.to_ascii_lowercase()
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .any(|word| word == "select" || word == "table")
-    };
-    let sets = match change {
-        Change::Update { sets, .. } => sets.as_str(),
-        Change::Delete => "",
-    };
-    if reads_rows(sets) || plan.filter.is_some_and(reads_rows) {
-        return Ok(false);
-    }
-    if plan.triggers {
-        return Ok(false);
-    }
-    if !calls_only_immutable(context, plan, change).await? {
-        return Ok(false);
-    }
-    let sql = "SELECT count(*) FROM pg_constraint WHERE condeferrable \
-               AND (conrelid = to_regclass($1) OR confrelid = to_regclass($1))";
-    let rows = context
+    let plain = context
         .fetch(
             plan.step,
-            sql,
+            PLAIN_TABLE,
             &[Bind::Value(SqlValue::Text(plan.info.quoted.clone()))],
         )
         .await?;
-    Ok(matches!(
-        rows.first().map(Vec::as_slice),
+    if !matches!(
+        plain.first().map(Vec::as_slice),
         Some([SqlValue::Integer(0)])
-    ))
+    ) {
+        return Ok(false);
+    }
+    calls_only_immutable(context, plan, change).await
 }
+
+/// 0 for a table whose chunks may overlap, counting what forbids it:
+/// - a view, partitions or inheritance children, row-level security, a
+///   temporary table (each statement would run more than it shows);
+/// - CHECK constraints and columns of a domain type (checks an index
+///   probe does not judge);
+/// - a foreign key to itself (the next chunk's check would not see this
+///   chunk's new keys), a deferrable constraint (this chunk's check at its
+///   commit could wait for the next chunk's locks, whose transaction waits
+///   for that commit);
+/// - a transaction that is not read committed (a stricter one fails on the
+///   other chunk's rows), a lock or statement timeout (the next chunk may
+///   wait for this one's row locks, a wait one chunk after the other never
+///   has);
+/// - temporary objects of the session, which a second connection would not
+///   see.
+const PLAIN_TABLE: &str = "SELECT \
+      CASE WHEN c.relkind = 'r' AND NOT c.relrowsecurity AND c.relpersistence <> 't' \
+        THEN 0 ELSE 1 END \
+    + (SELECT count(*) FROM pg_inherits WHERE inhparent = c.oid) \
+    + (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid AND contype = 'c') \
+    + (SELECT count(*) FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid \
+       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND ty.typtype = 'd') \
+    + (SELECT count(*) FROM pg_constraint \
+       WHERE conrelid = c.oid AND confrelid = c.oid AND contype = 'f') \
+    + (SELECT count(*) FROM pg_constraint \
+       WHERE condeferrable AND (conrelid = c.oid OR confrelid = c.oid)) \
+    + CASE WHEN current_setting('transaction_isolation') = 'read committed' THEN 0 ELSE 1 END \
+    + CASE WHEN current_setting('lock_timeout') = '0' \
+        AND current_setting('statement_timeout') = '0' THEN 0 ELSE 1 END \
+    + (SELECT count(*) FROM pg_class x WHERE x.relnamespace = pg_my_temp_schema()) \
+    + (SELECT count(*) FROM pg_proc x WHERE x.pronamespace = pg_my_temp_schema()) \
+    + (SELECT count(*) FROM pg_type x WHERE x.typnamespace = pg_my_temp_schema()) \
+    FROM pg_class c WHERE c.oid = to_regclass($1)";
 
 /// Whether everything the step's `set` and `where` call is immutable: only
 /// an immutable function promises not to read tables, and one that reads
@@ -1569,18 +1575,10 @@ async fn may_overlap(
 /// to its column's type (an assignment cast calls a function too), and the
 /// `where` go into indexes of an empty copy of the table, which it refuses
 /// when they call anything that is not immutable, built-in or not,
-/// directly or through an operator. A view of the same expressions names
-/// the domains they use, whose checks an index does not judge. Only a
-/// plain table (no view, no partitions or inheritance children, no
-/// row-level security, not temporary) with no CHECK constraint, no
-/// column of a domain type and no foreign key to itself (the next chunk's
-/// check would not see this chunk's new keys), in a read-committed
-/// transaction (a stricter one fails on the other chunk's rows) with no
-/// lock or statement timeout (the next chunk may wait for this one's row
-/// locks, a wait one chunk after the other never has), of a session that
-/// holds no temporary objects (which a second connection would not see),
-/// overlaps. Anything PostgreSQL will not make counts as
-/// calling something else.
+/// directly or through an operator, or hold a subquery. A view of the same
+/// expressions names the domains they use, whose checks an index does not
+/// judge. Anything PostgreSQL will not make counts as calling something
+/// else.
 async fn calls_only_immutable(
     context: &mut Context<'_>,
     plan: &RowsPlan<'_>,
@@ -1588,35 +1586,6 @@ async fn calls_only_immutable(
 ) -> Result<bool> {
     let step = plan.step;
     let table = plan.table();
-    let checked = context
-        .fetch(
-            step,
-            "SELECT (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid AND contype = 'c') \
-                  + (SELECT count(*) FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid \
-                     WHERE a.attrelid = c.oid AND a.attnum > 0 \
-                       AND NOT a.attisdropped AND ty.typtype = 'd') \
-                  + (SELECT count(*) FROM pg_inherits WHERE inhparent = c.oid) \
-                  + (SELECT count(*) FROM pg_constraint \
-                     WHERE conrelid = c.oid AND confrelid = c.oid AND contype = 'f') \
-                  + CASE WHEN current_setting('transaction_isolation') = 'read committed' \
-                      THEN 0 ELSE 1 END \
-                  + CASE WHEN current_setting('lock_timeout') = '0' \
-                      AND current_setting('statement_timeout') = '0' THEN 0 ELSE 1 END \
-                  + CASE WHEN c.relkind = 'r' AND NOT c.relrowsecurity \
-                      AND c.relpersistence <> 't' THEN 0 ELSE 1 END \
-                  + (SELECT count(*) FROM pg_class x WHERE x.relnamespace = pg_my_temp_schema()) \
-                  + (SELECT count(*) FROM pg_proc x WHERE x.pronamespace = pg_my_temp_schema()) \
-                  + (SELECT count(*) FROM pg_type x WHERE x.typnamespace = pg_my_temp_schema()) \
-             FROM pg_class c WHERE c.oid = to_regclass($1)",
-            &[Bind::Value(SqlValue::Text(plan.info.quoted.clone()))],
-        )
-        .await?;
-    if !matches!(
-        checked.first().map(Vec::as_slice),
-        Some([SqlValue::Integer(0)])
-    ) {
-        return Ok(false);
-    }
     let values: &[(String, String)] = match change {
         Change::Update { values, .. } => values,
         Change::Delete => &[],

@@ -72,6 +72,15 @@ pub trait Executor: Send {
     fn as_sqlite(&mut self) -> Option<&mut super::sqlite::SqliteExecutor>;
 }
 
+/// `k0, k1, …`: the key columns of rewind's temporary key and image
+/// tables, one for each of a table's `count` key columns.
+pub(crate) fn key_slots(count: usize) -> String {
+    (0..count)
+        .map(|i| format!("k{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Quotes an identifier: `a"b` becomes `"a""b"`.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

@@ -23,7 +23,7 @@ use rewind_ledger::{
 use super::capture::{Context, context_error, raw_failed};
 use super::catalog::{TableInfo, Trigger, triggers};
 use super::error::{DbError, Result};
-use super::executor::{Bind, Engine, quote_ident};
+use super::executor::{Bind, Engine, key_slots, quote_ident};
 
 /// What to do with rows that drifted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -609,10 +609,7 @@ async fn restore_rows(
                     .map(|name| quote_ident(name))
                     .collect::<Vec<_>>()
                     .join(", ");
-                let image_keys = (0..key_count)
-                    .map(|i| format!("k{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let image_keys = key_slots(key_count);
                 format!(
                     "DELETE FROM {table} WHERE ({keys}) IN (SELECT {image_keys} FROM {images} WHERE NOT hb)"
                 )
@@ -905,10 +902,7 @@ async fn load_images(
                 .await
                 .map_err(|error| context_error(&database, step, error))?
                 .map_err(|failed| raw_failed(&database, step, failed))?;
-            let image_keys = (0..key_count)
-                .map(|i| format!("k{i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let image_keys = key_slots(key_count);
             context
                 .script(
                     step,
