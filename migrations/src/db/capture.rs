@@ -585,6 +585,15 @@ impl<'a> RowsPlan<'a> {
         })
     }
 
+    /// The condition that matches the rows of the keys table.
+    fn in_sqlite_keys(&self) -> String {
+        format!(
+            "({}) IN (SELECT {} FROM {SQLITE_KEYS})",
+            self.keys,
+            key_slots(self.info.key.len())
+        )
+    }
+
     /// Fills the keys table with the next filtered chunk's keys, in key
     /// order; returns how many.
     async fn pick_sqlite_keys(
@@ -850,6 +859,23 @@ enum Change {
     Delete,
 }
 
+impl Change {
+    /// The SQLite statement that changes the rows of `table` matching
+    /// `bound`, and how its count reads in an error.
+    fn sqlite_statement(&self, table: &str, bound: &str) -> (String, &'static str) {
+        match self {
+            Change::Update { sets, .. } => (
+                format!("UPDATE {table} SET {sets} WHERE {bound}"),
+                "the update changed",
+            ),
+            Change::Delete => (
+                format!("DELETE FROM {table} WHERE {bound}"),
+                "the delete removed",
+            ),
+        }
+    }
+}
+
 /// Changes the picked rows chunk by chunk, each chunk one transaction
 /// whose images are recorded before it commits.
 async fn change_rows(
@@ -1084,17 +1110,13 @@ async fn sqlite_chunk(
                 .map(|(i, name)| format!("{table}.{} = _rw_k.k{i}", quote_ident(name)))
                 .collect::<Vec<_>>()
                 .join(" AND ");
-            let key_columns = key_slots(plan.info.key.len());
             // CROSS JOIN keeps the key table outside, read in the order it was filled.
             let source =
                 format!("{SQLITE_KEYS} AS _rw_k CROSS JOIN {table} ON {join} ORDER BY _rw_k.rowid");
             (
                 format!("SELECT {all} FROM {source}"),
                 Vec::new(),
-                Some((
-                    format!("({keys}) IN (SELECT {key_columns} FROM {SQLITE_KEYS})"),
-                    source,
-                )),
+                Some((plan.in_sqlite_keys(), source)),
             )
         }
     };
@@ -1153,16 +1175,7 @@ async fn sqlite_chunk(
                 }
                 Some((bound, source)) => (bound.clone(), Vec::new(), source.clone()),
             };
-            let (statement, done) = match change {
-                Change::Update { sets, .. } => (
-                    format!("UPDATE {table} SET {sets} WHERE {bound}"),
-                    "the update changed",
-                ),
-                Change::Delete => (
-                    format!("DELETE FROM {table} WHERE {bound}"),
-                    "the delete removed",
-                ),
-            };
+            let (statement, done) = change.sqlite_statement(table, &bound);
             let count = handle.run(&statement, &binds, |_| Ok(())).map_err(failed)?;
             if count != rows as u64 {
                 return Err(concurrent(
@@ -1253,9 +1266,9 @@ async fn sqlite_hooked_chunk(
     let Some(executor) = context.executor.as_sqlite() else {
         unreachable!("a SQLite chunk runs on a SQLite executor")
     };
-    let (op, changed, done) = match change {
-        Change::Update { changed, .. } => (Op::Update, changed.as_slice(), "the update changed"),
-        Change::Delete => (Op::Delete, &[][..], "the delete removed"),
+    let (op, changed) = match change {
+        Change::Update { changed, .. } => (Op::Update, changed.as_slice()),
+        Change::Delete => (Op::Delete, &[][..]),
     };
     executor
         .with_handle(|handle| {
@@ -1317,17 +1330,14 @@ async fn sqlite_hooked_chunk(
                         .map_err(failed)?
                         .unwrap_or_default();
                     (
-                        format!("({keys}) IN (SELECT {key_columns} FROM {SQLITE_KEYS})"),
+                        plan.in_sqlite_keys(),
                         Vec::new(),
                         last,
                         picked.unwrap_or_default(),
                     )
                 }
             };
-            let statement = match change {
-                Change::Update { sets, .. } => format!("UPDATE {table} SET {sets} WHERE {bound}"),
-                Change::Delete => format!("DELETE FROM {table} WHERE {bound}"),
-            };
+            let (statement, done) = change.sqlite_statement(table, &bound);
             let mut changes = Changes {
                 table: &plan.info.name,
                 op,
