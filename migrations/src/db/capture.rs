@@ -260,8 +260,10 @@ impl Context<'_> {
         table_info(self.executor, self.database, table, key).await
     }
 
-    /// Refuses a change that a foreign key would cascade into another table.
-    async fn refuse_cascades(
+    /// Refuses a change that would reach rows of other tables, which its
+    /// images would not hold: those of tables inheriting from it, or those
+    /// a foreign key cascades into.
+    async fn refuse_rows_elsewhere(
         &mut self,
         step: u32,
         table: &TableInfo,
@@ -775,7 +777,7 @@ pub(crate) async fn update(
         }
     }
     context
-        .refuse_cascades(step, &info, Some(&operation.set))
+        .refuse_rows_elsewhere(step, &info, Some(&operation.set))
         .await?;
     // The after image reads back only the columns the statement sets and
     // takes the others from the before image, unless a trigger or rule
@@ -827,7 +829,7 @@ pub(crate) async fn delete(
     let info = context
         .table(&operation.table, operation.key.as_deref())
         .await?;
-    context.refuse_cascades(step, &info, None).await?;
+    context.refuse_rows_elsewhere(step, &info, None).await?;
     let triggers = context.has_triggers(step, &info).await?;
     let plan = RowsPlan::new(
         step,
