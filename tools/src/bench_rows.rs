@@ -4,7 +4,17 @@
 //! rows against a set-based restore from a before-table. Each case runs in
 //! its own child process so that its peak RSS (VmHWM) is its own.
 //!
-//! `cargo run --release -p rewind-tools --bin bench-rows -- [--rows N] [--changed N] [--chunk N] [--engine sqlite|postgres|both] [--cases a,b] [--repeat N] [--pg URL]`
+//! `cargo run --release -p rewind-tools --bin bench-rows -- [--rows N[,N…]] [--changed N] [--within N] [--chunk N] [--engine sqlite|postgres|both] [--cases a,b] [--repeat N] [--pg URL]`
+//!
+//! `--rows` may name several sizes (`--rows 1000000,10000000`): each round
+//! then runs every case on every size, and the rollback's growth from the
+//! first size to the last is reported from the same rounds.
+//!
+//! The rollback cases change `--changed` rows evenly spread over the
+//! table's first `--within` ids (all of them by default): `--rows 10000000
+//! --within 1000000` changes the very rows `--rows 1000000` does, so that
+//! the two tables' times differ by their size alone, not also by how many
+//! pages the same number of rows is spread over.
 //!
 //! `--chunk` defaults to the steps' default chunk size. Besides seconds and
 //! peak RSS, each case reports its process's CPU time (on PostgreSQL the
@@ -38,8 +48,13 @@ const CASES: &[&str] = &[
 ];
 
 struct Options {
+    /// The table's rows, in a child process: one of `sizes`.
     rows: u64,
+    /// `--rows N[,N…]`: the table sizes, each run in every round.
+    sizes: Vec<u64>,
     changed: u64,
+    /// The changed rows are spread over ids `1..=within` (0: all).
+    within: u64,
     engines: Vec<String>,
     pg: String,
     chunk: usize,
@@ -48,10 +63,24 @@ struct Options {
     repeat: usize,
 }
 
+impl Options {
+    /// The ids `1..=N` the changed rows of a table of `rows` rows are
+    /// spread over.
+    fn within_of(&self, rows: u64) -> u64 {
+        if self.within == 0 {
+            rows
+        } else {
+            self.within.min(rows)
+        }
+    }
+}
+
 fn parse() -> (Options, Option<(String, String, String)>) {
     let mut options = Options {
         rows: 1_000_000,
+        sizes: vec![1_000_000],
         changed: 10_000,
+        within: 0,
         engines: vec!["sqlite".into(), "postgres".into()],
         pg: std::env::var("REWIND_TEST_PG")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
@@ -65,8 +94,15 @@ fn parse() -> (Options, Option<(String, String, String)>) {
     while index < args.len() {
         let value = args.get(index + 1).cloned().unwrap_or_default();
         match args[index].as_str() {
-            "--rows" => options.rows = value.parse().expect("--rows N"),
+            "--rows" => {
+                options.sizes = value
+                    .split(',')
+                    .map(|rows| rows.parse().expect("--rows N[,N…]"))
+                    .collect();
+                options.rows = options.sizes[0];
+            }
             "--changed" => options.changed = value.parse().expect("--changed N"),
+            "--within" => options.within = value.parse().expect("--within N"),
             "--chunk" => options.chunk = value.parse().expect("--chunk N"),
             "--engine" if value == "both" => {}
             "--engine" => options.engines = vec![value],
@@ -176,8 +212,10 @@ fn quiesce(database: &mut Database, url: &str) {
 /// journal_bytes`.
 fn run_case(case: &str, url: &str, options: &Options) {
     let mut database = Database::connect(url).expect("connect");
-    let every = (options.rows / options.changed).max(1);
-    let changed_filter = format!("id % {every} = 0");
+    let within = options.within_of(options.rows);
+    let every = (within / options.changed).max(1);
+    let changed_filter = format!("id <= {within} AND id % {every} = 0");
+    let changed_rows = within / every;
     let dir = tempfile::tempdir().expect("tempdir");
     let cpu_before = cpu_seconds();
     let seconds = match case {
@@ -238,7 +276,7 @@ fn run_case(case: &str, url: &str, options: &Options) {
                 Some(changed_filter.clone()),
                 options.chunk,
             );
-            assert_eq!(rows, options.rows / every);
+            assert_eq!(rows, changed_rows);
             quiesce(&mut database, url);
             let start = Instant::now();
             database
@@ -271,7 +309,7 @@ fn run_case(case: &str, url: &str, options: &Options) {
                 Some(changed_filter),
                 options.chunk,
             );
-            assert_eq!(rows, options.rows / every);
+            assert_eq!(rows, changed_rows);
             // As `rewind rollback` does it: its own connection, the
             // inverse plan, and each undo recorded (`Compensated`).
             quiesce(&mut database, url);
@@ -330,179 +368,260 @@ fn main() {
         "chunk_size {}\n| engine | rows | case | seconds | CPU (s) | peak RSS (MB) |\n| --- | --- | --- | --- | --- | --- |",
         options.chunk
     );
+    let cases: Vec<&str> = CASES
+        .iter()
+        .copied()
+        .filter(|case| options.cases.iter().any(|wanted| wanted == case))
+        .collect();
     for engine in &options.engines {
-        let mut results = BTreeMap::new();
-        let mut cpus = BTreeMap::new();
-        let mut journal_per_row = None;
-        let template_path = dir.path().join("template.db");
         let mut admin = None;
-        let template_name = format!("rewind_bench_template_{}", std::process::id());
-        match engine.as_str() {
-            "sqlite" => {
-                let url = format!("sqlite://{}?mode=rwc", template_path.display());
-                std::fs::write(&template_path, b"").expect("create file");
-                let mut database = Database::connect(&url).expect("sqlite");
-                database
-                    .execute_script(&populate_sql("sqlite", options.rows))
-                    .expect("populate");
-            }
-            _ => {
-                let mut connection = match Database::connect(&options.pg) {
-                    Ok(connection) => connection,
-                    Err(error) => {
-                        eprintln!("skipping postgres: {error}");
-                        continue;
-                    }
-                };
-                connection
-                    .execute_script(&format!("CREATE DATABASE {template_name}"))
-                    .expect("create");
-                let mut database = Database::connect(&with_database(&options.pg, &template_name))
-                    .expect("connect");
-                database
-                    .execute_script(&populate_sql("postgres", options.rows))
-                    .expect("populate");
-                database.execute_script("VACUUM ANALYZE t").expect("vacuum");
-                drop(database);
-                admin = Some(connection);
+        if engine != "sqlite" {
+            match Database::connect(&options.pg) {
+                Ok(connection) => admin = Some(connection),
+                Err(error) => {
+                    eprintln!("skipping postgres: {error}");
+                    continue;
+                }
             }
         }
-        let cases: Vec<&str> = CASES
+        // One template database for each table size.
+        let templates: Vec<String> = options
+            .sizes
             .iter()
-            .copied()
-            .filter(|case| options.cases.iter().any(|wanted| wanted == case))
-            .collect();
-        let mut rounds: BTreeMap<&str, Vec<(f64, f64, f64)>> = BTreeMap::new();
-        for _ in 0..options.repeat {
-            for &case in &cases {
-                let (url, cleanup) = match engine.as_str() {
-                    "sqlite" => {
-                        let path = dir.path().join(format!("{case}.db"));
-                        std::fs::copy(&template_path, &path).expect("copy");
-                        (format!("sqlite://{}", path.display()), None)
+            .map(|&rows| {
+                let sql = populate_sql(engine, rows);
+                match admin.as_mut() {
+                    None => {
+                        let path = dir.path().join(format!("template-{rows}.db"));
+                        std::fs::write(&path, b"").expect("create file");
+                        let url = format!("sqlite://{}?mode=rwc", path.display());
+                        let mut database = Database::connect(&url).expect("sqlite");
+                        database.execute_script(&sql).expect("populate");
+                        path.display().to_string()
                     }
-                    _ => {
-                        let name = format!(
-                            "rewind_bench_{}_{}",
-                            case.replace('-', "_"),
-                            std::process::id()
-                        );
-                        let admin = admin.as_mut().expect("admin");
+                    Some(admin) => {
+                        let name = format!("rewind_bench_template_{rows}_{}", std::process::id());
                         admin
-                            .execute_script(&format!(
-                                "CREATE DATABASE {name} TEMPLATE {template_name}"
-                            ))
-                            .expect("copy database");
-                        (with_database(&options.pg, &name), Some(name))
+                            .execute_script(&format!("CREATE DATABASE {name}"))
+                            .expect("create");
+                        let mut database =
+                            Database::connect(&with_database(&options.pg, &name)).expect("connect");
+                        database.execute_script(&sql).expect("populate");
+                        database.execute_script("VACUUM ANALYZE t").expect("vacuum");
+                        name
                     }
-                };
-                let output = Command::new(&exe)
-                    .args([
-                        "--rows",
-                        &options.rows.to_string(),
-                        "--changed",
-                        &options.changed.to_string(),
-                        "--chunk",
-                        &options.chunk.to_string(),
-                        "--case",
-                        &format!("{engine}|{case}|{url}"),
-                    ])
-                    .output()
-                    .expect("child");
-                assert!(
-                    output.status.success(),
-                    "{case}: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                );
-                let text = String::from_utf8_lossy(&output.stdout);
-                let mut parts = text.split_whitespace();
-                let mut next =
-                    |what: &str| -> f64 { parts.next().and_then(|s| s.parse().ok()).expect(what) };
-                let (seconds, rss, cpu, journal) =
-                    (next("seconds"), next("rss"), next("cpu"), next("journal"));
-                if journal > 0.0 && case == "capture-update" {
-                    journal_per_row = Some(journal / options.rows as f64);
                 }
-                rounds.entry(case).or_default().push((seconds, cpu, rss));
-                if let (Some(name), Some(admin)) = (cleanup, admin.as_mut()) {
-                    admin
-                        .execute_script(&format!("DROP DATABASE {name}"))
-                        .expect("drop");
-                } else if engine == "sqlite" {
-                    let _ = std::fs::remove_file(dir.path().join(format!("{case}.db")));
+            })
+            .collect();
+        // Each round runs every case on every size, so that the times
+        // compared share the machine's moments.
+        let mut rounds: BTreeMap<(u64, &str), Vec<Measured>> = BTreeMap::new();
+        for _ in 0..options.repeat {
+            for (&rows, template) in options.sizes.iter().zip(&templates) {
+                for &case in &cases {
+                    let measured =
+                        run_child(&exe, &options, engine, rows, case, template, &mut admin);
+                    rounds.entry((rows, case)).or_default().push(measured);
                 }
             }
-        }
-        for &case in &cases {
-            let mut runs = rounds.remove(case).unwrap_or_default();
-            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let (seconds, cpu, _) = runs[runs.len() / 2];
-            let rss = runs.iter().map(|run| run.2).fold(0.0, f64::max);
-            let spread = if runs.len() > 1 {
-                format!(" ({:.3}–{:.3})", runs[0].0, runs[runs.len() - 1].0)
-            } else {
-                String::new()
-            };
-            println!(
-                "| {engine} | {} | {case} | {seconds:.3}{spread} | {cpu:.2} | {:.0} |",
-                options.rows,
-                rss / 1024.0
-            );
-            results.insert(case, seconds);
-            cpus.insert(case, cpu);
         }
         if let Some(admin) = admin.as_mut() {
-            admin
-                .execute_script(&format!("DROP DATABASE {template_name}"))
-                .expect("drop template");
+            for template in &templates {
+                admin
+                    .execute_script(&format!("DROP DATABASE {template}"))
+                    .expect("drop template");
+            }
         }
-        if let (Some(capture), Some(bare)) =
-            (results.get("capture-update"), results.get("bare-update"))
+        let mut rollbacks = Vec::new();
+        for &rows in &options.sizes {
+            let results = report_size(engine, rows, &options, &cases, &mut rounds);
+            if let Some(rollback) = results.get("capture-rollback") {
+                rollbacks.push((rows, *rollback));
+            }
+        }
+        if let (Some(&(small_rows, small)), Some(&(large_rows, large))) =
+            (rollbacks.first(), rollbacks.last())
+            && large_rows != small_rows
         {
-            println!(
-                "| {engine} | {} | ratio capture/bare update | {:.2} | | |",
-                options.rows,
-                capture / bare
-            );
-        }
-        if let (Some(capture), Some(bare)) = (
-            results.get("capture-update-no-ledger"),
-            results.get("bare-update"),
-        ) {
-            println!(
-                "| {engine} | {} | ratio capture without ledger/bare update | {:.2} | | |",
-                options.rows,
-                capture / bare
-            );
-        }
-        if let (Some(capture), Some(discarding)) = (
-            results.get("capture-update"),
-            results.get("capture-update-no-ledger"),
-        ) {
-            let per_row = |seconds: f64| seconds * 1e6 / options.rows as f64;
-            let cpu = match (
-                cpus.get("capture-update"),
-                cpus.get("capture-update-no-ledger"),
-            ) {
-                (Some(with), Some(without)) => per_row(with - without),
-                _ => 0.0,
+            let spread = if options.within == 0 {
+                "spread over each whole table".to_owned()
+            } else {
+                format!("among the first {}", options.within_of(small_rows))
             };
             println!(
-                "| {engine} | {} | ledger per captured row: µs wall, µs CPU, journal bytes | {:.2} | {cpu:.2} | {:.0} |",
-                options.rows,
-                per_row(capture - discarding),
-                journal_per_row.unwrap_or(0.0)
-            );
-        }
-        if let (Some(rollback), Some(bare)) =
-            (results.get("capture-rollback"), results.get("bare-restore"))
-        {
-            println!(
-                "| {engine} | {} | ratio rollback/bare restore ({} rows) | {:.2} | | |",
-                options.rows,
+                "| {engine} | {large_rows} ÷ {small_rows} | growth of the rollback ({} rows {spread}) | {:.2} | | |",
                 options.changed,
-                rollback / bare
+                large / small
             );
         }
     }
+}
+
+/// One case's run: seconds, CPU seconds, peak RSS (kB), journal bytes.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    seconds: f64,
+    cpu: f64,
+    rss: f64,
+    journal: f64,
+}
+
+/// Runs `case` in a child process on a fresh copy of `template`.
+fn run_child(
+    exe: &Path,
+    options: &Options,
+    engine: &str,
+    rows: u64,
+    case: &str,
+    template: &str,
+    admin: &mut Option<Database>,
+) -> Measured {
+    let (url, cleanup) = match admin.as_mut() {
+        None => {
+            let path = format!("{template}.{case}.db");
+            std::fs::copy(template, &path).expect("copy");
+            (format!("sqlite://{path}"), path)
+        }
+        Some(admin) => {
+            let name = format!(
+                "rewind_bench_{}_{}",
+                case.replace('-', "_"),
+                std::process::id()
+            );
+            // A copy of the files, not of every page through the WAL (the
+            // default since PostgreSQL 15): a 10M-row copy writes no
+            // gigabyte of WAL whose checkpoints would run into the cases.
+            admin
+                .execute_script(&format!(
+                    "CREATE DATABASE {name} TEMPLATE {template} STRATEGY FILE_COPY"
+                ))
+                .or_else(|_| {
+                    admin.execute_script(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+                })
+                .expect("copy database");
+            (with_database(&options.pg, &name), name)
+        }
+    };
+    let output = Command::new(exe)
+        .args([
+            "--rows",
+            &rows.to_string(),
+            "--changed",
+            &options.changed.to_string(),
+            "--within",
+            &options.within.to_string(),
+            "--chunk",
+            &options.chunk.to_string(),
+            "--case",
+            &format!("{engine}|{case}|{url}"),
+        ])
+        .output()
+        .expect("child");
+    assert!(
+        output.status.success(),
+        "{case}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut parts = text.split_whitespace();
+    let mut next = |what: &str| -> f64 { parts.next().and_then(|s| s.parse().ok()).expect(what) };
+    let measured = Measured {
+        seconds: next("seconds"),
+        rss: next("rss"),
+        cpu: next("cpu"),
+        journal: next("journal"),
+    };
+    match admin.as_mut() {
+        Some(admin) => admin
+            .execute_script(&format!("DROP DATABASE {cleanup}"))
+            .expect("drop"),
+        None => {
+            let _ = std::fs::remove_file(cleanup);
+        }
+    }
+    measured
+}
+
+/// Prints one table size's median rounds and ratios; returns each case's
+/// median seconds.
+fn report_size<'c>(
+    engine: &str,
+    rows: u64,
+    options: &Options,
+    cases: &[&'c str],
+    rounds: &mut BTreeMap<(u64, &'c str), Vec<Measured>>,
+) -> BTreeMap<&'c str, f64> {
+    let mut results = BTreeMap::new();
+    let mut cpus = BTreeMap::new();
+    let mut journal_per_row = None;
+    for &case in cases {
+        let mut runs = rounds.remove(&(rows, case)).unwrap_or_default();
+        runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        let median = runs[runs.len() / 2];
+        let rss = runs.iter().map(|run| run.rss).fold(0.0, f64::max);
+        let spread = if runs.len() > 1 {
+            format!(
+                " ({:.3}–{:.3})",
+                runs[0].seconds,
+                runs[runs.len() - 1].seconds
+            )
+        } else {
+            String::new()
+        };
+        if median.journal > 0.0 && case == "capture-update" {
+            journal_per_row = Some(median.journal / rows as f64);
+        }
+        println!(
+            "| {engine} | {rows} | {case} | {:.3}{spread} | {:.2} | {:.0} |",
+            median.seconds,
+            median.cpu,
+            rss / 1024.0
+        );
+        results.insert(case, median.seconds);
+        cpus.insert(case, median.cpu);
+    }
+    let ratio = |what: &str, numerator: &str, denominator: &str| {
+        if let (Some(numerator), Some(denominator)) =
+            (results.get(numerator), results.get(denominator))
+        {
+            println!(
+                "| {engine} | {rows} | {what} | {:.2} | | |",
+                numerator / denominator
+            );
+        }
+    };
+    ratio("ratio capture/bare update", "capture-update", "bare-update");
+    ratio(
+        "ratio capture without ledger/bare update",
+        "capture-update-no-ledger",
+        "bare-update",
+    );
+    if let (Some(capture), Some(discarding)) = (
+        results.get("capture-update"),
+        results.get("capture-update-no-ledger"),
+    ) {
+        let per_row = |seconds: f64| seconds * 1e6 / rows as f64;
+        let cpu = match (
+            cpus.get("capture-update"),
+            cpus.get("capture-update-no-ledger"),
+        ) {
+            (Some(with), Some(without)) => per_row(with - without),
+            _ => 0.0,
+        };
+        println!(
+            "| {engine} | {rows} | ledger per captured row: µs wall, µs CPU, journal bytes | {:.2} | {cpu:.2} | {:.0} |",
+            per_row(capture - discarding),
+            journal_per_row.unwrap_or(0.0)
+        );
+    }
+    ratio(
+        &format!(
+            "ratio rollback/bare restore ({} rows among the first {})",
+            options.changed,
+            options.within_of(rows)
+        ),
+        "capture-rollback",
+        "bare-restore",
+    );
+    results
 }

@@ -42,21 +42,23 @@ impl PgExecutor {
     }
 }
 
+/// Binds borrowed, not copied: an array of a thousand images is encoded
+/// straight from the caller's values.
 fn bind_all<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Postgres, PgArguments>,
-    binds: &[Bind],
+    binds: &'q [Bind],
 ) -> Result<sqlx::query::Query<'q, sqlx::Postgres, PgArguments>, sqlx::Error> {
     for bind in binds {
         query = match bind {
             Bind::Value(SqlValue::Null) => query.bind(None::<String>),
             Bind::Value(SqlValue::Integer(value)) => query.bind(*value),
             Bind::Value(SqlValue::Real(bits)) => query.bind(real_from_bits(bits)?),
-            Bind::Value(SqlValue::Text(text) | SqlValue::Typed(text)) => query.bind(text.clone()),
-            Bind::Value(SqlValue::Blob(bytes)) => query.bind(bytes.0.clone()),
+            Bind::Value(SqlValue::Text(text) | SqlValue::Typed(text)) => query.bind(text.as_str()),
+            Bind::Value(SqlValue::Blob(bytes)) => query.bind(bytes.0.as_slice()),
             Bind::Bool(value) => query.bind(*value),
-            Bind::TextArray(values) => query.bind(values.clone()),
-            Bind::IntArray(values) => query.bind(values.clone()),
-            Bind::BoolArray(values) => query.bind(values.clone()),
+            Bind::TextArray(values) => query.bind(values.as_slice()),
+            Bind::IntArray(values) => query.bind(values.as_slice()),
+            Bind::BoolArray(values) => query.bind(values.as_slice()),
         };
     }
     Ok(query)

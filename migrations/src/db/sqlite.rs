@@ -51,15 +51,15 @@ impl SqliteExecutor {
 
 fn bind_all<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Sqlite, SqliteArguments>,
-    binds: &[Bind],
+    binds: &'q [Bind],
 ) -> Result<sqlx::query::Query<'q, sqlx::Sqlite, SqliteArguments>, sqlx::Error> {
     for bind in binds {
         query = match bind {
             Bind::Value(SqlValue::Null) => query.bind(None::<i64>),
             Bind::Value(SqlValue::Integer(value)) => query.bind(*value),
             Bind::Value(SqlValue::Real(bits)) => query.bind(real_from_bits(bits)?),
-            Bind::Value(SqlValue::Text(text) | SqlValue::Typed(text)) => query.bind(text.clone()),
-            Bind::Value(SqlValue::Blob(bytes)) => query.bind(bytes.0.clone()),
+            Bind::Value(SqlValue::Text(text) | SqlValue::Typed(text)) => query.bind(text.as_str()),
+            Bind::Value(SqlValue::Blob(bytes)) => query.bind(bytes.0.as_slice()),
             Bind::Bool(value) => query.bind(i64::from(*value)),
             Bind::TextArray(_) | Bind::IntArray(_) | Bind::BoolArray(_) => {
                 return Err(sqlx::Error::Protocol(
