@@ -498,8 +498,21 @@ pub fn subject(event: &Event) -> String {
         Some(rewind_ledger::Subject::Row(table, key)) => format!("{table}({key})"),
         None => match event {
             Event::CommandRun(e) => e.argv.join(" "),
+            Event::SchemaChanged(e) => format!("`{}`", shortened(&e.up)),
+            Event::SequenceMoved(e) => e.sequence.clone(),
             _ => String::new(),
         },
+    }
+}
+
+/// A statement on one line, its whitespace collapsed, cut after 60
+/// characters: enough to tell which one it was.
+fn shortened(statement: &str) -> String {
+    const MAX: usize = 60;
+    let line = statement.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{} …", line[..cut].trim_end()),
+        None => line,
     }
 }
 
