@@ -171,6 +171,82 @@ fn drift_on_a_row_stops_the_rollback_and_names_table_key_and_columns() {
         "rows the migration did not touch keep later writes"
     );
     assert_ne!(before, now);
+    // A row's history goes on past the migration: the drifted row shows
+    // each rollback that met it changed and left it, and no undo.
+    let row = |key: &str| {
+        let output = db
+            .env
+            .run(&["history", "--table", "applications", "--key", key, "--json"]);
+        assert_eq!(output.code, 0, "{output:?}");
+        let items: Vec<serde_json::Value> = serde_json::from_str(&output.stdout).unwrap();
+        items
+            .iter()
+            .map(|item| item["kind"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        row("10"),
+        ["RowsPacked", "DriftFound", "DriftFound"],
+        "the dry run records nothing; each of the two rollbacks records the drift"
+    );
+    let text = db
+        .env
+        .snapshot(&["history", "--table", "applications", "--key", "10"]);
+    assert!(
+        text.contains("drift at seq")
+            && text.contains("applications (10): columns organization_id"),
+        "{text}"
+    );
+}
+
+/// A restored row's history ends with the rollback that undid its change;
+/// another row's drift is not its history.
+#[test]
+fn a_rows_history_shows_the_rollback_that_restored_it() {
+    let db = DbEnv::new();
+    assert!(db.apply().starts_with("exit: 0"));
+    db.sql("UPDATE applications SET organization_id = 4 WHERE id = 10");
+    let skipped = db
+        .env
+        .snapshot(&["rollback", "r1", "--yes", "--on-drift", "skip"]);
+    assert!(skipped.starts_with("exit: 3"), "{skipped}");
+    // Licence 3 was deleted by step 5 and put back by the rollback.
+    let output = db
+        .env
+        .run(&["history", "--table", "licences", "--key", "3", "--json"]);
+    let items: Vec<serde_json::Value> = serde_json::from_str(&output.stdout).unwrap();
+    let kinds: Vec<&str> = items
+        .iter()
+        .map(|item| item["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["RowsPacked", "Compensated"], "{}", output.stdout);
+    assert_eq!(items[1]["event"]["Compensated"]["undoes"], items[0]["seq"]);
+    let text = db
+        .env
+        .run(&["history", "--table", "licences", "--key", "3"])
+        .stdout;
+    assert!(
+        text.contains(&format!("undid seq {}", items[0]["seq"])),
+        "{text}"
+    );
+    // `--kind` shows that kind alone; another row's drift is not licence 3's.
+    let output = db.env.run(&[
+        "history",
+        "--table",
+        "licences",
+        "--key",
+        "3",
+        "--kind",
+        "RowsPacked",
+        "--json",
+    ]);
+    let items: Vec<serde_json::Value> = serde_json::from_str(&output.stdout).unwrap();
+    assert_eq!(items.len(), 1, "{}", output.stdout);
+    assert_eq!(items[0]["kind"], "RowsPacked");
+    let output = db
+        .env
+        .run(&["history", "--table", "applications", "--key", "11"]);
+    assert!(!output.stdout.contains("drift at seq"), "{}", output.stdout);
 }
 
 #[test]

@@ -147,7 +147,9 @@ pub struct HistoryArgs {
     #[arg(long, value_name = "PATH")]
     pub path: Option<String>,
 
-    /// Only events that changed rows of this table
+    /// Only events that changed rows of this table, with the rollbacks
+    /// that undid them (Compensated) or met their rows changed since and
+    /// left them (DriftFound); --kind shows one kind alone
     #[arg(long, value_name = "TABLE")]
     pub table: Option<String>,
 

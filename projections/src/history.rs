@@ -85,12 +85,54 @@ pub fn filter(query: &Query, candidates: Vec<Entry>, target_runs: &[String]) -> 
         .into_iter()
         .filter(|entry| matches(query, entry, target_runs))
         .collect();
-    if let Some(limit) = query.limit
-        && kept.len() > limit
-    {
-        kept.drain(..kept.len() - limit);
-    }
+    keep_newest(&mut kept, query.limit);
     kept
+}
+
+/// Keeps the newest `limit` entries, if a limit is given.
+pub fn keep_newest(entries: &mut Vec<Entry>, limit: Option<usize>) {
+    if let Some(limit) = limit
+        && entries.len() > limit
+    {
+        entries.drain(..entries.len() - limit);
+    }
+}
+
+/// The event kinds that tell what became of a row event: a rollback's
+/// [`with_aftermath`].
+pub const AFTERMATH_KINDS: &[&str] = &["Compensated", "DriftFound"];
+
+/// Adds to the row events `found` of `table` (and `key`) the events that
+/// tell what became of them, in seq order: the `Compensated` of the
+/// rollback that put a row event's before images back, and the
+/// `DriftFound` of a rollback that met the row changed since and left it
+/// (for a `key`, that row's only). `later` are entries of
+/// [`AFTERMATH_KINDS`]; the others are left out.
+pub fn with_aftermath(
+    found: Vec<Entry>,
+    later: Vec<Entry>,
+    table: &str,
+    key: Option<&str>,
+) -> Vec<Entry> {
+    let seqs: std::collections::BTreeSet<u64> = found.iter().map(Entry::seq).collect();
+    // A row's drift is recorded as `table (key): columns …`.
+    let row = key.map(|key| format!("{table} ({key}): "));
+    let mut all = found;
+    all.extend(later.into_iter().filter(|entry| {
+        match &entry.record.event {
+            Event::Compensated(compensated) => seqs.contains(&compensated.undoes),
+            Event::DriftFound(drift) => {
+                seqs.contains(&drift.seq)
+                    && row
+                        .as_deref()
+                        .is_none_or(|row| drift.subject.starts_with(row))
+            }
+            _ => false,
+        }
+    }));
+    all.sort_by_key(Entry::seq);
+    all.dedup_by_key(|entry| entry.seq());
+    all
 }
 
 /// One column of one row, before and after an event.

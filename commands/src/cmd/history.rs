@@ -65,7 +65,32 @@ pub fn run(ctx: &mut Ctx, args: HistoryArgs) -> CliResult {
         None => Vec::new(),
     };
     let candidates = view.select(&query.selector, query.kind.as_deref())?;
-    let entries = history::filter(&query, candidates, &target_runs);
+    let unlimited = Query {
+        limit: None,
+        ..query.clone()
+    };
+    let mut entries = history::filter(&unlimited, candidates, &target_runs);
+    // A row's history goes on past its changes: the rollbacks that put it
+    // back, or met it changed since and left it.
+    if let (Some(table), None) = (&query.selector.table, &query.kind) {
+        let mut later = Vec::new();
+        for kind in history::AFTERMATH_KINDS {
+            let around = Query {
+                selector: Selector {
+                    path: None,
+                    table: None,
+                    key: None,
+                    ..query.selector.clone()
+                },
+                kind: Some((*kind).to_owned()),
+                limit: None,
+            };
+            let candidates = view.select(&around.selector, around.kind.as_deref())?;
+            later.extend(history::filter(&around, candidates, &target_runs));
+        }
+        entries = history::with_aftermath(entries, later, table, query.selector.key.as_deref());
+    }
+    history::keep_newest(&mut entries, query.limit);
     let changes = |entry: &Entry| match (&query.selector.table, &query.selector.key) {
         (Some(table), Some(key)) => history::row_changes(&entry.record.event, table, key),
         _ => Vec::new(),
