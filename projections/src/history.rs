@@ -100,14 +100,21 @@ pub fn keep_newest(entries: &mut Vec<Entry>, limit: Option<usize>) {
 
 /// The event kinds that tell what became of a row event: a rollback's
 /// [`with_aftermath`].
-pub const AFTERMATH_KINDS: &[&str] = &["Compensated", "DriftFound"];
+pub const AFTERMATH_KINDS: &[&str] = &["Compensated", "DriftFound", "RollbackStarted"];
 
 /// Adds to the row events `found` of `table` (and `key`) the events that
-/// tell what became of them, in seq order: the `Compensated` of the
-/// rollback that put a row event's before images back, and the
-/// `DriftFound` of a rollback that met the row changed since and left it
-/// (for a `key`, that row's only). `later` are entries of
-/// [`AFTERMATH_KINDS`]; the others are left out.
+/// tell what became of them, in seq order:
+///
+/// - the `Compensated` of the rollback that put a row event's before
+///   images back;
+/// - the `DriftFound` of a rollback that met the row changed since and
+///   left it;
+/// - for a `key`, the `DriftFound` of another row of the same event in a
+///   rollback that skipped drift (`--on-drift skip`): that rollback
+///   restored every row of the event but the drifted ones, this one with
+///   them, and the event stays uncompensated ([`restored_beside`]).
+///
+/// `later` are entries of [`AFTERMATH_KINDS`]; the others are left out.
 pub fn with_aftermath(
     found: Vec<Entry>,
     later: Vec<Entry>,
@@ -115,24 +122,48 @@ pub fn with_aftermath(
     key: Option<&str>,
 ) -> Vec<Entry> {
     let seqs: std::collections::BTreeSet<u64> = found.iter().map(Entry::seq).collect();
-    // A row's drift is recorded as `table (key): columns …`.
-    let row = key.map(|key| format!("{table} ({key}): "));
+    // Rollbacks never interleave (one holds the ledger at a time): a
+    // rollback's drift is recorded after its `RollbackStarted`, before the
+    // next one's.
+    let skipping: Vec<(u64, bool)> = later
+        .iter()
+        .filter_map(|entry| match &entry.record.event {
+            Event::RollbackStarted(started) => Some((entry.seq(), started.skip_drift)),
+            _ => None,
+        })
+        .collect();
+    let skipped = |seq: u64| {
+        skipping
+            .iter()
+            .rev()
+            .find(|(started, _)| *started < seq)
+            .is_some_and(|(_, skip)| *skip)
+    };
     let mut all = found;
-    all.extend(later.into_iter().filter(|entry| {
-        match &entry.record.event {
-            Event::Compensated(compensated) => seqs.contains(&compensated.undoes),
-            Event::DriftFound(drift) => {
-                seqs.contains(&drift.seq)
-                    && row
-                        .as_deref()
-                        .is_none_or(|row| drift.subject.starts_with(row))
-            }
-            _ => false,
+    all.extend(later.into_iter().filter(|entry| match &entry.record.event {
+        Event::Compensated(compensated) => seqs.contains(&compensated.undoes),
+        Event::DriftFound(drift) => {
+            seqs.contains(&drift.seq)
+                && (!restored_beside(entry, table, key) || skipped(entry.seq()))
         }
+        _ => false,
     }));
     all.sort_by_key(Entry::seq);
     all.dedup_by_key(|entry| entry.seq());
     all
+}
+
+/// Whether `entry`, of a row's history ([`with_aftermath`]), is the drift
+/// of another row of the same event, which a rollback skipped while it
+/// restored this row (`table`, `key`).
+pub fn restored_beside(entry: &Entry, table: &str, key: Option<&str>) -> bool {
+    match (&entry.record.event, key) {
+        // A row's drift is recorded as `table (key): columns …`.
+        (Event::DriftFound(drift), Some(key)) => {
+            !drift.subject.starts_with(&format!("{table} ({key}): "))
+        }
+        _ => false,
+    }
 }
 
 /// One column of one row, before and after an event.

@@ -23,6 +23,10 @@ struct Item<'a> {
     event: &'a rewind_ledger::Event,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     changes: Vec<ColumnChange>,
+    /// The drift of another row of the same event, which the rollback
+    /// skipped while it restored this row (`history::restored_beside`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    restored: bool,
 }
 
 pub fn run(ctx: &mut Ctx, args: HistoryArgs) -> CliResult {
@@ -91,6 +95,19 @@ pub fn run(ctx: &mut Ctx, args: HistoryArgs) -> CliResult {
         entries = history::with_aftermath(entries, later, table, query.selector.key.as_deref());
     }
     history::keep_newest(&mut entries, query.limit);
+    let restored = |entry: &Entry| match &query.selector.table {
+        Some(table) => history::restored_beside(entry, table, query.selector.key.as_deref()),
+        None => false,
+    };
+    // The sentence of an entry in a row's history.
+    let said = |entry: &Entry| {
+        let said = summary(&entry.record.event);
+        if restored(entry) {
+            format!("restored this row, leaving another: {said}")
+        } else {
+            said
+        }
+    };
     let changes = |entry: &Entry| match (&query.selector.table, &query.selector.key) {
         (Some(table), Some(key)) => history::row_changes(&entry.record.event, table, key),
         _ => Vec::new(),
@@ -105,10 +122,11 @@ pub fn run(ctx: &mut Ctx, args: HistoryArgs) -> CliResult {
                 host: &entry.record.host,
                 run: entry.record.run.as_deref(),
                 kind: entry.record.event.kind(),
-                summary: summary(&entry.record.event),
+                summary: said(entry),
                 hash: entry.hash.to_hex(),
                 event: &entry.record.event,
                 changes: changes(entry),
+                restored: restored(entry),
             })
             .collect();
         ctx.printer.json(&items)?;
@@ -141,7 +159,7 @@ pub fn run(ctx: &mut Ctx, args: HistoryArgs) -> CliResult {
                 .to_string(),
             record.actor.clone(),
             record.run.clone().unwrap_or_else(|| "-".into()),
-            summary(&record.event),
+            said(entry),
         ]);
         let changes = changes(entry);
         if with_changes && !changes.is_empty() {
