@@ -7,6 +7,7 @@
 //! recovered first (`recover.rs`).
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 
 use rewind_ledger::RollbackTarget;
 use rewind_migrations::Recorder;
@@ -331,6 +332,19 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
     let target_text = plan.target.to_string();
     let printer = &mut ctx.printer;
     let run = own_run(&target).map(str::to_owned);
+    // On a terminal, one bar over the inverses instead of a line for each
+    // (a rollback of a million rows undoes a thousand events), with drift
+    // printed above it; anywhere else, a line for each inverse.
+    let bar = (std::io::stderr().is_terminal() && !printer.json).then(|| {
+        let bar = indicatif::ProgressBar::new(plan.items.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {wide_msg}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix("rolling back");
+        bar
+    });
     let report = undo::rollback(
         &recorder,
         run.as_deref(),
@@ -339,13 +353,26 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
         &items(&plan, &resolutions),
         on_drift,
         &mut databases,
-        &mut |progress| match progress {
-            RollbackProgress::Undone { seq, kind, subject } => {
+        &mut |progress| match (progress, &bar) {
+            (RollbackProgress::Undone { seq, kind, subject }, Some(bar)) => {
+                bar.inc(1);
+                bar.set_message(format!("undid seq {seq} {kind} {subject}"));
+            }
+            (RollbackProgress::Undone { seq, kind, subject }, None) => {
                 printer.status(&format!("undid seq {seq} {kind} {subject}"))
             }
-            RollbackProgress::Drifted(drift) => printer.warning(&format!("drift at {drift}")),
+            (RollbackProgress::Drifted(drift), Some(bar)) => {
+                bar.suspend(|| printer.warning(&format!("drift at {drift}")))
+            }
+            (RollbackProgress::Drifted(drift), None) => {
+                printer.warning(&format!("drift at {drift}"))
+            }
         },
-    )?;
+    );
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = report?;
     if ctx.printer.json {
         ctx.printer.json(&serde_json::json!({
             "target": target_text,
