@@ -199,6 +199,22 @@ fn drift_on_a_row_stops_the_rollback_and_names_table_key_and_columns() {
     );
 }
 
+/// `rewind history --json` with `args`, parsed.
+fn history_json(db: &DbEnv, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["history", "--json"];
+    all.extend_from_slice(args);
+    let output = db.env.run(&all);
+    assert_eq!(output.code, 0, "{output:?}");
+    serde_json::from_str(&output.stdout).unwrap()
+}
+
+fn kinds(items: &[serde_json::Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|item| item["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// A restored row's history ends with the rollback that put it back: the
 /// `Compensated` of its event, or, when a rollback skipped the drift of
 /// another row of that event and restored this one, that drift. A rollback
@@ -209,25 +225,13 @@ fn a_rows_history_shows_the_rollback_that_restored_it() {
     assert!(db.apply().starts_with("exit: 0"));
     // Application 10 is re-owned by hand; 11 is in the same chunk.
     db.sql("UPDATE applications SET organization_id = 4 WHERE id = 10");
-    let history = |table: &str, key: &str| -> Vec<serde_json::Value> {
-        let output = db
-            .env
-            .run(&["history", "--table", table, "--key", key, "--json"]);
-        assert_eq!(output.code, 0, "{output:?}");
-        serde_json::from_str(&output.stdout).unwrap()
-    };
-    let kinds = |items: &[serde_json::Value]| -> Vec<String> {
-        items
-            .iter()
-            .map(|item| item["kind"].as_str().unwrap().to_owned())
-            .collect()
-    };
+    let row = |table: &str, key: &str| history_json(&db, &["--table", table, "--key", key]);
     // Stopped at the drift: the chunk, 11 with it, is untouched.
     let stopped = db.env.snapshot(&["rollback", "r1", "--yes"]);
     assert!(stopped.starts_with("exit: 3"), "{stopped}");
-    assert_eq!(kinds(&history("applications", "11")), ["RowsPacked"]);
+    assert_eq!(kinds(&row("applications", "11")), ["RowsPacked"]);
     // Licence 3, deleted by step 5, was put back before the stop.
-    let licence = history("licences", "3");
+    let licence = row("licences", "3");
     assert_eq!(kinds(&licence), ["RowsPacked", "Compensated"]);
     assert_eq!(
         licence[1]["event"]["Compensated"]["undoes"],
@@ -238,7 +242,8 @@ fn a_rows_history_shows_the_rollback_that_restored_it() {
         .run(&["history", "--table", "licences", "--key", "3"])
         .stdout;
     assert!(
-        text.contains(&format!("undid seq {}", licence[0]["seq"])),
+        text.contains(&format!("undid seq {} ", licence[0]["seq"]))
+            || text.contains(&format!("undid seq {}\n", licence[0]["seq"])),
         "{text}"
     );
     // Skipped: 11 is restored beside the drifted 10, its event left open.
@@ -246,7 +251,7 @@ fn a_rows_history_shows_the_rollback_that_restored_it() {
         .env
         .snapshot(&["rollback", "r1", "--yes", "--on-drift", "skip"]);
     assert!(skipped.starts_with("exit: 3"), "{skipped}");
-    let eleven = history("applications", "11");
+    let eleven = row("applications", "11");
     assert_eq!(kinds(&eleven), ["RowsPacked", "DriftFound"]);
     assert_eq!(eleven[1]["restored"], true);
     let text = db
@@ -254,25 +259,80 @@ fn a_rows_history_shows_the_rollback_that_restored_it() {
         .run(&["history", "--table", "applications", "--key", "11"])
         .stdout;
     assert!(
-        text.contains("restored this row, leaving another: drift at seq"),
+        text.contains("restored this row, other rows of the event left as found: drift at seq"),
         "{text}"
     );
-    let ten = history("applications", "10");
+    let ten = row("applications", "10");
     assert_eq!(kinds(&ten), ["RowsPacked", "DriftFound", "DriftFound"]);
     assert!(ten.iter().all(|item| item.get("restored").is_none()));
-    // `--kind` shows that kind alone.
-    let output = db.env.run(&[
-        "history",
-        "--table",
-        "licences",
-        "--key",
-        "3",
-        "--kind",
-        "RowsPacked",
-        "--json",
-    ]);
-    let items: Vec<serde_json::Value> = serde_json::from_str(&output.stdout).unwrap();
-    assert_eq!(kinds(&items), ["RowsPacked"]);
+    // `--kind` keeps one kind of the row's history, its aftermath too.
+    let only = |kind: &str| {
+        kinds(&history_json(
+            &db,
+            &["--table", "licences", "--key", "3", "--kind", kind],
+        ))
+    };
+    assert_eq!(only("RowsPacked"), ["RowsPacked"]);
+    assert_eq!(only("Compensated"), ["Compensated"]);
+    assert_eq!(
+        kinds(&history_json(
+            &db,
+            &[
+                "--table",
+                "applications",
+                "--key",
+                "10",
+                "--kind",
+                "DriftFound"
+            ],
+        )),
+        ["DriftFound", "DriftFound"]
+    );
+}
+
+/// Several rows of one event drifted, and the rollback that skipped them
+/// is recorded under no run (`--after`): a drifted row's history shows
+/// its own drift and no restore; a row restored beside them shows one
+/// line for that rollback, under `--run` too.
+#[test]
+fn a_rows_history_tells_its_own_drift_from_its_neighbours() {
+    let db = DbEnv::new();
+    assert!(db.apply().starts_with("exit: 0"));
+    db.sql(
+        "UPDATE applications SET organization_id = 4 WHERE id IN (10, 11);\n\
+         UPDATE applications SET organization_id = 3 WHERE id = 20",
+    );
+    let skipped = db
+        .env
+        .snapshot(&["rollback", "--after", "1", "--yes", "--on-drift", "skip"]);
+    assert!(skipped.starts_with("exit: 3"), "{skipped}");
+    for args in [
+        &["--table", "applications", "--key", "11"][..],
+        &["--table", "applications", "--key", "11", "--run", "r1"],
+    ] {
+        let eleven = history_json(&db, args);
+        assert_eq!(kinds(&eleven), ["RowsPacked", "DriftFound"], "{args:?}");
+        assert!(eleven[1].get("restored").is_none(), "{args:?}");
+        assert!(
+            eleven[1]["summary"]
+                .as_str()
+                .unwrap()
+                .contains("applications (11): columns organization_id"),
+            "{eleven:?}"
+        );
+    }
+    for args in [
+        &["--table", "applications", "--key", "21"][..],
+        &["--table", "applications", "--key", "21", "--run", "r1"],
+    ] {
+        let neighbour = history_json(&db, args);
+        assert_eq!(kinds(&neighbour), ["RowsPacked", "DriftFound"], "{args:?}");
+        assert_eq!(neighbour[1]["restored"], true, "{args:?}");
+    }
+    // The whole table: each drift once, none called a restore.
+    let table = history_json(&db, &["--table", "applications", "--kind", "DriftFound"]);
+    assert_eq!(table.len(), 3, "{table:?}");
+    assert!(table.iter().all(|item| item.get("restored").is_none()));
 }
 
 #[test]

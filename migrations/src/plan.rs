@@ -14,6 +14,18 @@ use crate::spec::Resolved;
 use crate::steps::Planned;
 use crate::tree::file_type_of;
 
+/// SQL on one line, for a plan's or a rollback's table: each line's
+/// whitespace runs folded, blank lines dropped, and a line break shown as
+/// ` ↵ ` (folded into a space, `-- a comment` would swallow the statement
+/// after it).
+pub fn one_line(sql: &str) -> String {
+    sql.lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ↵ ")
+}
+
 /// One planned step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedStep {
@@ -234,6 +246,17 @@ enum Origin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A statement's line breaks stay visible on one line: folded into
+    /// spaces, the comment would seem to hold the statement after it.
+    #[test]
+    fn one_line_marks_line_breaks() {
+        assert_eq!(
+            super::one_line("-- drop it\n   DROP TABLE x;\n\n  DROP   TABLE y\n"),
+            "-- drop it ↵ DROP TABLE x; ↵ DROP TABLE y"
+        );
+        assert_eq!(super::one_line("SELECT  1"), "SELECT 1");
+    }
 
     #[test]
     fn sim_follows_moves_creations_and_removals() {

@@ -509,7 +509,7 @@ pub fn subject(event: &Event) -> String {
 /// characters: enough to tell which one it was.
 fn shortened(statement: &str) -> String {
     const MAX: usize = 60;
-    let line = crate::steps::insert::one_line(statement);
+    let line = crate::plan::one_line(statement);
     match line.char_indices().nth(MAX) {
         Some((cut, _)) => format!("{} …", line[..cut].trim_end()),
         None => line,

@@ -1,7 +1,9 @@
 //! History queries: which entries match the filters an incident reviewer
 //! gives, and what a row looked like before and after.
 
-use rewind_ledger::{Entry, Event, Selector, SqlValue, Subject, render_key};
+use std::collections::BTreeSet;
+
+use rewind_ledger::{DriftFound, Entry, Event, Selector, SqlValue, Subject, render_key};
 use serde::Serialize;
 
 /// A history query: the index-backed selector plus what only a scan can check.
@@ -98,56 +100,100 @@ pub fn keep_newest(entries: &mut Vec<Entry>, limit: Option<usize>) {
     }
 }
 
-/// The event kinds that tell what became of a row event: a rollback's
-/// [`with_aftermath`].
-pub const AFTERMATH_KINDS: &[&str] = &["Compensated", "DriftFound", "RollbackStarted"];
+/// The event kinds that tell what became of a row event, and the
+/// rollbacks' bounds that say which rollback recorded them: the entries
+/// [`with_aftermath`] reads.
+pub const AFTERMATH_KINDS: &[&str] = &[
+    "Compensated",
+    "DriftFound",
+    "RollbackStarted",
+    "RollbackFinished",
+];
+
+/// The key of a row's drift on `table`: a row's `DriftFound` subject is
+/// `table (key): columns …`. `None` for any other drift (a path, a chunk
+/// found uncommitted by `recover`).
+fn drifted_key<'a>(drift: &'a DriftFound, table: &str) -> Option<&'a str> {
+    let rest = drift.subject.strip_prefix(table)?.strip_prefix(" (")?;
+    rest.find("): columns ").map(|end| &rest[..end])
+}
 
 /// Adds to the row events `found` of `table` (and `key`) the events that
 /// tell what became of them, in seq order:
 ///
 /// - the `Compensated` of the rollback that put a row event's before
 ///   images back;
-/// - the `DriftFound` of a rollback that met the row changed since and
-///   left it;
-/// - for a `key`, the `DriftFound` of another row of the same event in a
-///   rollback that skipped drift (`--on-drift skip`): that rollback
-///   restored every row of the event but the drifted ones, this one with
-///   them, and the event stays uncompensated ([`restored_beside`]).
+/// - the `DriftFound` of a rollback (or of `recover`) that met the row
+///   changed since and left it; for a `key`, that row's only;
+/// - for a `key`, one `DriftFound` of another row of the same event from
+///   each rollback that skipped drift (`--on-drift skip`) and met none in
+///   this row: that rollback put back every row of the event but the
+///   drifted ones, this one with them, and left the event uncompensated
+///   ([`restored_beside`]).
 ///
-/// `later` are entries of [`AFTERMATH_KINDS`]; the others are left out.
+/// `later` are the ledger's entries of [`AFTERMATH_KINDS`], unfiltered:
+/// a rollback is told by its `RollbackStarted` up to its
+/// `RollbackFinished` (or the next rollback's start, after a crash),
+/// whatever run either is recorded under.
 pub fn with_aftermath(
     found: Vec<Entry>,
     later: Vec<Entry>,
     table: &str,
     key: Option<&str>,
 ) -> Vec<Entry> {
-    let seqs: std::collections::BTreeSet<u64> = found.iter().map(Entry::seq).collect();
-    // Rollbacks never interleave (one holds the ledger at a time): a
-    // rollback's drift is recorded after its `RollbackStarted`, before the
-    // next one's.
-    let skipping: Vec<(u64, bool)> = later
+    let seqs: BTreeSet<u64> = found.iter().map(Entry::seq).collect();
+    // Where each rollback starts (with whether it skips drift) and ends.
+    let mut bounds: Vec<(u64, Option<bool>)> = later
         .iter()
         .filter_map(|entry| match &entry.record.event {
-            Event::RollbackStarted(started) => Some((entry.seq(), started.skip_drift)),
+            Event::RollbackStarted(started) => Some((entry.seq(), Some(started.skip_drift))),
+            Event::RollbackFinished(_) => Some((entry.seq(), None)),
             _ => None,
         })
         .collect();
-    let skipped = |seq: u64| {
-        skipping
-            .iter()
-            .rev()
-            .find(|(started, _)| *started < seq)
-            .is_some_and(|(_, skip)| *skip)
-    };
-    let mut all = found;
-    all.extend(later.into_iter().filter(|entry| match &entry.record.event {
-        Event::Compensated(compensated) => seqs.contains(&compensated.undoes),
-        Event::DriftFound(drift) => {
-            seqs.contains(&drift.seq)
-                && (!restored_beside(entry, table, key) || skipped(entry.seq()))
+    bounds.sort_unstable();
+    // The first seq of the rollback that skipped drift and recorded `seq`.
+    let skipping = |seq: u64| -> Option<u64> {
+        match bounds.iter().rev().find(|(bound, _)| *bound < seq)? {
+            (started, Some(true)) => Some(*started),
+            _ => None,
         }
-        _ => false,
-    }));
+    };
+    // The rollbacks (by their first seq) that met this row's drift in an event.
+    let mut own: BTreeSet<(u64, u64)> = BTreeSet::new();
+    if let Some(key) = key {
+        for entry in &later {
+            if let Event::DriftFound(drift) = &entry.record.event
+                && seqs.contains(&drift.seq)
+                && drifted_key(drift, table) == Some(key)
+                && let Some(rollback) = skipping(entry.seq())
+            {
+                own.insert((rollback, drift.seq));
+            }
+        }
+    }
+    let mut beside: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let mut all = found;
+    for entry in later {
+        let keep = match &entry.record.event {
+            Event::Compensated(compensated) => seqs.contains(&compensated.undoes),
+            Event::DriftFound(drift) if seqs.contains(&drift.seq) => match key {
+                None => true,
+                Some(key) => match drifted_key(drift, table) {
+                    Some(drifted) if drifted == key => true,
+                    Some(_) => skipping(entry.seq()).is_some_and(|rollback| {
+                        let at = (rollback, drift.seq);
+                        !own.contains(&at) && beside.insert(at)
+                    }),
+                    None => false,
+                },
+            },
+            _ => false,
+        };
+        if keep {
+            all.push(entry);
+        }
+    }
     all.sort_by_key(Entry::seq);
     all.dedup_by_key(|entry| entry.seq());
     all
@@ -158,9 +204,8 @@ pub fn with_aftermath(
 /// restored this row (`table`, `key`).
 pub fn restored_beside(entry: &Entry, table: &str, key: Option<&str>) -> bool {
     match (&entry.record.event, key) {
-        // A row's drift is recorded as `table (key): columns …`.
         (Event::DriftFound(drift), Some(key)) => {
-            !drift.subject.starts_with(&format!("{table} ({key}): "))
+            drifted_key(drift, table).is_some_and(|drifted| drifted != key)
         }
         _ => false,
     }
@@ -208,4 +253,128 @@ pub fn row_changes(event: &Event, table: &str, key: &str) -> Vec<ColumnChange> {
             change.before != change.after || change.before.is_none() || change.after.is_none()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use rewind_ledger::{
+        Compensated, Outcome, RollbackFinished, RollbackStarted, RollbackTarget, RowsChanged,
+    };
+
+    use super::*;
+    use crate::inverse::tests::entry;
+
+    fn rows_event() -> Event {
+        Event::RowsChanged(RowsChanged {
+            chunk: 0,
+            columns: Vec::new(),
+            database: "sqlite://x.db".into(),
+            key_columns: vec!["id".into()],
+            rows: Vec::new(),
+            step: 1,
+            table: "t".into(),
+        })
+    }
+
+    fn started(skip_drift: bool) -> Event {
+        Event::RollbackStarted(RollbackStarted {
+            cascade: false,
+            skip_drift,
+            target: RollbackTarget::Run("r1".into()),
+        })
+    }
+
+    fn finished() -> Event {
+        Event::RollbackFinished(RollbackFinished {
+            compensated: 0,
+            drifted: 1,
+            outcome: Outcome::Drifted,
+        })
+    }
+
+    fn drift(of: u64, subject: &str) -> Event {
+        Event::DriftFound(DriftFound {
+            actual: String::new(),
+            expected: String::new(),
+            seq: of,
+            subject: subject.into(),
+        })
+    }
+
+    fn seqs(found: &[Entry], later: &[Entry], key: Option<&str>) -> Vec<u64> {
+        with_aftermath(found.to_vec(), later.to_vec(), "t", key)
+            .iter()
+            .map(Entry::seq)
+            .collect()
+    }
+
+    /// Which rollback recorded a drift is told by the rollbacks' bounds in
+    /// seq order, whatever order the kinds were read in, and a rollback
+    /// that never finished ends where the next one starts.
+    #[test]
+    fn a_drift_belongs_to_the_rollback_around_it() {
+        let found = vec![entry(2, Some("r1"), rows_event())];
+        let later = vec![
+            // Read kind by kind, as the command reads them.
+            entry(4, Some("r1"), drift(2, "t (1): columns a")),
+            entry(8, Some("r1"), drift(2, "t (1): columns a")),
+            entry(11, Some("r1"), drift(2, "t (1): columns a")),
+            entry(13, Some("r1"), drift(2, "t (chunk 0): rows")),
+            entry(3, None, started(true)),
+            entry(7, None, started(false)),
+            entry(10, None, started(true)),
+            entry(5, None, finished()),
+            entry(9, None, finished()),
+            entry(
+                14,
+                Some("r1"),
+                Event::Compensated(Compensated { undoes: 2 }),
+            ),
+            entry(
+                15,
+                Some("r1"),
+                Event::Compensated(Compensated { undoes: 6 }),
+            ),
+        ];
+        // Row 2 was restored beside row 1 by the skipping rollbacks at 3 and
+        // 10 (the one at 10 never finished: 13 is `recover`'s, no row's).
+        assert_eq!(seqs(&found, &later, Some("2")), vec![2, 4, 11, 14]);
+        assert!(restored_beside(&later[0], "t", Some("2")));
+        // Row 1's own drift, each time, and none of it a restore.
+        assert_eq!(seqs(&found, &later, Some("1")), vec![2, 4, 8, 11, 14]);
+        assert!(!restored_beside(&later[0], "t", Some("1")));
+        // The table: every drift of its events.
+        assert_eq!(seqs(&found, &later, None), vec![2, 4, 8, 11, 13, 14]);
+        // Another table's drift with a name that starts alike is not this
+        // table's.
+        assert_eq!(
+            drifted_key(
+                &DriftFound {
+                    actual: String::new(),
+                    expected: String::new(),
+                    seq: 2,
+                    subject: "tt (1): columns a".into(),
+                },
+                "t"
+            ),
+            None
+        );
+    }
+
+    /// A rollback that met this row's own drift restored nothing of it,
+    /// whatever other rows of the event it also skipped; it is said once
+    /// for a row restored beside several drifted ones.
+    #[test]
+    fn a_drifted_row_is_not_restored_beside_its_neighbours() {
+        let found = vec![entry(2, Some("r1"), rows_event())];
+        let later = vec![
+            entry(3, None, started(true)),
+            entry(4, Some("r1"), drift(2, "t (1): columns a")),
+            entry(5, Some("r1"), drift(2, "t (2): columns a")),
+            entry(6, Some("r1"), drift(2, "t (3): columns a")),
+            entry(7, None, finished()),
+        ];
+        assert_eq!(seqs(&found, &later, Some("2")), vec![2, 5]);
+        assert_eq!(seqs(&found, &later, Some("4")), vec![2, 4]);
+    }
 }

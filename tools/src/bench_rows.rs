@@ -64,6 +64,13 @@ struct Options {
 }
 
 impl Options {
+    /// How many rows the rollback cases change in a table of `rows` rows:
+    /// every `within_of(rows) / changed`-th id up to `within_of(rows)`.
+    fn changed_of(&self, rows: u64) -> u64 {
+        let within = self.within_of(rows);
+        within / (within / self.changed).max(1)
+    }
+
     /// The ids `1..=N` the changed rows of a table of `rows` rows are
     /// spread over.
     fn within_of(&self, rows: u64) -> u64 {
@@ -121,6 +128,20 @@ fn parse() -> (Options, Option<(String, String, String)>) {
         }
         index += 2;
     }
+    let smallest = options.sizes.iter().copied().min().unwrap_or(0);
+    assert!(
+        options.within <= smallest,
+        "--within {} is more rows than the smallest table ({smallest}): the sizes would not change the same rows",
+        options.within
+    );
+    let mut sizes = options.sizes.clone();
+    sizes.sort_unstable();
+    sizes.dedup();
+    assert_eq!(
+        sizes.len(),
+        options.sizes.len(),
+        "--rows names a size twice"
+    );
     (options, child)
 }
 
@@ -215,7 +236,7 @@ fn run_case(case: &str, url: &str, options: &Options) {
     let within = options.within_of(options.rows);
     let every = (within / options.changed).max(1);
     let changed_filter = format!("id <= {within} AND id % {every} = 0");
-    let changed_rows = within / every;
+    let changed_rows = options.changed_of(options.rows);
     let dir = tempfile::tempdir().expect("tempdir");
     let cpu_before = cpu_seconds();
     let seconds = match case {
@@ -416,21 +437,31 @@ fn main() {
         // Each round runs every case on every size, so that the times
         // compared share the machine's moments.
         let mut rounds: BTreeMap<(u64, &str), Vec<Measured>> = BTreeMap::new();
-        for _ in 0..options.repeat {
+        let mut failed = None;
+        'rounds: for _ in 0..options.repeat {
             for (&rows, template) in options.sizes.iter().zip(&templates) {
                 for &case in &cases {
-                    let measured =
-                        run_child(&exe, &options, engine, rows, case, template, &mut admin);
-                    rounds.entry((rows, case)).or_default().push(measured);
+                    match run_child(&exe, &options, engine, rows, case, template, &mut admin) {
+                        Ok(measured) => rounds.entry((rows, case)).or_default().push(measured),
+                        Err(error) => {
+                            failed = Some(error);
+                            break 'rounds;
+                        }
+                    }
                 }
             }
         }
+        // The templates go, even when a case failed (at 10M rows each is
+        // about a gigabyte).
         if let Some(admin) = admin.as_mut() {
             for template in &templates {
                 admin
                     .execute_script(&format!("DROP DATABASE {template}"))
                     .expect("drop template");
             }
+        }
+        if let Some(error) = failed {
+            panic!("{error}");
         }
         let mut rollbacks = Vec::new();
         for &rows in &options.sizes {
@@ -450,7 +481,7 @@ fn main() {
             };
             println!(
                 "| {engine} | {large_rows} ÷ {small_rows} | growth of the rollback ({} rows {spread}) | {:.2} | | |",
-                options.changed,
+                options.changed_of(small_rows),
                 large / small
             );
         }
@@ -466,7 +497,8 @@ struct Measured {
     journal: f64,
 }
 
-/// Runs `case` in a child process on a fresh copy of `template`.
+/// Runs `case` in a child process on a fresh copy of `template`, which it
+/// drops again; the child's failure is an error.
 fn run_child(
     exe: &Path,
     options: &Options,
@@ -475,7 +507,7 @@ fn run_child(
     case: &str,
     template: &str,
     admin: &mut Option<Database>,
-) -> Measured {
+) -> Result<Measured, String> {
     let (url, cleanup) = match admin.as_mut() {
         None => {
             let path = format!("{template}.{case}.db");
@@ -495,7 +527,11 @@ fn run_child(
                 .execute_script(&format!(
                     "CREATE DATABASE {name} TEMPLATE {template} STRATEGY FILE_COPY"
                 ))
-                .or_else(|_| {
+                .or_else(|error| {
+                    eprintln!(
+                        "copying {template} by file failed ({error}); copying it through the WAL, \
+                         whose checkpoints may run into the cases"
+                    );
                     admin.execute_script(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
                 })
                 .expect("copy database");
@@ -517,20 +553,6 @@ fn run_child(
         ])
         .output()
         .expect("child");
-    assert!(
-        output.status.success(),
-        "{case}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
-    let mut parts = text.split_whitespace();
-    let mut next = |what: &str| -> f64 { parts.next().and_then(|s| s.parse().ok()).expect(what) };
-    let measured = Measured {
-        seconds: next("seconds"),
-        rss: next("rss"),
-        cpu: next("cpu"),
-        journal: next("journal"),
-    };
     match admin.as_mut() {
         Some(admin) => admin
             .execute_script(&format!("DROP DATABASE {cleanup}"))
@@ -539,7 +561,26 @@ fn run_child(
             let _ = std::fs::remove_file(cleanup);
         }
     }
-    measured
+    if !output.status.success() {
+        return Err(format!(
+            "{case}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut parts = text.split_whitespace();
+    let mut next = |what: &str| -> Result<f64, String> {
+        parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("{case}: no {what} in {text:?}"))
+    };
+    Ok(Measured {
+        seconds: next("seconds")?,
+        rss: next("rss")?,
+        cpu: next("cpu")?,
+        journal: next("journal")?,
+    })
 }
 
 /// Prints one table size's median rounds and ratios; returns each case's
@@ -617,7 +658,7 @@ fn report_size<'c>(
     ratio(
         &format!(
             "ratio rollback/bare restore ({} rows among the first {})",
-            options.changed,
+            options.changed_of(rows),
             options.within_of(rows)
         ),
         "capture-rollback",

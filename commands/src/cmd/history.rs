@@ -68,33 +68,47 @@ pub fn run(ctx: &mut Ctx, args: HistoryArgs) -> CliResult {
         Some(target) => view.runs_of_target(target)?,
         None => Vec::new(),
     };
-    let candidates = view.select(&query.selector, query.kind.as_deref())?;
-    let unlimited = Query {
-        limit: None,
-        ..query.clone()
-    };
-    let mut entries = history::filter(&unlimited, candidates, &target_runs);
-    // A row's history goes on past its changes: the rollbacks that put it
-    // back, or met it changed since and left it.
-    if let (Some(table), None) = (&query.selector.table, &query.kind) {
-        let mut later = Vec::new();
-        for kind in history::AFTERMATH_KINDS {
-            let around = Query {
+    let entries = match &query.selector.table {
+        None => {
+            let candidates = view.select(&query.selector, query.kind.as_deref())?;
+            history::filter(&query, candidates, &target_runs)
+        }
+        // A row's history goes on past its changes: the rollbacks that put
+        // it back, or met it changed since and left it. The row events are
+        // found whatever `--kind` asks (their aftermath names no row), and
+        // the rollbacks' bounds whatever run or time they fall in.
+        Some(table) => {
+            let rows = Query {
+                kind: None,
+                limit: None,
+                ..query.clone()
+            };
+            let candidates = view.select(&rows.selector, None)?;
+            let found = history::filter(&rows, candidates, &target_runs);
+            let mut later = Vec::new();
+            for kind in history::AFTERMATH_KINDS {
+                let all = Query {
+                    kind: Some((*kind).to_owned()),
+                    ..Query::default()
+                };
+                let candidates = view.select(&all.selector, all.kind.as_deref())?;
+                later.extend(history::filter(&all, candidates, &target_runs));
+            }
+            let merged =
+                history::with_aftermath(found, later, table, query.selector.key.as_deref());
+            // The filters but the row's own, on the aftermath too.
+            let scope = Query {
                 selector: Selector {
                     path: None,
                     table: None,
                     key: None,
                     ..query.selector.clone()
                 },
-                kind: Some((*kind).to_owned()),
-                limit: None,
+                ..query.clone()
             };
-            let candidates = view.select(&around.selector, around.kind.as_deref())?;
-            later.extend(history::filter(&around, candidates, &target_runs));
+            history::filter(&scope, merged, &target_runs)
         }
-        entries = history::with_aftermath(entries, later, table, query.selector.key.as_deref());
-    }
-    history::keep_newest(&mut entries, query.limit);
+    };
     let restored = |entry: &Entry| match &query.selector.table {
         Some(table) => history::restored_beside(entry, table, query.selector.key.as_deref()),
         None => false,
@@ -103,7 +117,7 @@ pub fn run(ctx: &mut Ctx, args: HistoryArgs) -> CliResult {
     let said = |entry: &Entry| {
         let said = summary(&entry.record.event);
         if restored(entry) {
-            format!("restored this row, leaving another: {said}")
+            format!("restored this row, other rows of the event left as found: {said}")
         } else {
             said
         }

@@ -12,6 +12,7 @@ use std::io::IsTerminal;
 use rewind_ledger::RollbackTarget;
 use rewind_migrations::Recorder;
 use rewind_migrations::databases::Databases;
+use rewind_migrations::plan::one_line;
 use rewind_migrations::undo::{
     self, Drift, OnDrift, Resolution, RollbackProgress, RollbackReport, UndoItem,
 };
@@ -281,7 +282,7 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
                         r.event.to_owned(),
                         format!(
                             "{}{}",
-                            r.inverse,
+                            one_line(&r.inverse),
                             if r.dependent { " (dependent)" } else { "" }
                         ),
                         r.precondition.clone(),

@@ -15,6 +15,7 @@ use crate::databases::Literal;
 use crate::db;
 use crate::error::{Location, MigrateError, SpecError};
 use crate::plan::Sim;
+use crate::plan::one_line;
 
 pub const INFO: KindInfo = KindInfo {
     name: "insert",
@@ -115,9 +116,4 @@ impl Insert {
             summary: format!("{} row(s) inserted into {}", report.rows, self.table),
         })
     }
-}
-
-/// SQL on one line, whitespace runs folded, for plans.
-pub(crate) fn one_line(sql: &str) -> String {
-    sql.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -8,12 +8,12 @@
 use serde::Deserialize;
 
 use super::ddl::validate_schema;
-use super::insert::one_line;
 use super::update::shown;
 use super::{KindInfo, Planned, StepContext, StepOutcome};
 use crate::db;
 use crate::error::{Location, MigrateError, SpecError};
 use crate::plan::Sim;
+use crate::plan::one_line;
 
 pub const INFO: KindInfo = KindInfo {
     name: "sql",
