@@ -364,15 +364,10 @@ pub fn recover(
     dry_run: bool,
 ) -> Result<Recovery, MigrateError> {
     let mut recovery = Recovery::default();
-    for open in runs {
-        let (found, events) = recover_run(recorder.blobs(), databases, open, !dry_run)?;
-        if !dry_run {
-            // One durable batch a run: a crash during recovery leaves the run
-            // unfinished, and the next recovery looks again.
-            recorder.append(Some(&open.run), events)?;
-        }
-        recovery.runs.push(found);
-    }
+    // Interrupted rollbacks are closed first: a drift recovery records
+    // below then falls after every rollback's end, so that nobody reads it
+    // as the drift an unfinished rollback met (`projections::history`
+    // tells a rollback's drift by the rollback's bounds).
     let mut drafts = Vec::new();
     for open in rollbacks {
         drafts.push(Draft::new(
@@ -387,6 +382,15 @@ pub fn recover(
     }
     if !dry_run && !drafts.is_empty() {
         recorder.append_drafts(drafts)?;
+    }
+    for open in runs {
+        let (found, events) = recover_run(recorder.blobs(), databases, open, !dry_run)?;
+        if !dry_run {
+            // One durable batch a run: a crash during recovery leaves the run
+            // unfinished, and the next recovery looks again.
+            recorder.append(Some(&open.run), events)?;
+        }
+        recovery.runs.push(found);
     }
     Ok(recovery)
 }
