@@ -153,6 +153,43 @@ impl View {
         }
     }
 
+    /// The entries of `kinds` (of [`crate::INDEXED_KINDS`], which have an
+    /// index of their own) recorded after seq `after`, in seq order.
+    pub fn of_kinds_after(&self, kinds: &[&str], after: u64) -> Result<Vec<Entry>> {
+        let wanted = |entry: &Entry| kinds.contains(&entry.record.event.kind());
+        match self {
+            View::Store(ledger) => {
+                let mut seqs = Vec::new();
+                for kind in kinds {
+                    match ledger.seqs_of_kind(kind)? {
+                        Some(found) => seqs.extend(found.into_iter().filter(|seq| *seq > after)),
+                        // A kind without an index: the range, filtered.
+                        None => {
+                            let head = ledger.head().0;
+                            let mut entries = Vec::new();
+                            for entry in ledger.range(after.saturating_add(1)..=head) {
+                                let entry = entry?;
+                                if wanted(&entry) {
+                                    entries.push(entry);
+                                }
+                            }
+                            return Ok(entries);
+                        }
+                    }
+                }
+                seqs.sort_unstable();
+                seqs.dedup();
+                seqs.into_iter().map(|seq| ledger.get(seq)).collect()
+            }
+            View::Journal(snapshot, _) => Ok(snapshot
+                .entries
+                .iter()
+                .filter(|entry| entry.seq() > after && wanted(entry))
+                .cloned()
+                .collect()),
+        }
+    }
+
     /// The runs started for a target, in order.
     pub fn runs_of_target(&self, target: &str) -> Result<Vec<String>> {
         match self {

@@ -376,3 +376,57 @@ fn verify_reports_row_images_that_do_not_unpack() {
     assert_eq!((problem.seq, problem.kind), (3, ProblemKind::Altered));
     assert_eq!(report.unusable.map(|unusable| unusable.seq), Some(2));
 }
+
+/// The entries of some kinds after a seq, from the kind index of an open
+/// store and from the journal while another process holds the ledger.
+#[test]
+fn kinds_after_a_seq_read_the_same_from_store_and_journal() {
+    use rewind_ledger::{Compensated, DriftFound, View};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    let mut ledger = Ledger::init(&path, "ledger-1", origin()).unwrap();
+    let note = Event::Note(Note {
+        about_run: None,
+        about_seq: None,
+        text: "n".into(),
+    });
+    let compensated = |undoes| Event::Compensated(Compensated { undoes });
+    let drift = Event::DriftFound(DriftFound {
+        actual: String::new(),
+        expected: String::new(),
+        seq: 1,
+        subject: "t (1): columns a".into(),
+    });
+    ledger
+        .append_batch(
+            [
+                note.clone(),
+                compensated(1),
+                note.clone(),
+                drift,
+                compensated(3),
+                note,
+            ]
+            .into_iter()
+            .map(|event| Draft::new(Some("r"), event))
+            .collect(),
+        )
+        .unwrap();
+    let seqs = |view: &View| -> Vec<u64> {
+        view.of_kinds_after(&["Compensated", "DriftFound"], 2)
+            .unwrap()
+            .iter()
+            .map(|entry| entry.seq())
+            .collect()
+    };
+    drop(ledger);
+    let store = View::open(&path, origin()).unwrap();
+    assert!(matches!(store, View::Store(_)));
+    assert_eq!(seqs(&store), vec![4, 5]);
+    drop(store);
+    // A writer holds the ledger: the reader falls back to the journal.
+    let _writer = Ledger::open(&path, origin()).unwrap();
+    let journal = View::open(&path, origin()).unwrap();
+    assert!(matches!(journal, View::Journal(..)), "{journal:?}");
+    assert_eq!(seqs(&journal), vec![4, 5]);
+}

@@ -85,15 +85,11 @@ pub fn run(ctx: &mut Ctx, args: HistoryArgs) -> CliResult {
             };
             let candidates = view.select(&rows.selector, None)?;
             let found = history::filter(&rows, candidates, &target_runs);
-            let mut later = Vec::new();
-            for kind in history::AFTERMATH_KINDS {
-                let all = Query {
-                    kind: Some((*kind).to_owned()),
-                    ..Query::default()
-                };
-                let candidates = view.select(&all.selector, all.kind.as_deref())?;
-                later.extend(history::filter(&all, candidates, &target_runs));
-            }
+            // What became of the row events is recorded after the first.
+            let later = match found.iter().map(Entry::seq).min() {
+                Some(first) => view.of_kinds_after(history::AFTERMATH_KINDS, first)?,
+                None => Vec::new(),
+            };
             let merged =
                 history::with_aftermath(found, later, table, query.selector.key.as_deref());
             // The filters but the row's own, on the aftermath too.
