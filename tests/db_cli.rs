@@ -259,7 +259,9 @@ fn a_rows_history_shows_the_rollback_that_restored_it() {
         .run(&["history", "--table", "applications", "--key", "11"])
         .stdout;
     assert!(
-        text.contains("restored this row, other rows of the event left as found: drift at seq"),
+        text.contains(
+            "this row back at its before image; other rows of the event left as found: drift at seq"
+        ),
         "{text}"
     );
     let ten = row("applications", "10");
@@ -288,6 +290,27 @@ fn a_rows_history_shows_the_rollback_that_restored_it() {
         )),
         ["DriftFound", "DriftFound"]
     );
+}
+
+/// `--since` keeps the rollback of a change made before it: the change is
+/// found to tell what its rollback undid, and only the rollback is shown.
+#[test]
+fn a_rows_history_since_a_time_keeps_a_later_rollback_of_an_earlier_change() {
+    let db = DbEnv::new();
+    assert!(db.apply().starts_with("exit: 0"));
+    let rolled = db
+        .env
+        .run_at("2026-01-05T00:00:00Z", &["rollback", "r1", "--yes"]);
+    assert_eq!(rolled.code, 0, "{rolled:?}");
+    let row = ["--table", "licences", "--key", "3"];
+    assert_eq!(
+        kinds(&history_json(&db, &row)),
+        ["RowsPacked", "Compensated"]
+    );
+    let since = history_json(&db, &[&row[..], &["--since", "2026-01-04"]].concat());
+    assert_eq!(kinds(&since), ["Compensated"]);
+    let until = history_json(&db, &[&row[..], &["--until", "2026-01-03"]].concat());
+    assert_eq!(kinds(&until), ["RowsPacked"]);
 }
 
 /// Several rows of one event drifted, and the rollback that skipped them

@@ -88,6 +88,18 @@ impl TestEnv {
     /// Runs `rewind --ledger <ledger> ARGS…` in-process (without the
     /// `--ledger` when ARGS name one).
     pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with(&self.env, args)
+    }
+
+    /// As [`TestEnv::run`], with the clock pinned at `now` instead.
+    pub fn run_at(&self, now: &str, args: &[&str]) -> Output {
+        let env = Env::pinned(
+            PINNED.map(|(name, value)| (name, if name == "REWIND_NOW" { now } else { value })),
+        );
+        self.run_with(&env, args)
+    }
+
+    fn run_with(&self, env: &Env, args: &[&str]) -> Output {
         let out = Buffer::default();
         let err = Buffer::default();
         let mut argv: Vec<String> = vec!["rewind".into()];
@@ -95,12 +107,7 @@ impl TestEnv {
             argv.extend(["--ledger".into(), self.ledger.display().to_string()]);
         }
         argv.extend(args.iter().map(|arg| arg.to_string()));
-        let code = rewind::run_cli(
-            argv,
-            &self.env,
-            Box::new(out.clone()),
-            Box::new(err.clone()),
-        );
+        let code = rewind::run_cli(argv, env, Box::new(out.clone()), Box::new(err.clone()));
         Output {
             code,
             stdout: self.filter(&out.text()),

@@ -154,7 +154,8 @@ pub fn with_aftermath(
     bounds.sort_unstable();
     // The first seq of the rollback that skipped drift and recorded `seq`.
     let skipping = |seq: u64| -> Option<u64> {
-        match bounds.iter().rev().find(|(bound, _)| *bound < seq)? {
+        let before = bounds.partition_point(|(bound, _)| *bound < seq);
+        match bounds.get(before.checked_sub(1)?)? {
             (started, Some(true)) => Some(*started),
             _ => None,
         }
@@ -319,7 +320,11 @@ mod tests {
             entry(4, Some("r1"), drift(2, "t (1): columns a")),
             entry(8, Some("r1"), drift(2, "t (1): columns a")),
             entry(11, Some("r1"), drift(2, "t (1): columns a")),
-            entry(13, Some("r1"), drift(2, "t (chunk 0): rows")),
+            // `recover` closes the rollback that never finished, then
+            // records drift of its own: a row's, and a chunk's.
+            entry(12, None, finished()),
+            entry(13, Some("r1"), drift(2, "t (1): columns a")),
+            entry(16, Some("r1"), drift(2, "t (chunk 0): rows")),
             entry(3, None, started(true)),
             entry(7, None, started(false)),
             entry(10, None, started(true)),
@@ -337,14 +342,14 @@ mod tests {
             ),
         ];
         // Row 2 was restored beside row 1 by the skipping rollbacks at 3 and
-        // 10 (the one at 10 never finished: 13 is `recover`'s, no row's).
+        // 10, not by `recover` (13, after the bound at 12).
         assert_eq!(seqs(&found, &later, Some("2")), vec![2, 4, 11, 14]);
         assert!(restored_beside(&later[0], "t", Some("2")));
         // Row 1's own drift, each time, and none of it a restore.
-        assert_eq!(seqs(&found, &later, Some("1")), vec![2, 4, 8, 11, 14]);
+        assert_eq!(seqs(&found, &later, Some("1")), vec![2, 4, 8, 11, 13, 14]);
         assert!(!restored_beside(&later[0], "t", Some("1")));
         // The table: every drift of its events.
-        assert_eq!(seqs(&found, &later, None), vec![2, 4, 8, 11, 13, 14]);
+        assert_eq!(seqs(&found, &later, None), vec![2, 4, 8, 11, 13, 14, 16]);
         // Another table's drift with a name that starts alike is not this
         // table's.
         assert_eq!(
@@ -359,6 +364,21 @@ mod tests {
             ),
             None
         );
+    }
+
+    /// A skipping rollback's drift ends at its `RollbackFinished`: drift
+    /// recorded later (by `recover`, of a chunk a later run left open) is
+    /// not that rollback's, and restored nothing.
+    #[test]
+    fn a_rollback_ends_at_its_finish() {
+        let found = vec![entry(6, Some("r2"), rows_event())];
+        let later = vec![
+            entry(3, None, started(true)),
+            entry(5, None, finished()),
+            entry(8, Some("r2"), drift(6, "t (1): columns a")),
+        ];
+        assert_eq!(seqs(&found, &later, Some("2")), vec![6]);
+        assert_eq!(seqs(&found, &later, Some("1")), vec![6, 8]);
     }
 
     /// A rollback that met this row's own drift restored nothing of it,

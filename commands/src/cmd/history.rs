@@ -75,20 +75,32 @@ pub fn run(ctx: &mut Ctx, args: HistoryArgs) -> CliResult {
         }
         // A row's history goes on past its changes: the rollbacks that put
         // it back, or met it changed since and left it. The row events are
-        // found whatever `--kind` asks (their aftermath names no row), and
-        // the rollbacks' bounds whatever run or time they fall in.
+        // found whatever `--kind` asks (their aftermath names no row) and
+        // whenever they were recorded (the rollback of a change before
+        // `--since` may fall after it), and the rollbacks' bounds whatever
+        // run or time they fall in; the filters apply to the whole below.
         Some(table) => {
             let rows = Query {
+                selector: Selector {
+                    since: None,
+                    until: None,
+                    ..query.selector.clone()
+                },
                 kind: None,
                 limit: None,
-                ..query.clone()
             };
             let candidates = view.select(&rows.selector, None)?;
             let found = history::filter(&rows, candidates, &target_runs);
+            let wants_aftermath = query
+                .kind
+                .as_deref()
+                .is_none_or(|kind| history::AFTERMATH_KINDS.contains(&kind));
             // What became of the row events is recorded after the first.
             let later = match found.iter().map(Entry::seq).min() {
-                Some(first) => view.of_kinds_after(history::AFTERMATH_KINDS, first)?,
-                None => Vec::new(),
+                Some(first) if wants_aftermath => {
+                    view.of_kinds_after(history::AFTERMATH_KINDS, first)?
+                }
+                _ => Vec::new(),
             };
             let merged =
                 history::with_aftermath(found, later, table, query.selector.key.as_deref());
@@ -113,7 +125,9 @@ pub fn run(ctx: &mut Ctx, args: HistoryArgs) -> CliResult {
     let said = |entry: &Entry| {
         let said = summary(&entry.record.event);
         if restored(entry) {
-            format!("restored this row, other rows of the event left as found: {said}")
+            format!(
+                "this row back at its before image; other rows of the event left as found: {said}"
+            )
         } else {
             said
         }

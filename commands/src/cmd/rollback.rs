@@ -282,7 +282,13 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
                         r.event.to_owned(),
                         format!(
                             "{}{}",
-                            one_line(&r.inverse),
+                            // A `down` statement on one line; paths and
+                            // commands as they are.
+                            if r.event == "SchemaChanged" {
+                                one_line(&r.inverse)
+                            } else {
+                                r.inverse.clone()
+                            },
                             if r.dependent { " (dependent)" } else { "" }
                         ),
                         r.precondition.clone(),
