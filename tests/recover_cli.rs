@@ -229,3 +229,42 @@ fn recover_help() {
         TestEnv::new().snapshot(&["recover", "--help"])
     );
 }
+
+/// A rollback that died is closed before recovery records any drift of an
+/// open run, so that history never reads that drift as one the rollback
+/// met (and, had it skipped drift, the event's other rows as restored).
+#[test]
+fn recover_closes_a_dead_rollback_before_it_records_drift() {
+    use rewind_ledger::{RollbackStarted, RollbackTarget};
+    let env = interrupted_chmod();
+    {
+        let mut ledger = Ledger::open(&env.ledger, origin()).unwrap();
+        ledger
+            .append(
+                None,
+                Event::RollbackStarted(RollbackStarted {
+                    cascade: false,
+                    skip_drift: true,
+                    target: RollbackTarget::Run("r0".into()),
+                }),
+            )
+            .unwrap();
+    }
+    let recovered = env.run(&["recover"]);
+    assert_eq!(recovered.code, 3, "{recovered:?}");
+    let seqs = |kind: &str| -> Vec<u64> {
+        let output = env.run(&["history", "--kind", kind, "--json"]);
+        let items: Vec<serde_json::Value> = serde_json::from_str(&output.stdout).unwrap();
+        items
+            .iter()
+            .map(|item| item["seq"].as_u64().unwrap())
+            .collect()
+    };
+    let (finished, drift) = (seqs("RollbackFinished"), seqs("DriftFound"));
+    assert_eq!(
+        (finished.len(), drift.len()),
+        (1, 1),
+        "{finished:?} {drift:?}"
+    );
+    assert!(finished[0] < drift[0], "{finished:?} {drift:?}");
+}
