@@ -44,7 +44,8 @@ const INDEXED_THROUGH: &[u8] = b"\xffindexed_through";
 /// rebuilt from the events when the ledger is opened.
 const INDEX_FORMAT: &[u8] = b"\xffindex_format";
 /// 3: row keys rendered with `,` and `\` escaped in text values.
-const INDEX_FORMAT_VERSION: &[u8] = b"3";
+/// 4: `Compensated` and `DriftFound` also by the seq they are about (`u`).
+const INDEX_FORMAT_VERSION: &[u8] = b"4";
 /// The layout of the ledger's directory, in its marker file (the records'
 /// own format is [`FORMAT_VERSION`], per record).
 const LEDGER_FORMAT: u32 = 1;
@@ -841,6 +842,13 @@ impl Ledger {
             .map(Some)
     }
 
+    /// Seqs of the `Compensated` that undid the event at `seq` and of the
+    /// `DriftFound` about it, in order.
+    pub fn about(&self, seq: u64) -> Result<Vec<u64>> {
+        self.settle()?;
+        self.scan_index(&prefixed(b'u', &[&seq.to_be_bytes()]))
+    }
+
     /// The first seq recorded at or after `instant` (head + 1 if none).
     pub fn first_seq_at_or_after(&self, instant: Timestamp) -> Result<u64> {
         let (mut low, mut high) = (1, self.head.0 + 1);
@@ -1058,6 +1066,14 @@ fn index_record(batch: &mut sled::Batch, runs: &mut RunRanges, record: &Record) 
     let kind = record.event.kind();
     if INDEXED_KINDS.contains(&kind) {
         batch.insert(with_seq(prefixed(b'k', &[kind.as_bytes()])), &[]);
+    }
+    let about = match &record.event {
+        Event::Compensated(compensated) => Some(compensated.undoes),
+        Event::DriftFound(drift) => Some(drift.seq),
+        _ => None,
+    };
+    if let Some(about) = about {
+        batch.insert(with_seq(prefixed(b'u', &[&about.to_be_bytes()])), &[]);
     }
 }
 

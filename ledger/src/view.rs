@@ -153,40 +153,45 @@ impl View {
         }
     }
 
-    /// The entries of `kinds` (of [`crate::INDEXED_KINDS`], which have an
-    /// index of their own) recorded after seq `after`, in seq order.
-    pub fn of_kinds_after(&self, kinds: &[&str], after: u64) -> Result<Vec<Entry>> {
-        let wanted = |entry: &Entry| kinds.contains(&entry.record.event.kind());
+    /// What became of the events at `seqs`: the `Compensated` that undid
+    /// one and the `DriftFound` about one, and every rollback's bounds
+    /// (`RollbackStarted`, `RollbackFinished`) recorded after the first of
+    /// them; in seq order. Through the store's indexes, or one pass over
+    /// the journal.
+    pub fn aftermath(&self, seqs: &[u64]) -> Result<Vec<Entry>> {
+        let Some(&first) = seqs.iter().min() else {
+            return Ok(Vec::new());
+        };
         match self {
             View::Store(ledger) => {
-                let mut seqs = Vec::new();
-                for kind in kinds {
-                    match ledger.seqs_of_kind(kind)? {
-                        Some(found) => seqs.extend(found.into_iter().filter(|seq| *seq > after)),
-                        // A kind without an index: the range, filtered.
-                        None => {
-                            let head = ledger.head().0;
-                            let mut entries = Vec::new();
-                            for entry in ledger.range(after.saturating_add(1)..=head) {
-                                let entry = entry?;
-                                if wanted(&entry) {
-                                    entries.push(entry);
-                                }
-                            }
-                            return Ok(entries);
-                        }
-                    }
+                let mut found = Vec::new();
+                for &seq in seqs {
+                    found.extend(ledger.about(seq)?);
                 }
-                seqs.sort_unstable();
-                seqs.dedup();
-                seqs.into_iter().map(|seq| ledger.get(seq)).collect()
+                for kind in ["RollbackStarted", "RollbackFinished"] {
+                    let bounds = ledger.seqs_of_kind(kind)?.unwrap_or_default();
+                    found.extend(bounds.into_iter().filter(|seq| *seq > first));
+                }
+                found.sort_unstable();
+                found.dedup();
+                found.into_iter().map(|seq| ledger.get(seq)).collect()
             }
-            View::Journal(snapshot, _) => Ok(snapshot
-                .entries
-                .iter()
-                .filter(|entry| entry.seq() > after && wanted(entry))
-                .cloned()
-                .collect()),
+            View::Journal(snapshot, _) => {
+                let seqs: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
+                Ok(snapshot
+                    .entries
+                    .iter()
+                    .filter(|entry| match &entry.record.event {
+                        Event::Compensated(compensated) => seqs.contains(&compensated.undoes),
+                        Event::DriftFound(drift) => seqs.contains(&drift.seq),
+                        Event::RollbackStarted(_) | Event::RollbackFinished(_) => {
+                            entry.seq() > first
+                        }
+                        _ => false,
+                    })
+                    .cloned()
+                    .collect())
+            }
         }
     }
 

@@ -377,11 +377,15 @@ fn verify_reports_row_images_that_do_not_unpack() {
     assert_eq!(report.unusable.map(|unusable| unusable.seq), Some(2));
 }
 
-/// The entries of some kinds after a seq, from the kind index of an open
-/// store and from the journal while another process holds the ledger.
+/// What became of some events — the `Compensated` that undid them, the
+/// `DriftFound` about them, the rollbacks' bounds after the first — read
+/// the same from the store's indexes and from the journal while another
+/// process holds the ledger, and from an index rebuilt at open.
 #[test]
-fn kinds_after_a_seq_read_the_same_from_store_and_journal() {
-    use rewind_ledger::{Compensated, DriftFound, View};
+fn an_events_aftermath_reads_the_same_from_store_and_journal() {
+    use rewind_ledger::{
+        Compensated, DriftFound, Outcome, RollbackFinished, RollbackStarted, RollbackTarget, View,
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger");
     let mut ledger = Ledger::init(&path, "ledger-1", origin()).unwrap();
@@ -391,21 +395,37 @@ fn kinds_after_a_seq_read_the_same_from_store_and_journal() {
         text: "n".into(),
     });
     let compensated = |undoes| Event::Compensated(Compensated { undoes });
-    let drift = Event::DriftFound(DriftFound {
-        actual: String::new(),
-        expected: String::new(),
-        seq: 1,
-        subject: "t (1): columns a".into(),
+    let drift = |seq| {
+        Event::DriftFound(DriftFound {
+            actual: String::new(),
+            expected: String::new(),
+            seq,
+            subject: "t (1): columns a".into(),
+        })
+    };
+    let started = Event::RollbackStarted(RollbackStarted {
+        cascade: false,
+        skip_drift: true,
+        target: RollbackTarget::Run("r".into()),
+    });
+    let finished = Event::RollbackFinished(RollbackFinished {
+        compensated: 1,
+        drifted: 1,
+        outcome: Outcome::Drifted,
     });
     ledger
         .append_batch(
             [
-                note.clone(),
-                compensated(1),
-                note.clone(),
-                drift,
-                compensated(3),
-                note,
+                note.clone(),    // 1
+                started.clone(), // 2: before the first event asked about
+                note.clone(),    // 3
+                started,         // 4
+                drift(3),        // 5
+                compensated(1),  // 6
+                drift(2),        // 7: about another event
+                compensated(3),  // 8
+                finished,        // 9
+                note,            // 10
             ]
             .into_iter()
             .map(|event| Draft::new(Some("r"), event))
@@ -413,7 +433,7 @@ fn kinds_after_a_seq_read_the_same_from_store_and_journal() {
         )
         .unwrap();
     let seqs = |view: &View| -> Vec<u64> {
-        view.of_kinds_after(&["Compensated", "DriftFound"], 2)
+        view.aftermath(&[3, 10])
             .unwrap()
             .iter()
             .map(|entry| entry.seq())
@@ -422,11 +442,21 @@ fn kinds_after_a_seq_read_the_same_from_store_and_journal() {
     drop(ledger);
     let store = View::open(&path, origin()).unwrap();
     assert!(matches!(store, View::Store(_)));
-    assert_eq!(seqs(&store), vec![4, 5]);
+    assert_eq!(seqs(&store), vec![4, 5, 8, 9]);
     drop(store);
-    // A writer holds the ledger: the reader falls back to the journal.
-    let _writer = Ledger::open(&path, origin()).unwrap();
-    let journal = View::open(&path, origin()).unwrap();
-    assert!(matches!(journal, View::Journal(..)), "{journal:?}");
-    assert_eq!(seqs(&journal), vec![4, 5]);
+    {
+        // A writer holds the ledger: the reader falls back to the journal.
+        let _writer = Ledger::open(&path, origin()).unwrap();
+        let journal = View::open(&path, origin()).unwrap();
+        assert!(matches!(journal, View::Journal(..)), "{journal:?}");
+        assert_eq!(seqs(&journal), vec![4, 5, 8, 9]);
+    }
+    // The index rebuilt from the events answers the same.
+    let mut ledger = Ledger::open(&path, origin()).unwrap();
+    ledger.reindex().unwrap();
+    drop(ledger);
+    assert_eq!(
+        seqs(&View::open(&path, origin()).unwrap()),
+        vec![4, 5, 8, 9]
+    );
 }

@@ -95,12 +95,10 @@ pub fn run(ctx: &mut Ctx, args: HistoryArgs) -> CliResult {
                 .kind
                 .as_deref()
                 .is_none_or(|kind| history::AFTERMATH_KINDS.contains(&kind));
-            // What became of the row events is recorded after the first.
-            let later = match found.iter().map(Entry::seq).min() {
-                Some(first) if wants_aftermath => {
-                    view.of_kinds_after(history::AFTERMATH_KINDS, first)?
-                }
-                _ => Vec::new(),
+            let later = if wants_aftermath {
+                view.aftermath(&found.iter().map(Entry::seq).collect::<Vec<_>>())?
+            } else {
+                Vec::new()
             };
             let merged =
                 history::with_aftermath(found, later, table, query.selector.key.as_deref());
