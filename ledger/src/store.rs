@@ -14,7 +14,7 @@
 //! the journal (fsync), then the store (flush + fsync). Indexes live in the
 //! `index` tree and are rebuildable from `events` (`reindex`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::RangeInclusive;
@@ -842,11 +842,36 @@ impl Ledger {
             .map(Some)
     }
 
-    /// Seqs of the `Compensated` that undid the event at `seq` and of the
-    /// `DriftFound` about it, in order.
-    pub fn about(&self, seq: u64) -> Result<Vec<u64>> {
+    /// Seqs of the `Compensated` that undid one of the events at `seqs`
+    /// and of the `DriftFound` about one, in order.
+    pub fn about(&self, seqs: &BTreeSet<u64>) -> Result<Vec<u64>> {
         self.settle()?;
-        self.scan_index(&prefixed(b'u', &[&seq.to_be_bytes()]))
+        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+            return Ok(Vec::new());
+        };
+        let key = |seq: u64| prefixed(b'u', &[&seq.to_be_bytes()]);
+        let mut found = Vec::new();
+        // A few events: a scan each; many (a table's whole history): one
+        // scan over the keys about every seq from the first to the last.
+        if seqs.len() <= 64 {
+            for &seq in seqs {
+                found.extend(self.scan_index(&key(seq))?);
+            }
+        } else {
+            let end = match last.checked_add(1) {
+                Some(next) => key(next),
+                None => vec![b'v'],
+            };
+            for item in self.index.range(key(first)..end) {
+                let (key, _) = item?;
+                // `u`, the seq it is about, 0, the event's seq.
+                if key.len() == 18 && seqs.contains(&decode_key(&key[1..9])?) {
+                    found.push(decode_key(&key[10..])?);
+                }
+            }
+        }
+        found.sort_unstable();
+        Ok(found)
     }
 
     /// The first seq recorded at or after `instant` (head + 1 if none).

@@ -164,10 +164,7 @@ impl View {
         };
         match self {
             View::Store(ledger) => {
-                let mut found = Vec::new();
-                for &seq in seqs {
-                    found.extend(ledger.about(seq)?);
-                }
+                let mut found = ledger.about(&seqs.iter().copied().collect())?;
                 for kind in ["RollbackStarted", "RollbackFinished"] {
                     let bounds = ledger.seqs_of_kind(kind)?.unwrap_or_default();
                     found.extend(bounds.into_iter().filter(|seq| *seq > first));

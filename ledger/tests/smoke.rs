@@ -432,12 +432,23 @@ fn an_events_aftermath_reads_the_same_from_store_and_journal() {
             .collect(),
         )
         .unwrap();
+    // A few events are looked up one by one, many in one scan.
+    let many: Vec<u64> = (1..=80).collect();
     let seqs = |view: &View| -> Vec<u64> {
-        view.aftermath(&[3, 10])
+        let few: Vec<u64> = view
+            .aftermath(&[3, 10])
             .unwrap()
             .iter()
-            .map(|entry| entry.seq())
-            .collect()
+            .map(|e| e.seq())
+            .collect();
+        let all: Vec<u64> = view
+            .aftermath(&many)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq())
+            .collect();
+        assert_eq!(all, vec![2, 4, 5, 6, 7, 8, 9]);
+        few
     };
     drop(ledger);
     let store = View::open(&path, origin()).unwrap();

@@ -131,9 +131,11 @@ fn drifted_key<'a>(drift: &'a DriftFound, table: &str) -> Option<&'a str> {
 ///   drifted ones, this one with them, and left the event uncompensated
 ///   ([`restored_beside`]).
 ///
-/// `later` are the ledger's entries of [`AFTERMATH_KINDS`], unfiltered:
-/// a rollback is told by its `RollbackStarted` up to its
-/// `RollbackFinished` (or the next rollback's start, after a crash),
+/// `later` are entries of [`AFTERMATH_KINDS`]: at least the
+/// `Compensated` and `DriftFound` about the events of `found`, and every
+/// rollback's bounds after the first of them, in any order
+/// (`View::aftermath`). A rollback is told by its `RollbackStarted` up to
+/// its `RollbackFinished` (or the next rollback's start, after a crash),
 /// whatever run either is recorded under.
 pub fn with_aftermath(
     found: Vec<Entry>,
@@ -316,7 +318,7 @@ mod tests {
     fn a_drift_belongs_to_the_rollback_around_it() {
         let found = vec![entry(2, Some("r1"), rows_event())];
         let later = vec![
-            // Read kind by kind, as the command reads them.
+            // In no particular order.
             entry(4, Some("r1"), drift(2, "t (1): columns a")),
             entry(8, Some("r1"), drift(2, "t (1): columns a")),
             entry(11, Some("r1"), drift(2, "t (1): columns a")),
