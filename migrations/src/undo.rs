@@ -505,7 +505,7 @@ pub fn subject(event: &Event) -> String {
     }
 }
 
-/// A statement on one line, its whitespace collapsed, cut after 60
+/// A statement on one line (`plan::one_line`), cut after 60
 /// characters: enough to tell which one it was.
 fn shortened(statement: &str) -> String {
     const MAX: usize = 60;
