@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use rewind_ledger::canonical::{link, record_json};
 use rewind_ledger::codec::encode_stored;
 use rewind_ledger::{
-    Bytes, Column, Digest, Draft, Event, FileWritten, Ledger, ModeChanged, Origin, Record,
-    RowImage, RowsChanged, Selector, SqlValue, Timestamp,
+    Bytes, Column, Compensated, Digest, Draft, Event, FileWritten, Ledger, ModeChanged, Origin,
+    Record, RowImage, RowsChanged, Selector, SqlValue, Timestamp,
 };
 
 struct Options {
@@ -419,7 +419,7 @@ fn main() {
     );
     drop(ledger);
     let started = Instant::now();
-    let ledger = Ledger::open(&ledger_dir, origin()).unwrap();
+    let mut ledger = Ledger::open(&ledger_dir, origin()).unwrap();
     table.row("open again", millis(started.elapsed()), "", String::new());
 
     let (started, cpu) = (Instant::now(), cpu_time());
@@ -493,6 +493,8 @@ fn main() {
         );
     }
 
+    aftermath(&mut ledger, n, &mut table);
+
     if options.row_images > 0 {
         row_images(
             &temp.path().join("row-images"),
@@ -543,6 +545,77 @@ impl RawSled {
         }
         started.elapsed()
     }
+}
+
+/// A row's aftermath (`rewind history --table --key` shows the rollbacks
+/// that undid its changes) among 100,000 later compensations of other
+/// events: through the index by the seq an event is about, against
+/// reading every compensation recorded after the row's first event.
+fn aftermath(ledger: &mut Ledger, n: u64, table: &mut Table) {
+    let selector = Selector {
+        table: Some("organizations".into()),
+        key: Some(((n / 2 / 10 * 7919) % ROWS).to_string()),
+        ..Selector::default()
+    };
+    let found: std::collections::BTreeSet<u64> = ledger
+        .candidates(&selector)
+        .unwrap()
+        .expect("an index applies")
+        .into_iter()
+        .collect();
+    let first = *found.first().expect("the row has events");
+    let compensated =
+        |undoes| Draft::new(Some("bench"), Event::Compensated(Compensated { undoes }));
+    for batch in 0..100u64 {
+        let drafts = (0..1000)
+            .map(|i| compensated(n + 1_000_000 + batch * 1000 + i))
+            .collect();
+        ledger.append_batch_seqs(drafts).unwrap();
+    }
+    ledger.append_batch_seqs(vec![compensated(first)]).unwrap();
+    ledger.wait_for_store().unwrap();
+    let time = |read: &dyn Fn() -> usize| {
+        let mut samples = Vec::new();
+        let mut count = 0;
+        for _ in 0..5 {
+            let started = Instant::now();
+            count = read();
+            samples.push(started.elapsed());
+        }
+        (median(samples), count)
+    };
+    let (indexed, found_indexed) = time(&|| {
+        let entries: Vec<_> = ledger
+            .about(&found)
+            .unwrap()
+            .into_iter()
+            .map(|seq| ledger.get(seq).unwrap())
+            .collect();
+        std::hint::black_box(entries).len()
+    });
+    let (scanned, found_scanned) = time(&|| {
+        ledger
+            .seqs_of_kind("Compensated")
+            .unwrap()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|seq| *seq > first)
+            .map(|seq| ledger.get(seq).unwrap())
+            .filter(|entry| {
+                matches!(&entry.record.event, Event::Compensated(c) if found.contains(&c.undoes))
+            })
+            .count()
+    });
+    assert_eq!((found_indexed, found_scanned), (1, 1));
+    table.row(
+        "a row's aftermath among 100k later compensations: by the index, reading them all",
+        format!("{}, {}", millis(indexed), millis(scanned)),
+        "",
+        format!(
+            "{:.0}×",
+            scanned.as_secs_f64() / indexed.as_secs_f64().max(1e-9)
+        ),
+    );
 }
 
 /// Times a history query: the index narrows, then each entry is read.
