@@ -508,7 +508,7 @@ fn demo_tours_the_teams_database_and_ends_with_an_identical_dump() {
     let out = env.run(&["demo"]);
     assert_eq!(out.code, 0, "{out:?}");
     for section in [
-        "== 8.", "== 9.", "== 10.", "== 11.", "== 12.", "== 13.", "== 14.",
+        "== 8.", "== 9.", "== 10.", "== 11.", "== 12.", "== 13.", "== 14.", "== 15.",
     ] {
         assert!(
             out.stdout.contains(section),
@@ -528,6 +528,11 @@ fn demo_tours_the_teams_database_and_ends_with_an_identical_dump() {
         out.stdout
     );
     assert!(out.stdout.contains("identical: "), "{}", out.stdout);
+    // The row's history after the rollback: its change, then its undo.
+    let after = &out.stdout[out.stdout.find("== 14.").unwrap()..];
+    let change = after.find("applications: 8 updated").expect(after);
+    let undo = after.find("undid seq").expect(after);
+    assert!(change < undo, "{after}");
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! byte-identical dump. Needs nothing installed; leaves nothing behind
 //! unless `--keep`.
 
-use rewind_ledger::{Ledger, RollbackTarget};
+use rewind_ledger::{Ledger, RollbackTarget, Selector};
 use rewind_migrations::Recorder;
 use rewind_migrations::databases::Databases;
 use rewind_migrations::db::Database;
@@ -310,7 +310,33 @@ fn teams_tour(ctx: &mut Ctx, base: &std::path::Path, recorder: &Recorder) -> Cli
 
     heading(
         &mut text,
-        "14. the database dump compared with the original",
+        "14. rewind history --table applications --key 10, after the rollback (the change, then its undo)",
+    );
+    let entries = all_entries(&recorder.lock())?;
+    let row = history::Query {
+        selector: Selector {
+            table: Some("applications".into()),
+            key: Some("10".into()),
+            ..Selector::default()
+        },
+        ..history::Query::default()
+    };
+    let found = history::filter(&row, entries.clone(), &[]);
+    let later = entries
+        .into_iter()
+        .filter(|entry| history::AFTERMATH_KINDS.contains(&entry.record.event.kind()))
+        .collect();
+    for entry in history::with_aftermath(found, later, "applications", Some("10")) {
+        text.push_str(&format!(
+            "seq {} {}\n",
+            entry.seq(),
+            summary(&entry.record.event)
+        ));
+    }
+
+    heading(
+        &mut text,
+        "15. the database dump compared with the original",
     );
     let after = dump()?;
     let identical = before == after;
