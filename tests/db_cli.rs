@@ -173,17 +173,7 @@ fn drift_on_a_row_stops_the_rollback_and_names_table_key_and_columns() {
     assert_ne!(before, now);
     // A row's history goes on past the migration: the drifted row shows
     // each rollback that met it changed and left it, and no undo.
-    let row = |key: &str| {
-        let output = db
-            .env
-            .run(&["history", "--table", "applications", "--key", key, "--json"]);
-        assert_eq!(output.code, 0, "{output:?}");
-        let items: Vec<serde_json::Value> = serde_json::from_str(&output.stdout).unwrap();
-        items
-            .iter()
-            .map(|item| item["kind"].as_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
-    };
+    let row = |key: &str| kinds(&db.env.history(&["--table", "applications", "--key", key]));
     assert_eq!(
         row("10"),
         ["RowsPacked", "DriftFound", "DriftFound"],
@@ -197,15 +187,6 @@ fn drift_on_a_row_stops_the_rollback_and_names_table_key_and_columns() {
             && text.contains("applications (10): columns organization_id"),
         "{text}"
     );
-}
-
-/// `rewind history --json` with `args`, parsed.
-fn history_json(db: &DbEnv, args: &[&str]) -> Vec<serde_json::Value> {
-    let mut all = vec!["history", "--json"];
-    all.extend_from_slice(args);
-    let output = db.env.run(&all);
-    assert_eq!(output.code, 0, "{output:?}");
-    serde_json::from_str(&output.stdout).unwrap()
 }
 
 fn kinds(items: &[serde_json::Value]) -> Vec<String> {
@@ -225,7 +206,7 @@ fn a_rows_history_shows_the_rollback_that_restored_it() {
     assert!(db.apply().starts_with("exit: 0"));
     // Application 10 is re-owned by hand; 11 is in the same chunk.
     db.sql("UPDATE applications SET organization_id = 4 WHERE id = 10");
-    let row = |table: &str, key: &str| history_json(&db, &["--table", table, "--key", key]);
+    let row = |table: &str, key: &str| db.env.history(&["--table", table, "--key", key]);
     // Stopped at the drift: the chunk, 11 with it, is untouched.
     let stopped = db.env.snapshot(&["rollback", "r1", "--yes"]);
     assert!(stopped.starts_with("exit: 3"), "{stopped}");
@@ -269,25 +250,22 @@ fn a_rows_history_shows_the_rollback_that_restored_it() {
     assert!(ten.iter().all(|item| item.get("restored").is_none()));
     // `--kind` keeps one kind of the row's history, its aftermath too.
     let only = |kind: &str| {
-        kinds(&history_json(
-            &db,
-            &["--table", "licences", "--key", "3", "--kind", kind],
-        ))
+        kinds(
+            &db.env
+                .history(&["--table", "licences", "--key", "3", "--kind", kind]),
+        )
     };
     assert_eq!(only("RowsPacked"), ["RowsPacked"]);
     assert_eq!(only("Compensated"), ["Compensated"]);
     assert_eq!(
-        kinds(&history_json(
-            &db,
-            &[
-                "--table",
-                "applications",
-                "--key",
-                "10",
-                "--kind",
-                "DriftFound"
-            ],
-        )),
+        kinds(&db.env.history(&[
+            "--table",
+            "applications",
+            "--key",
+            "10",
+            "--kind",
+            "DriftFound"
+        ],)),
         ["DriftFound", "DriftFound"]
     );
 }
@@ -303,13 +281,14 @@ fn a_rows_history_since_a_time_keeps_a_later_rollback_of_an_earlier_change() {
         .run_at("2026-01-05T00:00:00Z", &["rollback", "r1", "--yes"]);
     assert_eq!(rolled.code, 0, "{rolled:?}");
     let row = ["--table", "licences", "--key", "3"];
-    assert_eq!(
-        kinds(&history_json(&db, &row)),
-        ["RowsPacked", "Compensated"]
-    );
-    let since = history_json(&db, &[&row[..], &["--since", "2026-01-04"]].concat());
+    assert_eq!(kinds(&db.env.history(&row)), ["RowsPacked", "Compensated"]);
+    let since = db
+        .env
+        .history(&[&row[..], &["--since", "2026-01-04"]].concat());
     assert_eq!(kinds(&since), ["Compensated"]);
-    let until = history_json(&db, &[&row[..], &["--until", "2026-01-03"]].concat());
+    let until = db
+        .env
+        .history(&[&row[..], &["--until", "2026-01-03"]].concat());
     assert_eq!(kinds(&until), ["RowsPacked"]);
 }
 
@@ -333,7 +312,7 @@ fn a_rows_history_tells_its_own_drift_from_its_neighbours() {
         &["--table", "applications", "--key", "11"][..],
         &["--table", "applications", "--key", "11", "--run", "r1"],
     ] {
-        let eleven = history_json(&db, args);
+        let eleven = db.env.history(args);
         assert_eq!(kinds(&eleven), ["RowsPacked", "DriftFound"], "{args:?}");
         assert!(eleven[1].get("restored").is_none(), "{args:?}");
         assert!(
@@ -348,12 +327,14 @@ fn a_rows_history_tells_its_own_drift_from_its_neighbours() {
         &["--table", "applications", "--key", "21"][..],
         &["--table", "applications", "--key", "21", "--run", "r1"],
     ] {
-        let neighbour = history_json(&db, args);
+        let neighbour = db.env.history(args);
         assert_eq!(kinds(&neighbour), ["RowsPacked", "DriftFound"], "{args:?}");
         assert_eq!(neighbour[1]["restored"], true, "{args:?}");
     }
     // The whole table: each drift once, none called a restore.
-    let table = history_json(&db, &["--table", "applications", "--kind", "DriftFound"]);
+    let table = db
+        .env
+        .history(&["--table", "applications", "--kind", "DriftFound"]);
     assert_eq!(table.len(), 3, "{table:?}");
     assert!(table.iter().all(|item| item.get("restored").is_none()));
 }

@@ -151,13 +151,8 @@ fn note_history_show() {
 }
 
 /// The seqs `rewind --json history ARGS` lists.
-fn history_seqs(env: &TestEnv, args: &[&str]) -> Vec<u64> {
-    let mut argv = vec!["--json", "history"];
-    argv.extend_from_slice(args);
-    let output = env.run(&argv);
-    assert_eq!(output.code, 0, "{output:?}");
-    let items: Vec<serde_json::Value> = serde_json::from_str(&output.stdout).unwrap();
-    items
+pub(crate) fn history_seqs(env: &TestEnv, args: &[&str]) -> Vec<u64> {
+    env.history(args)
         .iter()
         .map(|item| item["seq"].as_u64().unwrap())
         .collect()

@@ -99,6 +99,16 @@ impl TestEnv {
         self.run_with(&env, args)
     }
 
+    /// `rewind history --json ARGS…`, which must succeed, parsed: one
+    /// value for each entry.
+    pub fn history(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut argv = vec!["--json", "history"];
+        argv.extend_from_slice(args);
+        let output = self.run(&argv);
+        assert_eq!(output.code, 0, "{output:?}");
+        serde_json::from_str(&output.stdout).expect("history --json prints a list")
+    }
+
     fn run_with(&self, env: &Env, args: &[&str]) -> Output {
         let out = Buffer::default();
         let err = Buffer::default();

@@ -252,14 +252,7 @@ fn recover_closes_a_dead_rollback_before_it_records_drift() {
     }
     let recovered = env.run(&["recover"]);
     assert_eq!(recovered.code, 3, "{recovered:?}");
-    let seqs = |kind: &str| -> Vec<u64> {
-        let output = env.run(&["history", "--kind", kind, "--json"]);
-        let items: Vec<serde_json::Value> = serde_json::from_str(&output.stdout).unwrap();
-        items
-            .iter()
-            .map(|item| item["seq"].as_u64().unwrap())
-            .collect()
-    };
+    let seqs = |kind: &str| crate::ledger_cli::history_seqs(&env, &["--kind", kind]);
     let (finished, drift) = (seqs("RollbackFinished"), seqs("DriftFound"));
     assert_eq!(
         (finished.len(), drift.len()),

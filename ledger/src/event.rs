@@ -542,6 +542,16 @@ pub fn render_key_into(out: &mut String, key: &[SqlValue]) {
 }
 
 impl Event {
+    /// The seq of the event this one tells what became of: the event a
+    /// `Compensated` undid, or the one a `DriftFound` found changed since.
+    pub fn about(&self) -> Option<u64> {
+        match self {
+            Event::Compensated(compensated) => Some(compensated.undoes),
+            Event::DriftFound(drift) => Some(drift.seq),
+            _ => None,
+        }
+    }
+
     /// The rows of a `RowsChanged` or a `RowsPacked` (unpacked), or `None`
     /// for any other kind.
     pub fn rows_changed(&self) -> Option<Result<Cow<'_, RowsChanged>, String>> {

@@ -1092,12 +1092,7 @@ fn index_record(batch: &mut sled::Batch, runs: &mut RunRanges, record: &Record) 
     if INDEXED_KINDS.contains(&kind) {
         batch.insert(with_seq(prefixed(b'k', &[kind.as_bytes()])), &[]);
     }
-    let about = match &record.event {
-        Event::Compensated(compensated) => Some(compensated.undoes),
-        Event::DriftFound(drift) => Some(drift.seq),
-        _ => None,
-    };
-    if let Some(about) = about {
+    if let Some(about) = record.event.about() {
         batch.insert(with_seq(prefixed(b'u', &[&about.to_be_bytes()])), &[]);
     }
 }

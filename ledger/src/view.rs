@@ -2,6 +2,7 @@
 //! is free, or — while another rewind holds it — the journal, which that
 //! process appends to (and fsyncs) before anything is considered done.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::bytes::Digest;
@@ -154,17 +155,17 @@ impl View {
     }
 
     /// What became of the events at `seqs`: the `Compensated` that undid
-    /// one and the `DriftFound` about one, and every rollback's bounds
-    /// (`RollbackStarted`, `RollbackFinished`) recorded after the first of
-    /// them; in seq order. Through the store's indexes, or one pass over
-    /// the journal.
-    pub fn aftermath(&self, seqs: &[u64]) -> Result<Vec<Entry>> {
-        let Some(&first) = seqs.iter().min() else {
+    /// one and the `DriftFound` about one ([`Event::about`]), and every
+    /// rollback's bounds (`RollbackStarted`, `RollbackFinished`) recorded
+    /// after the first of them; in seq order. Through the store's indexes,
+    /// or one pass over the journal ([`aftermath_in`]).
+    pub fn aftermath(&self, seqs: &BTreeSet<u64>) -> Result<Vec<Entry>> {
+        let Some(&first) = seqs.first() else {
             return Ok(Vec::new());
         };
         match self {
             View::Store(ledger) => {
-                let mut found = ledger.about(&seqs.iter().copied().collect())?;
+                let mut found = ledger.about(seqs)?;
                 for kind in ["RollbackStarted", "RollbackFinished"] {
                     let bounds = ledger.seqs_of_kind(kind)?.unwrap_or_default();
                     found.extend(bounds.into_iter().filter(|seq| *seq > first));
@@ -173,22 +174,7 @@ impl View {
                 found.dedup();
                 found.into_iter().map(|seq| ledger.get(seq)).collect()
             }
-            View::Journal(snapshot, _) => {
-                let seqs: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
-                Ok(snapshot
-                    .entries
-                    .iter()
-                    .filter(|entry| match &entry.record.event {
-                        Event::Compensated(compensated) => seqs.contains(&compensated.undoes),
-                        Event::DriftFound(drift) => seqs.contains(&drift.seq),
-                        Event::RollbackStarted(_) | Event::RollbackFinished(_) => {
-                            entry.seq() > first
-                        }
-                        _ => false,
-                    })
-                    .cloned()
-                    .collect())
-            }
+            View::Journal(snapshot, _) => Ok(aftermath_in(&snapshot.entries, seqs)),
         }
     }
 
@@ -210,4 +196,20 @@ impl View {
                 .collect()),
         }
     }
+}
+
+/// [`View::aftermath`] of the events at `seqs`, read from `entries` (all
+/// of a ledger's, in order).
+pub fn aftermath_in(entries: &[Entry], seqs: &BTreeSet<u64>) -> Vec<Entry> {
+    let Some(&first) = seqs.first() else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter(|entry| match &entry.record.event {
+            Event::RollbackStarted(_) | Event::RollbackFinished(_) => entry.seq() > first,
+            event => event.about().is_some_and(|about| seqs.contains(&about)),
+        })
+        .cloned()
+        .collect()
 }

@@ -433,10 +433,10 @@ fn an_events_aftermath_reads_the_same_from_store_and_journal() {
         )
         .unwrap();
     // A few events are looked up one by one, many in one scan.
-    let many: Vec<u64> = (1..=80).collect();
+    let (few, many) = ([3, 10].into_iter().collect(), (1..=80).collect());
     let seqs = |view: &View| -> Vec<u64> {
         let few: Vec<u64> = view
-            .aftermath(&[3, 10])
+            .aftermath(&few)
             .unwrap()
             .iter()
             .map(|e| e.seq())

@@ -7,19 +7,20 @@
 //! byte-identical dump. Needs nothing installed; leaves nothing behind
 //! unless `--keep`.
 
+use rewind_ledger::view::aftermath_in;
 use rewind_ledger::{Ledger, RollbackTarget, Selector};
 use rewind_migrations::Recorder;
 use rewind_migrations::databases::Databases;
 use rewind_migrations::db::Database;
 use rewind_migrations::fixtures;
 use rewind_migrations::tree::manifest;
-use rewind_migrations::undo::{OnDrift, RollbackProgress};
+use rewind_migrations::undo::OnDrift;
 use rewind_projections::describe::summary;
 use rewind_projections::history;
 use rewind_projections::status::{Writer, runs};
 
 use super::apply::{apply_all, render_results};
-use super::rollback::{Rollback, roll_back};
+use super::rollback::{Rollback, print_progress, roll_back};
 use super::spec_input::{all_entries, load, run_ids};
 use crate::cli::{DemoArgs, SpecArgs};
 use crate::context::Ctx;
@@ -130,12 +131,7 @@ pub fn run(ctx: &mut Ctx, args: DemoArgs) -> CliResult {
         OnDrift::Stop,
         false,
         &mut Databases::default(),
-        &mut |progress| match progress {
-            RollbackProgress::Undone { seq, kind, subject } => {
-                printer.status(&format!("undid seq {seq} {kind} {subject}"))
-            }
-            RollbackProgress::Drifted(drift) => printer.warning(&format!("drift at {drift}")),
-        },
+        &mut |progress| print_progress(printer, progress),
     )?;
     match outcome {
         Rollback::Done(report) => text.push_str(&format!(
@@ -287,12 +283,7 @@ fn teams_tour(ctx: &mut Ctx, base: &std::path::Path, recorder: &Recorder) -> Cli
         OnDrift::Stop,
         false,
         &mut Databases::new([url.clone()]),
-        &mut |progress| match progress {
-            RollbackProgress::Undone { seq, kind, subject } => {
-                printer.status(&format!("undid seq {seq} {kind} {subject}"))
-            }
-            RollbackProgress::Drifted(drift) => printer.warning(&format!("drift at {drift}")),
-        },
+        &mut |progress| print_progress(printer, progress),
     )?;
     match outcome {
         Rollback::Done(report) => text.push_str(&format!(
@@ -322,10 +313,7 @@ fn teams_tour(ctx: &mut Ctx, base: &std::path::Path, recorder: &Recorder) -> Cli
         ..history::Query::default()
     };
     let found = history::filter(&row, entries.clone(), &[]);
-    let later = entries
-        .into_iter()
-        .filter(|entry| history::AFTERMATH_KINDS.contains(&entry.record.event.kind()))
-        .collect();
+    let later = aftermath_in(&entries, &found.iter().map(|entry| entry.seq()).collect());
     for entry in history::with_aftermath(found, later, "applications", Some("10")) {
         text.push_str(&format!(
             "seq {} {}\n",

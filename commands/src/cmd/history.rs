@@ -96,7 +96,7 @@ pub fn run(ctx: &mut Ctx, args: HistoryArgs) -> CliResult {
                 .as_deref()
                 .is_none_or(|kind| history::AFTERMATH_KINDS.contains(&kind));
             let later = if wants_aftermath {
-                view.aftermath(&found.iter().map(Entry::seq).collect::<Vec<_>>())?
+                view.aftermath(&found.iter().map(Entry::seq).collect())?
             } else {
                 Vec::new()
             };

@@ -24,7 +24,7 @@ use super::spec_input::entries_for;
 use crate::cli::{OnDriftArg, RollbackArgs};
 use crate::context::Ctx;
 use crate::error::{CliError, CliResult, exit};
-use crate::printer::table;
+use crate::printer::{Printer, table};
 
 /// What a rollback came to.
 pub enum Rollback {
@@ -363,17 +363,12 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
         &mut |progress| match (progress, &bar) {
             (RollbackProgress::Undone { seq, kind, subject }, Some(bar)) => {
                 bar.inc(1);
-                bar.set_message(format!("undid seq {seq} {kind} {subject}"));
+                bar.set_message(undone_line(*seq, kind, subject));
             }
-            (RollbackProgress::Undone { seq, kind, subject }, None) => {
-                printer.status(&format!("undid seq {seq} {kind} {subject}"))
+            (RollbackProgress::Drifted(_), Some(bar)) => {
+                bar.suspend(|| print_progress(printer, progress))
             }
-            (RollbackProgress::Drifted(drift), Some(bar)) => {
-                bar.suspend(|| printer.warning(&format!("drift at {drift}")))
-            }
-            (RollbackProgress::Drifted(drift), None) => {
-                printer.warning(&format!("drift at {drift}"))
-            }
+            (_, None) => print_progress(printer, progress),
         },
     );
     if let Some(bar) = bar {
@@ -438,4 +433,20 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
         }));
     }
     Ok(())
+}
+
+/// The line of an inverse undone.
+fn undone_line(seq: u64, kind: &str, subject: &str) -> String {
+    format!("undid seq {seq} {kind} {subject}")
+}
+
+/// A rollback's progress as plain lines on stderr: each inverse undone,
+/// each drift met.
+pub fn print_progress(printer: &mut Printer, progress: &RollbackProgress) {
+    match progress {
+        RollbackProgress::Undone { seq, kind, subject } => {
+            printer.status(&undone_line(*seq, kind, subject))
+        }
+        RollbackProgress::Drifted(drift) => printer.warning(&format!("drift at {drift}")),
+    }
 }
