@@ -128,19 +128,30 @@ impl Ledger {
     }
 
     fn check_chunks(&self, chunks: impl Iterator<Item = Chunk>) -> Result<ChainReport> {
+        let mut unusable = None;
+        let (verified, head_hash, problem) = self.walk_chunks(chunks, &mut unusable)?;
+        Ok(ChainReport {
+            verified,
+            head_seq: verified,
+            head_hash,
+            problem,
+            unusable,
+        })
+    }
+
+    /// Checks the chain entry by entry up to the first problem; returns
+    /// the seq verified through, its hash and the problem, and sets
+    /// `unusable` to the first entry [`unusable`] refuses.
+    fn walk_chunks(
+        &self,
+        chunks: impl Iterator<Item = Chunk>,
+        unusable: &mut Option<Problem>,
+    ) -> Result<(u64, Digest, Option<Problem>)> {
         let journal_path = self.journal_path();
         let mut journal = JournalReader::open(&journal_path)?;
         let mut prev = genesis(self.ledger_id());
         let mut expected = 1u64;
         let problem = |seq, kind, detail: String| Problem { seq, kind, detail };
-        let mut unusable: Option<Problem> = None;
-        let report = |verified: u64, prev: Digest, found: Option<Problem>, unusable| ChainReport {
-            verified,
-            head_seq: verified,
-            head_hash: prev,
-            problem: found,
-            unusable,
-        };
         let mut journal_line = Vec::with_capacity(1024);
         let mut expected_line = Vec::with_capacity(1024);
         for chunk in chunks {
@@ -151,11 +162,10 @@ impl Ledger {
                     // seq on is unverifiable.
                     Err(LedgerError::Corrupt { seq, reason }) => {
                         let at = seq.max(expected);
-                        return Ok(report(
+                        return Ok((
                             expected - 1,
                             prev,
                             Some(problem(at, ProblemKind::Corrupt, reason)),
-                            unusable,
                         ));
                     }
                     Err(error) => return Err(error),
@@ -167,21 +177,19 @@ impl Ledger {
                     } else {
                         format!("seqs {expected} to {} are not in the store", seq - 1)
                     };
-                    return Ok(report(
+                    return Ok((
                         verified,
                         prev,
                         Some(problem(expected, ProblemKind::Missing, detail)),
-                        unusable,
                     ));
                 }
                 let checked = match decoded {
                     Ok(checked) => checked,
                     Err(LedgerError::Corrupt { reason, .. }) => {
-                        return Ok(report(
+                        return Ok((
                             verified,
                             prev,
                             Some(problem(seq, ProblemKind::Corrupt, reason)),
-                            unusable,
                         ));
                     }
                     Err(error) => return Err(error),
@@ -191,20 +199,18 @@ impl Ledger {
                         "the entry stored at seq {seq} is seq {} of the chain",
                         checked.record_seq
                     );
-                    return Ok(report(
+                    return Ok((
                         verified,
                         prev,
                         Some(problem(seq, ProblemKind::Reordered, detail)),
-                        unusable,
                     ));
                 }
                 if let Some(other) = checked.foreign_ledger {
                     let detail = format!("the entry belongs to ledger {other}");
-                    return Ok(report(
+                    return Ok((
                         verified,
                         prev,
                         Some(problem(seq, ProblemKind::Altered, detail)),
-                        unusable,
                     ));
                 }
                 let json = &chunk.json[checked.json];
@@ -215,31 +221,28 @@ impl Ledger {
                         hash.short(),
                         checked.stored_hash.short()
                     );
-                    return Ok(report(
+                    return Ok((
                         verified,
                         prev,
                         Some(problem(seq, ProblemKind::Altered, detail)),
-                        unusable,
                     ));
                 }
                 if let Some(checkpoint) = &checked.checkpoint
                     && let Some(detail) =
                         crate::checkpoint::problem(self.ledger_id(), seq, &prev, checkpoint)
                 {
-                    return Ok(report(
+                    return Ok((
                         verified,
                         prev,
                         Some(problem(seq, ProblemKind::Altered, detail)),
-                        unusable,
                     ));
                 }
                 let Some(number) = journal.next_into(&mut journal_line)? else {
                     let detail = format!("seq {seq} is in the store but not in the journal");
-                    return Ok(report(
+                    return Ok((
                         verified,
                         prev,
                         Some(problem(seq, ProblemKind::Extra, detail)),
-                        unusable,
                     ));
                 };
                 expected_line.clear();
@@ -263,18 +266,17 @@ impl Ledger {
                         Ok(_) => format!("journal line {} differs from the store", raw.number),
                         Err(error) => error.to_string(),
                     };
-                    return Ok(report(
+                    return Ok((
                         verified,
                         prev,
                         Some(problem(seq, ProblemKind::Altered, detail)),
-                        unusable,
                     ));
                 }
                 // Chained as written, but of no use to a rollback or a reader.
                 if unusable.is_none()
                     && let Some(detail) = checked.images
                 {
-                    unusable = Some(problem(seq, ProblemKind::Unusable, detail));
+                    *unusable = Some(problem(seq, ProblemKind::Unusable, detail));
                 }
                 prev = hash;
                 expected = seq + 1;
@@ -286,14 +288,13 @@ impl Ledger {
                 "journal line {} holds an entry the store does not have",
                 raw.number
             );
-            return Ok(report(
+            return Ok((
                 verified,
                 prev,
                 Some(problem(expected, ProblemKind::Missing, detail)),
-                unusable,
             ));
         }
-        Ok(report(verified, prev, None, unusable))
+        Ok((verified, prev, None))
     }
 }
 
