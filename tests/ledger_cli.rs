@@ -866,7 +866,7 @@ fn python_verifier(file: &Path, args: &[&str]) -> Option<(bool, String, String)>
     python_tool("verify_chain.py", file, args)
 }
 
-/// Runs one of the standard-library Python tools in `tools/` when python3
+/// Runs one of the Python tools in `tools/` when python3
 /// is there (under CI it must be): (success, stdout, stderr).
 #[allow(clippy::print_stderr, reason = "a skipped check says why")]
 pub(crate) fn python_tool(
@@ -895,6 +895,32 @@ pub(crate) fn python_tool(
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     ))
+}
+
+/// Whether `python3` can unseal row images (a zstd module: Python 3.14's
+/// `compression.zstd`, or the `zstandard` package); outside CI, a test
+/// that needs it is skipped without one, and says so.
+#[allow(clippy::print_stderr, reason = "a skipped check says why")]
+pub(crate) fn python_reads_zstd() -> bool {
+    let found = ["import compression.zstd", "import zstandard"]
+        .iter()
+        .any(|import| {
+            Command::new("python3")
+                .args(["-c", import])
+                .output()
+                .is_ok_and(|output| output.status.success())
+        });
+    match found {
+        true => true,
+        false if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!(
+                "skipping: python3 has no zstd module for sealed row images \
+                 (pip install zstandard, or Python 3.14)"
+            );
+            false
+        }
+        false => panic!("CI needs a zstd module for python3 (.ci/run installs zstandard)"),
+    }
 }
 
 #[test]

@@ -6,9 +6,12 @@ journal), unpacked, without rewind: one JSON line per event,
 it ("Null", {"Integer": 5}, {"Real": "0x3ff8000000000000"}, {"Text": …},
 {"Blob": "<hex>"}, {"Typed": …}).
 
-Standard library only. The packed format is specified in
-ledger/src/packed.rs; `tools/verify_chain.py` proves the images unaltered
-(they are part of the hashed record), this reads them.
+Standard library only, except for sealed images (one zstd frame, record
+format 3), which need a zstd module: Python 3.14's compression.zstd, or
+before it the `zstandard` package (`pip install zstandard`). The packed
+format is specified in ledger/src/packed.rs; `tools/verify_chain.py`
+proves the images unaltered (they are part of the hashed record), this
+reads them.
 """
 
 import argparse
@@ -19,6 +22,32 @@ import sys
 
 class Bad(Exception):
     pass
+
+
+FRAME_MAGIC = bytes.fromhex("28b52ffd")
+
+
+def unseal(data):
+    """The plain images of sealed ones (a zstd frame), or `data` as it is."""
+    if not data.startswith(FRAME_MAGIC):
+        return data
+    try:
+        from compression import zstd
+
+        return zstd.decompress(data)
+    except ImportError:
+        pass
+    try:
+        import zstandard
+    except ImportError:
+        raise Bad(
+            "the images are sealed (zstd): run this with Python 3.14 or later, "
+            "or install the zstandard package (pip install zstandard)"
+        )
+    try:
+        return zstandard.ZstdDecompressor().decompress(data)
+    except zstandard.ZstdError as error:
+        raise Bad(f"the sealed images do not unseal: {error}")
 
 
 SAME = object()
@@ -66,7 +95,7 @@ def unpack(event):
         keys = [names.index(name) for name in event["key_columns"]]
     except ValueError:
         raise Bad("a key column is not among the columns")
-    data = bytes.fromhex(event["images"])
+    data = unseal(bytes.fromhex(event["images"]))
     flags = data[:rows]
     if len(flags) != rows or any(flag not in (1, 2, 3) for flag in flags):
         raise Bad("bad row flags")

@@ -18,12 +18,19 @@ use crate::record::Record;
 /// reads format 1 still reads every record of a kind it knows, and says
 /// of a `RowsPacked` (format 2) that a newer rewind wrote it, instead of
 /// calling it a record that does not decode. (`NeverHappened` predates
-/// the rule: a rewind older than it reads one as not decoding.)
-pub const FORMAT_VERSION: u8 = 2;
+/// the rule: a rewind older than it reads one as not decoding.) Format 3
+/// is a `RowsPacked` whose images are sealed ([`crate::packed`]): the
+/// same encoding as format 2, images a format-2 rewind cannot read.
+pub const FORMAT_VERSION: u8 = 3;
 
 /// The format a record of `event`'s kind is written in.
 pub fn record_format(event: &crate::event::Event) -> u8 {
     match event {
+        crate::event::Event::RowsPacked(packed)
+            if crate::packed::is_sealed(packed.images.as_slice()) =>
+        {
+            3
+        }
         crate::event::Event::RowsPacked(_) => 2,
         _ => 1,
     }

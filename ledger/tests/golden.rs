@@ -477,6 +477,41 @@ fn a_rows_packed_stored_in_format_1_still_decodes() {
     assert_eq!(hash, decode_stored(&today, 7).unwrap().0);
 }
 
+/// A `RowsPacked` whose images are sealed (format 3, one zstd frame of
+/// the plain images) decodes to the sample's rows. Only decoding is pinned:
+/// another zstd may seal the same images into other bytes.
+#[test]
+fn a_sealed_rows_packed_decodes_to_the_samples_rows() {
+    let path = format_dir(3).join("RowsPacked.hex");
+    let plain = sample_record("RowsPacked");
+    if !path.exists() && std::env::var_os("REWIND_BLESS").is_some() {
+        let mut sealed = plain.clone();
+        let Event::RowsPacked(packed) = &mut sealed.event else {
+            unreachable!("the RowsPacked sample is a RowsPacked")
+        };
+        packed.images = packed::Sealer::new().seal(packed.images.clone());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, to_fixture_text(&sample_stored(&sealed))).unwrap();
+    }
+    let bytes = read_hex(&path, "RowsPacked");
+    assert_eq!(bytes[0], 3, "format byte");
+    let (hash, record) = decode_stored(&bytes, 7).unwrap();
+    assert_eq!(record_format(&record.event), 3);
+    let (Event::RowsPacked(sealed), Event::RowsPacked(expected)) = (&record.event, &plain.event)
+    else {
+        panic!("not a RowsPacked: {record:?}")
+    };
+    assert!(packed::is_sealed(sealed.images.as_slice()));
+    assert!(sealed.images.as_slice().len() < expected.images.as_slice().len());
+    assert_eq!(sealed.unpack().unwrap(), expected.unpack().unwrap());
+    assert_eq!(
+        packed::keys(sealed).unwrap(),
+        packed::keys(expected).unwrap()
+    );
+    assert_eq!(sealed.shape(), expected.shape());
+    assert_eq!(hash, link(&genesis("golden-ledger"), &record_json(&record)));
+}
+
 /// A record of a format newer than this rewind reads is refused as such,
 /// not as one that does not decode.
 #[test]

@@ -1489,6 +1489,75 @@ fn sqlite_a_row_the_update_skips_fails_the_step() {
     }
 }
 
+/// A constraint the update breaks in its third chunk (the statement runs
+/// `OR ROLLBACK`, without a statement journal): the step fails naming it,
+/// that chunk's transaction is gone with nothing of it recorded, and the
+/// two chunks before it are recorded and roll back to an identical dump.
+/// The connection then takes the next step as usual.
+#[test]
+fn sqlite_a_constraint_broken_mid_step_fails_it_with_its_chunk_unrecorded() {
+    let (_file, mut database, before) = scratch(
+        "CREATE TABLE c (id INTEGER PRIMARY KEY, u INTEGER UNIQUE NOT NULL, v TEXT); \
+             INSERT INTO c VALUES (1, 10, 'a'), (2, 20, 'b'), (3, 30, 'c'), (4, 40, 'd'), \
+             (5, 50, 'e'), (6, 60, 'f')",
+    );
+    let mut ledger = TestLedger::new();
+    let error = database
+        .update(
+            &Update {
+                step: 1,
+                table: "c".into(),
+                key: None,
+                filter: None,
+                // Row 5 takes row 1's old value: unique, until row 6 does too.
+                set: set(&[
+                    ("u", "CASE WHEN id >= 5 THEN 10 ELSE u + 1 END"),
+                    ("v", "v || '!'"),
+                ]),
+                chunk_size: 2,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("UNIQUE constraint failed: c.u"),
+        "{error}"
+    );
+    assert_eq!(ledger.events().len(), 2, "the two chunks before it");
+    let rows = |database: &mut Database| {
+        database
+            .query("SELECT id, u, v FROM c ORDER BY id", &[])
+            .unwrap()
+    };
+    let now = rows(&mut database);
+    assert_eq!(
+        now[4..],
+        [
+            vec![
+                SqlValue::Integer(5),
+                SqlValue::Integer(50),
+                SqlValue::Text("e".into())
+            ],
+            vec![
+                SqlValue::Integer(6),
+                SqlValue::Integer(60),
+                SqlValue::Text("f".into())
+            ],
+        ],
+        "the failed chunk left nothing"
+    );
+    assert_eq!(
+        now[0][1],
+        SqlValue::Integer(11),
+        "the first chunk committed"
+    );
+    // The connection is in no transaction: the next step runs and commits.
+    database
+        .execute_script("UPDATE c SET v = v WHERE id = 6")
+        .unwrap();
+    assert_rolls_back(&ledger, &mut database, &before, "rolled back");
+}
+
 /// Update, then delete, every row of a table in chunks of two, then roll
 /// both back to an identical dump.
 fn update_delete_round_trip(script: &str, table: &str, sets: &[(&str, &str)]) {

@@ -20,6 +20,10 @@ pub(crate) struct TableInfo {
     pub columns: Vec<Column>,
     /// The key columns, a subset of `columns`.
     pub key: Vec<String>,
+    /// The table's declaration names a conflict clause of its own (SQLite's
+    /// `ON CONFLICT REPLACE`, `IGNORE`, …), which a statement's `OR …`
+    /// would override.
+    pub conflict_clauses: bool,
 }
 
 impl TableInfo {
@@ -74,6 +78,7 @@ pub(crate) async fn table_info(
         database: database.to_owned(),
         message: error.to_string(),
     };
+    let mut conflict_clauses = false;
     let (mut columns, primary_key, rowid_alias) = match engine {
         Engine::Sqlite => {
             let rows = executor
@@ -107,15 +112,18 @@ pub(crate) async fn table_info(
                 )
                 .await
                 .map_err(unreachable)?;
-            let without_rowid = declared
+            // The declaration, upper case, without its white space (a
+            // quoted name that holds these words only errs on the safe side).
+            let declaration = declared
                 .first()
                 .map(|row| {
                     text(&row[1])
                         .to_ascii_uppercase()
                         .replace(char::is_whitespace, "")
-                        .contains("WITHOUTROWID")
                 })
-                .unwrap_or(false);
+                .unwrap_or_default();
+            let without_rowid = declaration.contains("WITHOUTROWID");
+            conflict_clauses = declaration.contains("ONCONFLICT");
             if let Some(row) = declared.first() {
                 canonical = text(&row[0]);
             }
@@ -213,6 +221,7 @@ pub(crate) async fn table_info(
         name: canonical,
         columns,
         key,
+        conflict_clauses,
     })
 }
 

@@ -332,7 +332,12 @@ pub(crate) struct Changes<'a> {
     /// The first column is the table's rowid, which the hook gives apart
     /// from the other values (a table whose rowid no column names).
     pub rowid_first: bool,
-    pub packers: Vec<Packer>,
+    /// The images of the event being filled.
+    pub packer: Packer,
+    /// Where each event's images go once it holds [`ROWS_PER_EVENT`] rows
+    /// (to be sealed while the statement goes on); the last event's are
+    /// left in `packer`.
+    pub full: std::sync::mpsc::Sender<Packer>,
     pub rows: usize,
     /// The first thing that keeps these images from being the statement's
     /// whole effect (another table changed, a row deleted by an update).
@@ -389,11 +394,13 @@ impl Changes<'_> {
             self.problem = Some("the statement changed a rowid".to_owned());
             return;
         }
-        if self.rows.is_multiple_of(ROWS_PER_EVENT) {
-            self.packers.push(Packer::new());
+        if self.rows > 0 && self.rows.is_multiple_of(ROWS_PER_EVENT) {
+            // A sealer that is gone has failed; the caller hears of it
+            // when it joins the sealer.
+            let _ = self.full.send(std::mem::take(&mut self.packer));
         }
         self.rows += 1;
-        let packer = self.packers.last_mut().expect("a packer");
+        let packer = &mut self.packer;
         packer.row(match self.op {
             Op::Update => BEFORE | AFTER,
             Op::Delete => BEFORE,
@@ -462,7 +469,14 @@ fn write_value(
             ffi::SQLITE_INTEGER => out.integer(ffi::sqlite3_value_int64(value)),
             ffi::SQLITE_FLOAT => out.real_bits(ffi::sqlite3_value_double(value).to_bits()),
             ffi::SQLITE_TEXT => {
-                let data = ffi::sqlite3_value_text(value);
+                // UTF-8 text as it is stored: sqlite3_value_text would first
+                // copy it to add a terminating NUL (a value of the page being
+                // changed has none).
+                let data = if ffi::sqlite3_value_encoding(value) == ffi::SQLITE_UTF8 {
+                    ffi::sqlite3_value_blob(value).cast::<u8>()
+                } else {
+                    ffi::sqlite3_value_text(value)
+                };
                 let bytes = slice(data, ffi::sqlite3_value_bytes(value));
                 if std::str::from_utf8(bytes).is_err() {
                     return Err(format!(
