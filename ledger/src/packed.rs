@@ -161,6 +161,16 @@ impl Packer {
         Packer::default()
     }
 
+    /// An empty packer with room for as many rows and bytes as `other`
+    /// holds (the next event of a chunk is about as large as the last).
+    pub fn sized_as(other: &Packer) -> Packer {
+        Packer {
+            flags: Vec::with_capacity(other.flags.len()),
+            befores: Vec::with_capacity(other.befores.len()),
+            afters: Vec::with_capacity(other.afters.len()),
+        }
+    }
+
     /// How many rows have been started.
     #[inline]
     pub fn rows(&self) -> usize {

@@ -28,6 +28,21 @@ use super::capture::ROWS_PER_EVENT;
 use super::executor::Bind;
 use super::sqlite::real_from_bits;
 
+/// Turns SQLite's memory statistics off, once, before this process opens
+/// its first SQLite connection: with them on, every allocation SQLite makes
+/// takes a global mutex, and the preupdate hook's values allocate for each
+/// row. Nothing in rewind reads those statistics. (SQLite refuses the call,
+/// harmlessly, once it has started.)
+pub(crate) fn before_first_connection() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: sqlite3_config is called before any other SQLite call of
+    // rewind's (every connection is opened after this `Once`), with the
+    // integer argument SQLITE_CONFIG_MEMSTATUS takes.
+    ONCE.call_once(|| unsafe {
+        ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int);
+    });
+}
+
 /// A connection's handle, locked for the caller (sqlx's worker does not
 /// touch it meanwhile).
 pub(crate) struct Handle {
@@ -397,7 +412,8 @@ impl Changes<'_> {
         if self.rows > 0 && self.rows.is_multiple_of(ROWS_PER_EVENT) {
             // A sealer that is gone has failed; the caller hears of it
             // when it joins the sealer.
-            let _ = self.full.send(std::mem::take(&mut self.packer));
+            let next = Packer::sized_as(&self.packer);
+            let _ = self.full.send(std::mem::replace(&mut self.packer, next));
         }
         self.rows += 1;
         let packer = &mut self.packer;
