@@ -240,8 +240,15 @@ impl Sealer {
     }
 
     /// The images sealed, or as they are where the frame would not be
-    /// smaller.
+    /// smaller, or would unseal to more than [`plain`] accepts.
     pub fn seal(&mut self, plain: Bytes) -> Bytes {
+        self.seal_within(plain, PLAIN_MAX)
+    }
+
+    fn seal_within(&mut self, plain: Bytes, most: u64) -> Bytes {
+        if plain.as_slice().len() as u64 > most {
+            return plain;
+        }
         match self.compressor.compress(plain.as_slice()) {
             Ok(frame) if frame.len() < plain.as_slice().len() => Bytes(frame),
             _ => plain,
@@ -719,6 +726,12 @@ mod tests {
         .unwrap();
         let sealed = Sealer::new().seal(many.images.clone());
         assert!(is_sealed(sealed.as_slice()));
+        // Nor where they would unseal to more than `plain` accepts.
+        let bound = many.images.as_slice().len() as u64 - 1;
+        assert_eq!(
+            Sealer::new().seal_within(many.images.clone(), bound),
+            many.images
+        );
         assert!(sealed.as_slice().len() * 4 < many.images.as_slice().len());
         assert_eq!(plain(sealed.as_slice()).unwrap(), many.images.as_slice());
     }
