@@ -25,29 +25,47 @@ class Bad(Exception):
 
 
 FRAME_MAGIC = bytes.fromhex("28b52ffd")
+PLAIN_MAX = 1 << 30
 
 
 def unseal(data):
-    """The plain images of sealed ones (a zstd frame), or `data` as it is."""
+    """The plain images of sealed ones (a zstd frame), or `data` as it is.
+    A frame that announces more than PLAIN_MAX bytes, or none, is refused
+    before anything is allocated for it, as rewind refuses it."""
     if not data.startswith(FRAME_MAGIC):
         return data
     try:
         from compression import zstd
 
-        return zstd.decompress(data)
+        def size():
+            return zstd.get_frame_info(data).decompressed_size
+
+        decompress, error_type = zstd.decompress, zstd.ZstdError
     except ImportError:
-        pass
+        try:
+            import zstandard
+        except ImportError:
+            raise Bad(
+                "the images are sealed (zstd): run this with Python 3.14 or later, "
+                "or install the zstandard package (pip install zstandard)"
+            )
+
+        def size():
+            found = zstandard.frame_content_size(data)
+            return None if found < 0 else found
+
+        decompress = zstandard.ZstdDecompressor().decompress
+        error_type = zstandard.ZstdError
     try:
-        import zstandard
-    except ImportError:
-        raise Bad(
-            "the images are sealed (zstd): run this with Python 3.14 or later, "
-            "or install the zstandard package (pip install zstandard)"
-        )
-    try:
-        return zstandard.ZstdDecompressor().decompress(data)
-    except zstandard.ZstdError as error:
+        announced = size()
+        if announced is None or announced > PLAIN_MAX:
+            raise Bad(f"the sealed images announce {announced} bytes, at most {PLAIN_MAX} are read")
+        plain = decompress(data)
+    except error_type as error:
         raise Bad(f"the sealed images do not unseal: {error}")
+    if len(plain) != announced:
+        raise Bad(f"the sealed images unseal to {len(plain)} bytes, not {announced}")
+    return plain
 
 
 SAME = object()

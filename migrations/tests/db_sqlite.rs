@@ -1558,6 +1558,39 @@ fn sqlite_a_constraint_broken_mid_step_fails_it_with_its_chunk_unrecorded() {
     assert_rolls_back(&ledger, &mut database, &before, "rolled back");
 }
 
+/// A trigger whose own statement resolves a conflict (`INSERT OR
+/// REPLACE`) still works under the step: the update of a table with
+/// triggers runs without the `OR ROLLBACK` that would override it.
+#[test]
+fn sqlite_a_trigger_that_replaces_a_row_of_its_own_still_runs() {
+    let (_file, mut database, _before) = scratch(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER); \
+             CREATE TABLE latest (id INTEGER PRIMARY KEY, v INTEGER); \
+             CREATE TRIGGER t_latest AFTER UPDATE ON t BEGIN \
+               INSERT OR REPLACE INTO latest VALUES (1, NEW.v); END; \
+             INSERT INTO t VALUES (1, 10), (2, 20), (3, 30)",
+    );
+    let mut ledger = TestLedger::new();
+    let report = database
+        .update(
+            &Update {
+                step: 1,
+                table: "t".into(),
+                key: None,
+                filter: None,
+                set: set(&[("v", "v + 1")]),
+                chunk_size: 1000,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!(report.rows, 3);
+    assert_eq!(
+        database.query("SELECT id, v FROM latest", &[]).unwrap(),
+        vec![vec![SqlValue::Integer(1), SqlValue::Integer(31)]]
+    );
+}
+
 /// Update, then delete, every row of a table in chunks of two, then roll
 /// both back to an identical dump.
 fn update_delete_round_trip(script: &str, table: &str, sets: &[(&str, &str)]) {

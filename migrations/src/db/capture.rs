@@ -867,22 +867,21 @@ impl Change {
     /// `bound`, and how its count reads in an error.
     ///
     /// An update runs `OR ROLLBACK` unless the table declares conflict
-    /// clauses of its own: a constraint it breaks then ends the chunk's
-    /// transaction, as the step's error would anyway, and SQLite keeps no
-    /// statement journal, a copy of every page the statement changes made
-    /// so that a failing statement could be undone alone inside the
-    /// transaction (about a quarter of a bare `UPDATE`'s time).
-    fn sqlite_statement(&self, info: &TableInfo, bound: &str) -> (String, &'static str) {
-        let table = &info.quoted;
+    /// clauses of its own or has triggers (SQLite applies the statement's
+    /// `OR` to every statement of a trigger, and over the conflict clauses
+    /// of the tables they write): a constraint it breaks then ends the
+    /// chunk's transaction, as the step's error would anyway, and SQLite
+    /// keeps no statement journal, a copy of every page the statement
+    /// changes made so that a failing statement could be undone alone
+    /// inside the transaction (about a quarter of a bare `UPDATE`'s time).
+    fn sqlite_statement(&self, plan: &RowsPlan<'_>, bound: &str) -> (String, &'static str) {
+        let table = &plan.info.quoted;
+        let or_rollback = !plan.info.conflict_clauses && !plan.triggers;
         match self {
             Change::Update { sets, .. } => (
                 format!(
                     "UPDATE {}{table} SET {sets} WHERE {bound}",
-                    if info.conflict_clauses {
-                        ""
-                    } else {
-                        "OR ROLLBACK "
-                    }
+                    if or_rollback { "OR ROLLBACK " } else { "" }
                 ),
                 "the update changed",
             ),
@@ -1204,7 +1203,7 @@ async fn sqlite_chunk(
                 }
                 Some((bound, source)) => (bound.clone(), Vec::new(), source.clone()),
             };
-            let (statement, done) = change.sqlite_statement(plan.info, &bound);
+            let (statement, done) = change.sqlite_statement(plan, &bound);
             let count = handle.run(&statement, &binds, |_| Ok(())).map_err(failed)?;
             if count != rows as u64 {
                 return Err(concurrent(
@@ -1366,15 +1365,20 @@ async fn sqlite_hooked_chunk(
                     )
                 }
             };
-            let (statement, done) = change.sqlite_statement(plan.info, &bound);
+            let (statement, done) = change.sqlite_statement(plan, &bound);
             // Each event's images are sealed on a thread of their own as
             // soon as the hook has filled them, while the statement goes
             // on changing rows.
             let (full, to_seal) = std::sync::mpsc::channel::<Packer>();
+            let no_sealer = |problem: String| DbError::Runtime {
+                message: format!("sealing the row images of {}: {problem}", plan.info.name),
+            };
             let (count, changes, images) = std::thread::scope(|scope| {
+                // No thread, no statement: nothing has changed yet.
                 let sealing = std::thread::Builder::new()
                     .name("rewind-seal".into())
-                    .spawn_scoped(scope, move || sealed(to_seal));
+                    .spawn_scoped(scope, move || sealed(to_seal))
+                    .map_err(|error| no_sealer(format!("no thread: {error}")))?;
                 let mut changes = Changes {
                     table: &plan.info.name,
                     op,
@@ -1391,14 +1395,15 @@ async fn sqlite_hooked_chunk(
                 if changes.packer.rows() > 0 {
                     let _ = changes.full.send(std::mem::take(&mut changes.packer));
                 }
-                let Changes { rows, problem, full, .. } = changes;
+                let Changes {
+                    rows, problem, full, ..
+                } = changes;
                 drop(full);
+                // A sealer that panicked fails the chunk, which then rolls back.
                 let images = sealing
-                    .map(|sealing| sealing.join().expect("sealing images does not panic"));
-                (count, (rows, problem), images)
-            });
-            let images = images.map_err(|error| {
-                concurrent(plan.info, step, format!("cannot start a thread to seal images: {error}"))
+                    .join()
+                    .map_err(|_| no_sealer("its thread panicked".to_owned()))?;
+                Ok::<_, DbError>((count, (rows, problem), images))
             })?;
             let count = count.map_err(failed)?;
             let (rows, problem) = changes;

@@ -23,7 +23,6 @@ impl SqliteExecutor {
     /// Opens an existing database file; a missing file is an error, never
     /// created, unless the url asks for it with `mode=rwc`.
     pub async fn connect(url: &str) -> Result<SqliteExecutor, sqlx::Error> {
-        super::sqlite_raw::before_first_connection();
         let create = url.contains("mode=rwc");
         // A large row buffer lets sqlx's worker thread run ahead instead of
         // handing over (and waking this thread) every few rows.

@@ -28,21 +28,6 @@ use super::capture::ROWS_PER_EVENT;
 use super::executor::Bind;
 use super::sqlite::real_from_bits;
 
-/// Turns SQLite's memory statistics off, once, before this process opens
-/// its first SQLite connection: with them on, every allocation SQLite makes
-/// takes a global mutex, and the preupdate hook's values allocate for each
-/// row. Nothing in rewind reads those statistics. (SQLite refuses the call,
-/// harmlessly, once it has started.)
-pub(crate) fn before_first_connection() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    // SAFETY: sqlite3_config is called before any other SQLite call of
-    // rewind's (every connection is opened after this `Once`), with the
-    // integer argument SQLITE_CONFIG_MEMSTATUS takes.
-    ONCE.call_once(|| unsafe {
-        ffi::sqlite3_config(ffi::SQLITE_CONFIG_MEMSTATUS, 0 as c_int);
-    });
-}
-
 /// A connection's handle, locked for the caller (sqlx's worker does not
 /// touch it meanwhile).
 pub(crate) struct Handle {
