@@ -218,12 +218,9 @@ fn verdict(
                     "every row at its after image (committed) or every row at its before image (never committed)",
                     &format!("{at_after} at their after image, {at_before} at their before image"),
                 )]),
-                ChunkState::Drifted { rows: drifted, .. } => Verdict::Drifted(
-                    drifted
-                        .iter()
-                        .map(|row| row_drift(seq, event, row))
-                        .collect(),
-                ),
+                ChunkState::Drifted { rows: drifted, .. } => {
+                    Verdict::Drifted(drifted.iter().map(|row| row_drift(seq, row)).collect())
+                }
             })
         }
         Event::SequenceMoved(moved) => {

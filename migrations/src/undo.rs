@@ -299,13 +299,8 @@ fn db_error(event: &Event, error: db::DbError) -> MigrateError {
 
 /// A drifted row as a [`Drift`]: table and key, the differing columns,
 /// their expected (after image) and found values.
-pub fn row_drift(seq: u64, event: &Event, drift: &RowDrift) -> Drift {
-    let columns = match event {
-        Event::RowsChanged(e) => e.columns.as_slice(),
-        Event::RowsPacked(e) => e.columns.as_slice(),
-        _ => &[],
-    };
-    let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+pub fn row_drift(seq: u64, drift: &RowDrift) -> Drift {
+    let names = &drift.image_columns;
     let render = |image: &Option<Vec<rewind_ledger::SqlValue>>| match image {
         None => "absent".to_owned(),
         Some(values) => names
@@ -365,7 +360,7 @@ pub fn check_db_drift(
     Ok(report
         .drift
         .iter()
-        .map(|drift| row_drift(seq, event, drift))
+        .map(|drift| row_drift(seq, drift))
         .collect())
 }
 
@@ -609,7 +604,7 @@ pub fn rollback(
                     flush(&mut pending)?;
                     let mut events = Vec::new();
                     for row in &undone.drift {
-                        let drift = row_drift(item.seq, &item.event, row);
+                        let drift = row_drift(item.seq, row);
                         progress(&RollbackProgress::Drifted(drift.clone()));
                         events.push(drift_found(&drift, &item.event));
                         report.drifted.push(drift);

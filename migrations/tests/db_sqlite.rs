@@ -303,11 +303,11 @@ fn sqlite_drift_is_detected_and_left_alone() {
     assert_eq!(qty(&mut database, 2), SqlValue::Integer(555));
     assert_eq!(qty(&mut database, 3), SqlValue::Integer(i64::MAX));
     assert_eq!(qty(&mut database, 5), SqlValue::Integer(777));
-    let drift_event = skipped.drift[0].to_event(events[0].0);
-    let Event::DriftFound(found) = drift_event else {
+    let drift = rewind_migrations::undo::row_drift(events[0].0, &skipped.drift[0]);
+    let Event::DriftFound(found) = rewind_migrations::undo::drift_found(&drift, event) else {
         panic!()
     };
-    assert_eq!(found.subject, "things 2");
+    assert_eq!(found.subject, "things (2): columns qty");
 }
 
 #[test]

@@ -92,7 +92,7 @@ pub fn filter(query: &Query, candidates: Vec<Entry>, target_runs: &[String]) -> 
 }
 
 /// Keeps the newest `limit` entries, if a limit is given.
-pub fn keep_newest(entries: &mut Vec<Entry>, limit: Option<usize>) {
+fn keep_newest(entries: &mut Vec<Entry>, limit: Option<usize>) {
     if let Some(limit) = limit
         && entries.len() > limit
     {
@@ -109,6 +109,56 @@ pub const AFTERMATH_KINDS: &[&str] = &[
     "RollbackStarted",
     "RollbackFinished",
 ];
+
+/// A row's history (`query` names a table, and maybe a key): the row's
+/// events, found whatever `--kind`, `--since` or `--until` ask (what
+/// became of them names no row, and the rollback of a change before
+/// `--since` may fall after it), with what became of them
+/// ([`with_aftermath`]); then every filter of `query` but the row's own,
+/// on the whole.
+///
+/// `select` gives the candidates for a selector (narrowed by an index or
+/// not: [`filter`] checks them); `aftermath` the entries of
+/// [`AFTERMATH_KINDS`] about a set of row events (`View::aftermath`), asked
+/// only when `--kind` leaves any of them.
+pub fn row_history<E>(
+    query: &Query,
+    table: &str,
+    target_runs: &[String],
+    select: impl FnOnce(&Selector) -> Result<Vec<Entry>, E>,
+    aftermath: impl FnOnce(&BTreeSet<u64>) -> Result<Vec<Entry>, E>,
+) -> Result<Vec<Entry>, E> {
+    let rows = Query {
+        selector: Selector {
+            since: None,
+            until: None,
+            ..query.selector.clone()
+        },
+        kind: None,
+        limit: None,
+    };
+    let found = filter(&rows, select(&rows.selector)?, target_runs);
+    let wants_aftermath = query
+        .kind
+        .as_deref()
+        .is_none_or(|kind| AFTERMATH_KINDS.contains(&kind));
+    let later = if wants_aftermath {
+        aftermath(&found.iter().map(Entry::seq).collect())?
+    } else {
+        Vec::new()
+    };
+    let merged = with_aftermath(found, later, table, query.selector.key.as_deref());
+    let scope = Query {
+        selector: Selector {
+            path: None,
+            table: None,
+            key: None,
+            ..query.selector.clone()
+        },
+        ..query.clone()
+    };
+    Ok(filter(&scope, merged, target_runs))
+}
 
 /// The key of a row's drift on `table`: a row's `DriftFound` subject is
 /// `table (key): columns …`. `None` for any other drift (a path, a chunk

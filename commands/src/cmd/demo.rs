@@ -312,9 +312,14 @@ fn teams_tour(ctx: &mut Ctx, base: &std::path::Path, recorder: &Recorder) -> Cli
         },
         ..history::Query::default()
     };
-    let found = history::filter(&row, entries.clone(), &[]);
-    let later = aftermath_in(&entries, &found.iter().map(|entry| entry.seq()).collect());
-    for entry in history::with_aftermath(found, later, "applications", Some("10")) {
+    let history = history::row_history(
+        &row,
+        "applications",
+        &[],
+        |_| Ok::<_, rewind_ledger::LedgerError>(entries.clone()),
+        |seqs| Ok(aftermath_in(&entries, seqs)),
+    )?;
+    for entry in history {
         text.push_str(&format!(
             "seq {} {}\n",
             entry.seq(),

@@ -74,46 +74,14 @@ pub fn run(ctx: &mut Ctx, args: HistoryArgs) -> CliResult {
             history::filter(&query, candidates, &target_runs)
         }
         // A row's history goes on past its changes: the rollbacks that put
-        // it back, or met it changed since and left it. The row events are
-        // found whatever `--kind` asks (their aftermath names no row) and
-        // whenever they were recorded (the rollback of a change before
-        // `--since` may fall after it), and the rollbacks' bounds whatever
-        // run or time they fall in; the filters apply to the whole below.
-        Some(table) => {
-            let rows = Query {
-                selector: Selector {
-                    since: None,
-                    until: None,
-                    ..query.selector.clone()
-                },
-                kind: None,
-                limit: None,
-            };
-            let candidates = view.select(&rows.selector, None)?;
-            let found = history::filter(&rows, candidates, &target_runs);
-            let wants_aftermath = query
-                .kind
-                .as_deref()
-                .is_none_or(|kind| history::AFTERMATH_KINDS.contains(&kind));
-            let later = if wants_aftermath {
-                view.aftermath(&found.iter().map(Entry::seq).collect())?
-            } else {
-                Vec::new()
-            };
-            let merged =
-                history::with_aftermath(found, later, table, query.selector.key.as_deref());
-            // The filters but the row's own, on the aftermath too.
-            let scope = Query {
-                selector: Selector {
-                    path: None,
-                    table: None,
-                    key: None,
-                    ..query.selector.clone()
-                },
-                ..query.clone()
-            };
-            history::filter(&scope, merged, &target_runs)
-        }
+        // it back, or met it changed since and left it.
+        Some(table) => history::row_history(
+            &query,
+            table,
+            &target_runs,
+            |selector| view.select(selector, None),
+            |seqs| view.aftermath(seqs),
+        )?,
     };
     let restored = |entry: &Entry| match &query.selector.table {
         Some(table) => history::restored_beside(entry, table, query.selector.key.as_deref()),

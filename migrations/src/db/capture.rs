@@ -1373,7 +1373,7 @@ async fn sqlite_hooked_chunk(
             let no_sealer = |problem: String| DbError::Runtime {
                 message: format!("sealing the row images of {}: {problem}", plan.info.name),
             };
-            let (count, changes, images) = std::thread::scope(|scope| {
+            let (count, rows, problem, images) = std::thread::scope(|scope| {
                 // No thread, no statement: nothing has changed yet.
                 let sealing = std::thread::Builder::new()
                     .name("rewind-seal".into())
@@ -1392,21 +1392,14 @@ async fn sqlite_hooked_chunk(
                     problem: None,
                 };
                 let count = handle.run_capturing(&statement, &binds, &mut changes);
-                if changes.packer.rows() > 0 {
-                    let _ = changes.full.send(std::mem::take(&mut changes.packer));
-                }
-                let Changes {
-                    rows, problem, full, ..
-                } = changes;
-                drop(full);
+                let (rows, problem) = changes.finish();
                 // A sealer that panicked fails the chunk, which then rolls back.
                 let images = sealing
                     .join()
                     .map_err(|_| no_sealer("its thread panicked".to_owned()))?;
-                Ok::<_, DbError>((count, (rows, problem), images))
+                Ok::<_, DbError>((count, rows, problem, images))
             })?;
             let count = count.map_err(failed)?;
-            let (rows, problem) = changes;
             if let Some(problem) = problem {
                 return Err(concurrent(plan.info, step, problem));
             }

@@ -335,8 +335,8 @@ pub(crate) struct Changes<'a> {
     /// The images of the event being filled.
     pub packer: Packer,
     /// Where each event's images go once it holds [`ROWS_PER_EVENT`] rows
-    /// (to be sealed while the statement goes on); the last event's are
-    /// left in `packer`.
+    /// (to be sealed while the statement goes on), and the last event's
+    /// from [`Changes::finish`]; dropped with `self`, it ends the hand-over.
     pub full: std::sync::mpsc::Sender<Packer>,
     pub rows: usize,
     /// The first thing that keeps these images from being the statement's
@@ -345,6 +345,16 @@ pub(crate) struct Changes<'a> {
 }
 
 impl Changes<'_> {
+    /// Hands over the last event's images, and ends the hand-over: the
+    /// rows captured, and the problem met, if any.
+    pub(crate) fn finish(mut self) -> (usize, Option<String>) {
+        if self.packer.rows() > 0 {
+            // A sealer that is gone: as in `take`.
+            let _ = self.full.send(std::mem::take(&mut self.packer));
+        }
+        (self.rows, self.problem)
+    }
+
     fn take(
         &mut self,
         db: *mut ffi::sqlite3,

@@ -16,8 +16,7 @@
 //! reported as drift.
 
 use rewind_ledger::{
-    DriftFound, Event, RowImage, RowsChanged, RowsPacked, SchemaChanged, SequenceMoved, SqlValue,
-    render_key,
+    Event, RowImage, RowsChanged, RowsPacked, SchemaChanged, SequenceMoved, SqlValue,
 };
 
 use super::capture::{Context, context_error, raw_failed};
@@ -60,31 +59,6 @@ pub struct RowDrift {
     pub expected: Option<Vec<SqlValue>>,
     /// The row now (`None`: it is absent).
     pub actual: Option<Vec<SqlValue>>,
-}
-
-impl RowDrift {
-    /// The `DriftFound` event recording this drift of the event at `seq`:
-    /// subject `table key`, expected and actual as `column=value` pairs of
-    /// the differing columns, or `absent`.
-    pub fn to_event(&self, seq: u64) -> Event {
-        let render = |image: &Option<Vec<SqlValue>>| match image {
-            None => "absent".to_owned(),
-            Some(values) => self
-                .image_columns
-                .iter()
-                .zip(values)
-                .filter(|(name, _)| self.columns.contains(name))
-                .map(|(name, value)| format!("{name}={value}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
-        Event::DriftFound(DriftFound {
-            actual: render(&self.actual),
-            expected: render(&self.expected),
-            seq,
-            subject: format!("{} {}", self.table, render_key(&self.key)),
-        })
-    }
 }
 
 /// What an undo did.
