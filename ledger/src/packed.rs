@@ -281,7 +281,20 @@ pub fn plain(images: &[u8]) -> Result<Cow<'_, [u8]>, String> {
         }
         Ok(None) | Err(_) => return Err("the sealed images announce no size".to_owned()),
     };
-    let plain = zstd::bulk::decompress(images, size as usize)
+    thread_local! {
+        // One decompression context a thread, made once (making one costs
+        // about as much as unsealing a small event).
+        static UNSEALER: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let plain = UNSEALER
+        .with_borrow_mut(|unsealer| {
+            let unsealer = match unsealer {
+                Some(unsealer) => unsealer,
+                None => unsealer.insert(zstd::bulk::Decompressor::new()?),
+            };
+            unsealer.decompress(images, size as usize)
+        })
         .map_err(|error| format!("the sealed images do not unseal: {error}"))?;
     if plain.len() as u64 != size {
         return Err(format!(
@@ -482,51 +495,77 @@ fn layout<'b>(event: &RowsPacked, bytes: &'b [u8]) -> Result<(&'b [u8], Vec<usiz
 }
 
 /// The keys of a packed event's rows, in order, read without building
-/// their images (the history index asks this of every event).
+/// their images.
 pub fn keys(event: &RowsPacked) -> Result<Vec<Vec<SqlValue>>, String> {
+    let mut keys = Vec::with_capacity(event.rows as usize);
+    for_each_key(event, |key| keys.push(key.to_vec()))?;
+    Ok(keys)
+}
+
+/// Calls `each` with the key of every row of a packed event, in order,
+/// without building their images or a vector a row (the history index asks
+/// this of every event it is given). On an error `each` may already have
+/// been called for some rows, which the caller then disregards.
+pub fn for_each_key(event: &RowsPacked, mut each: impl FnMut(&[SqlValue])) -> Result<(), String> {
     let bytes = plain(event.images.as_slice())?;
     let (flags, key_positions) = layout(event, &bytes)?;
     let width = event.columns.len();
+    let key_width = key_positions.len();
     // Position in the row to position in the key.
     let mut slot = vec![None; width];
     for (index, &position) in key_positions.iter().enumerate() {
         slot[position] = Some(index);
     }
-    let mut reader = Reader::new(&bytes[flags.len()..]);
-    let read_key = |reader: &mut Reader<'_>, before: Option<&[SqlValue]>| {
-        let mut key = vec![SqlValue::Null; key_positions.len()];
-        for &index in &slot {
-            match index {
-                None => {
-                    if reader.skip()? && before.is_none() {
-                        return Err("a value refers to a before image the row lacks".to_owned());
+    // Appends a key read from one image to `out`.
+    let read_key =
+        |reader: &mut Reader<'_>, before: Option<&[SqlValue]>, out: &mut Vec<SqlValue>| {
+            let start = out.len();
+            out.resize(start + key_width, SqlValue::Null);
+            for &index in &slot {
+                match index {
+                    None => {
+                        if reader.skip()? && before.is_none() {
+                            return Err("a value refers to a before image the row lacks".to_owned());
+                        }
+                    }
+                    Some(index) => {
+                        out[start + index] = match reader.read()? {
+                            Read::Value(value) => value,
+                            Read::Same => before
+                                .map(|before| before[index].clone())
+                                .ok_or("a key value refers to a before image")?,
+                        };
                     }
                 }
-                Some(index) => {
-                    key[index] = match reader.read()? {
-                        Read::Value(value) => value,
-                        Read::Same => before
-                            .map(|before| before[index].clone())
-                            .ok_or("a key value refers to a before image")?,
-                    };
-                }
+            }
+            Ok::<_, String>(())
+        };
+    let mut reader = Reader::new(&bytes[flags.len()..]);
+    // Every before image's key, one after the other (the after images
+    // follow all of them).
+    let mut befores = Vec::with_capacity(flags.len() * key_width);
+    for &flag in flags {
+        if flag & BEFORE != 0 {
+            read_key(&mut reader, None, &mut befores)?;
+        }
+    }
+    let mut key = Vec::with_capacity(key_width);
+    let mut at = 0;
+    for &flag in flags {
+        let before = (flag & BEFORE != 0).then(|| {
+            at += key_width;
+            &befores[at - key_width..at]
+        });
+        match (flag & AFTER, before) {
+            (0, Some(before)) => each(before),
+            _ => {
+                // `layout` checked that a row without a before image has
+                // an after image.
+                key.clear();
+                read_key(&mut reader, before, &mut key)?;
+                each(&key);
             }
         }
-        Ok::<_, String>(key)
-    };
-    let mut befores = Vec::with_capacity(flags.len());
-    for &flag in flags {
-        befores.push(match flag & BEFORE {
-            0 => None,
-            _ => Some(read_key(&mut reader, None)?),
-        });
-    }
-    let mut keys = Vec::with_capacity(flags.len());
-    for (&flag, before) in flags.iter().zip(befores) {
-        keys.push(match flag & AFTER {
-            0 => before.expect("a row has an image"),
-            _ => read_key(&mut reader, before.as_deref())?,
-        });
     }
     if reader.at != reader.bytes.len() {
         return Err(format!(
@@ -534,7 +573,7 @@ pub fn keys(event: &RowsPacked) -> Result<Vec<Vec<SqlValue>>, String> {
             reader.bytes.len() - reader.at
         ));
     }
-    Ok(keys)
+    Ok(())
 }
 
 /// The rows of a packed event, each with its key and both images in full.

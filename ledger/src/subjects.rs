@@ -69,7 +69,7 @@ pub(crate) struct SubjectEntry {
 /// [`Event::subjects`], a row's written straight from its key (an event
 /// names a thousand of them).
 pub(crate) fn collect(record: &Record, out: &mut Vec<SubjectEntry>) {
-    let mut row = |table: &str, key: &[SqlValue]| {
+    let row = |out: &mut Vec<SubjectEntry>, table: &str, key: &[SqlValue]| {
         let mut subject = String::with_capacity(table.len() + 24);
         subject.push_str(table);
         subject.push('\0');
@@ -83,14 +83,15 @@ pub(crate) fn collect(record: &Record, out: &mut Vec<SubjectEntry>) {
     match &record.event {
         Event::RowsChanged(rows) => {
             for image in &rows.rows {
-                row(&rows.table, &image.key);
+                row(out, &rows.table, &image.key);
             }
             return;
         }
         // Images that do not unpack name no rows, as in `Event::subjects`.
         Event::RowsPacked(packed) => {
-            for key in crate::packed::keys(packed).unwrap_or_default() {
-                row(&packed.table, &key);
+            let start = out.len();
+            if crate::packed::for_each_key(packed, |key| row(out, &packed.table, key)).is_err() {
+                out.truncate(start);
             }
             return;
         }
@@ -207,15 +208,13 @@ impl OpenGroup {
         segment.extend_from_slice(&(entry.subject.len() as u32).to_le_bytes());
         segment.extend_from_slice(&entry.subject);
         segment.extend_from_slice(&entry.seq.to_le_bytes());
-        let mut items = Vec::new();
-        filter_items(entry, &mut items);
-        for item in items {
+        filter_items(entry, |item| {
             if self.items.insert(item) {
                 for bit in probes(item, FILTER_BITS) {
                     self.filter[bit / 8] |= 1 << (bit % 8);
                 }
             }
-        }
+        });
         self.entries += 1;
     }
 
@@ -282,7 +281,7 @@ impl Hasher for ItemHasher {
 }
 
 /// What a query may ask of one entry, as filter items.
-fn filter_items(entry: &SubjectEntry, items: &mut Vec<u64>) {
+fn filter_items(entry: &SubjectEntry, mut item: impl FnMut(u64)) {
     match entry.kind {
         PATH => {
             // Each ancestor is a prefix ending before a `/`: one pass of the
@@ -290,16 +289,16 @@ fn filter_items(entry: &SubjectEntry, items: &mut Vec<u64>) {
             let mut hasher = Fnv::new(PATH);
             for &byte in &entry.subject {
                 if byte == b'/' {
-                    items.push(hasher.finish());
+                    item(hasher.finish());
                 }
                 hasher.write(&[byte]);
             }
-            items.push(hasher.finish());
+            item(hasher.finish());
         }
         _ => {
-            items.push(item_hash(ROW, &entry.subject));
+            item(item_hash(ROW, &entry.subject));
             let table = entry.subject.split(|&byte| byte == 0).next().unwrap_or(&[]);
-            items.push(item_hash(TABLE, table));
+            item(item_hash(TABLE, table));
         }
     }
 }
@@ -481,6 +480,70 @@ mod tests {
             .filter(|entry| wanted.matches(entry.kind, &entry.subject))
             .map(|entry| entry.seq)
             .collect()
+    }
+
+    #[test]
+    fn a_packed_events_rows_are_indexed_by_key_unless_its_images_do_not_unpack() {
+        use crate::event::{Column, RowImage, RowsChanged, RowsPacked};
+        use crate::{Bytes, Timestamp};
+        let text = |s: &str| SqlValue::Text(s.to_owned());
+        let image = |key: &str, before: Option<i64>, after: Option<i64>| RowImage {
+            key: vec![text(key), SqlValue::Integer(7)],
+            before: before.map(|n| vec![SqlValue::Integer(n), text(key), SqlValue::Integer(7)]),
+            after: after.map(|n| vec![SqlValue::Integer(n), text(key), SqlValue::Integer(7)]),
+        };
+        let column = |name: &str| Column {
+            name: name.to_owned(),
+            sql_type: "text".to_owned(),
+        };
+        // Key columns after another column, and rows updated, inserted and
+        // deleted: each kind of image holds the key in its own place.
+        let changed = RowsChanged {
+            chunk: 0,
+            columns: vec![column("n"), column("k"), column("j")],
+            database: "db".to_owned(),
+            key_columns: vec!["k".to_owned(), "j".to_owned()],
+            rows: vec![
+                image("a,b", Some(1), Some(2)),
+                image("c", None, Some(3)),
+                image("d", Some(4), None),
+            ],
+            step: 1,
+            table: "t".to_owned(),
+        };
+        let packed = RowsPacked::of(&changed).unwrap();
+        let record = |packed: RowsPacked| Record {
+            actor: "a".to_owned(),
+            event: Event::RowsPacked(packed),
+            host: "h".to_owned(),
+            ledger_id: "l".to_owned(),
+            recorded_at: Timestamp::now(),
+            run: None,
+            seq: 9,
+        };
+        let mut out = vec![path("/srv", 1)];
+        collect(&record(packed.clone()), &mut out);
+        assert_eq!(
+            out,
+            vec![
+                path("/srv", 1),
+                row("t", "a\\,b,7", 9),
+                row("t", "c,7", 9),
+                row("t", "d,7", 9),
+            ]
+        );
+        // A byte too many after the last image: no row, and nothing else lost.
+        let mut images = packed.images.0.clone();
+        images.push(0);
+        let mut out = vec![path("/srv", 1)];
+        collect(
+            &record(RowsPacked {
+                images: Bytes(images),
+                ..packed
+            }),
+            &mut out,
+        );
+        assert_eq!(out, vec![path("/srv", 1)]);
     }
 
     #[test]

@@ -253,6 +253,9 @@ fn run_case(case: &str, url: &str, options: &Options) {
             quiesce(&mut database, url);
             let start = Instant::now();
             let rows = capture_update(&mut database, &mut ledger, None, options.chunk);
+            // The store is written behind the journal: the capture is done
+            // once it holds the last chunk's events too.
+            ledger.wait_for_store().expect("store");
             assert_eq!(rows, options.rows);
             start.elapsed().as_secs_f64()
         }

@@ -366,13 +366,15 @@ impl Changes<'_> {
         if self.problem.is_some() {
             return;
         }
-        let table = table.to_string_lossy();
         if database.to_bytes() != b"main" {
             // rewind's own temporary tables.
             return;
         }
-        if !table.eq_ignore_ascii_case(self.table) {
-            self.problem = Some(format!("the statement also changed rows of table {table}"));
+        if !table.to_bytes().eq_ignore_ascii_case(self.table.as_bytes()) {
+            self.problem = Some(format!(
+                "the statement also changed rows of table {}",
+                table.to_string_lossy()
+            ));
             return;
         }
         let expected = match self.op {
