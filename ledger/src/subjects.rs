@@ -90,6 +90,9 @@ pub(crate) fn collect(record: &Record, out: &mut Vec<SubjectEntry>) {
         // Images that do not unpack name no rows, as in `Event::subjects`.
         Event::RowsPacked(packed) => {
             let start = out.len();
+            // As many rows as the event says, within reason: `rows` is
+            // read from the record, the images are not unpacked yet.
+            out.reserve((packed.rows as usize).min(1 << 16));
             if crate::packed::for_each_key(packed, |key| row(out, &packed.table, key)).is_err() {
                 out.truncate(start);
             }

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use db_common::{PgDatabase, SqliteFile, TestLedger, assert_same_dump};
 use rewind_ledger::{Event, SqlValue};
 use rewind_migrations::db::{
-    Check, DEFAULT_CHUNK_SIZE, Database, Delete, Expectation, Insert, InsertSource, Schema,
-    UndoOptions, Update, Verify, recorded_values,
+    Check, Database, Delete, Expectation, Insert, InsertSource, Schema, UndoOptions, Update,
+    Verify, recorded_values,
 };
 use toml::Value;
 
@@ -58,7 +58,7 @@ fn apply(spec: &str, database: &mut Database, ledger: &mut TestLedger) -> bool {
         let chunk_size = step
             .get("chunk_size")
             .and_then(Value::as_integer)
-            .map_or(DEFAULT_CHUNK_SIZE, |n| n as usize);
+            .map(|n| n as usize);
         let filter = step.get("where").map(text);
         let kind = step["kind"].as_str().unwrap();
         let events: Vec<Event> = ledger

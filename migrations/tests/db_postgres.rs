@@ -87,7 +87,7 @@ fn update_every_row(set_pairs: &[(&str, &str)], chunk_size: usize) -> Update {
         key: None,
         filter: None,
         set: set(set_pairs),
-        chunk_size,
+        chunk_size: Some(chunk_size),
     }
 }
 
@@ -129,7 +129,7 @@ fn postgres_round_trip_every_type_restores_identical_dump() {
                         ("span", "span * 2"),
                         ("name", "name || E' \\u00e9\\n'"),
                     ]),
-                    chunk_size: 2,
+                    chunk_size: Some(2),
                 },
                 &mut recorder,
             )
@@ -153,7 +153,7 @@ fn postgres_round_trip_every_type_restores_identical_dump() {
                             ("doc".to_owned(), SqlValue::Null),
                         ]),
                     ]),
-                    chunk_size: 1,
+                    chunk_size: Some(1),
                 },
                 &mut recorder,
             )
@@ -168,7 +168,7 @@ fn postgres_round_trip_every_type_restores_identical_dump() {
                     source: InsertSource::Select(
                         "SELECT name || '-tag' AS name, ratio AS weight, id AS thing_id FROM things WHERE id > 5".into(),
                     ),
-                    chunk_size: 2,
+                    chunk_size: Some(2),
                 },
                 &mut recorder,
             )
@@ -180,7 +180,7 @@ fn postgres_round_trip_every_type_restores_identical_dump() {
                     table: "ident".into(),
                     key: None,
                     source: InsertSource::Select("SELECT 'c' AS v".into()),
-                    chunk_size: 10,
+                    chunk_size: Some(10),
                 },
                 &mut recorder,
             )
@@ -192,7 +192,7 @@ fn postgres_round_trip_every_type_restores_identical_dump() {
                     table: "tags".into(),
                     key: None,
                     filter: Some("name IN ('red', 'blue')".into()),
-                    chunk_size: 1,
+                    chunk_size: Some(1),
                 },
                 &mut recorder,
             )
@@ -204,7 +204,7 @@ fn postgres_round_trip_every_type_restores_identical_dump() {
                     table: "things".into(),
                     key: None,
                     filter: Some("id IN (3, 5)".into()),
-                    chunk_size: 1000,
+                    chunk_size: Some(1000),
                 },
                 &mut recorder,
             )
@@ -216,7 +216,7 @@ fn postgres_round_trip_every_type_restores_identical_dump() {
                     table: "pairs".into(),
                     key: None,
                     filter: Some("a = 1".into()),
-                    chunk_size: 1,
+                    chunk_size: Some(1),
                 },
                 &mut recorder,
             )
@@ -228,7 +228,7 @@ fn postgres_round_trip_every_type_restores_identical_dump() {
                     table: "ident".into(),
                     key: None,
                     filter: Some("v = 'a'".into()),
-                    chunk_size: 1,
+                    chunk_size: Some(1),
                 },
                 &mut recorder,
             )
@@ -284,7 +284,7 @@ fn postgres_images_are_text_with_column_types() {
                 key: None,
                 filter: Some("id <= 3".into()),
                 set: set(&[("flag", "flag")]),
-                chunk_size: 1000,
+                chunk_size: Some(1000),
             },
             &mut ledger.recorder(),
         )
@@ -424,7 +424,7 @@ fn postgres_drift_is_detected_and_left_alone() {
                 key: None,
                 filter: Some("id <= 3".into()),
                 set: set(&[("price", "price * 10"), ("doc", "'{\"v\": 2}'")]),
-                chunk_size: 1000,
+                chunk_size: Some(1000),
             },
             &mut ledger.recorder(),
         )
@@ -479,7 +479,7 @@ fn postgres_bad_input_is_refused_with_nothing_changed() {
         key: None,
         filter: Some(filter.into()),
         set: set(set_pairs),
-        chunk_size: 1000,
+        chunk_size: Some(1000),
     };
     let error = database
         .update(&update("nope", "true", &[("a", "1")]), &mut recorder)
@@ -564,7 +564,7 @@ fn postgres_bad_input_is_refused_with_nothing_changed() {
                 table: "parent".into(),
                 key: None,
                 filter: None,
-                chunk_size: 1000,
+                chunk_size: Some(1000),
             },
             &mut recorder,
         )
@@ -721,7 +721,7 @@ fn postgres_chinook_migration_rolls_back_to_identical_dump() {
                     key: None,
                     filter: None,
                     set: set(&[("sort_name", "lower(name)")]),
-                    chunk_size: 100,
+                    chunk_size: Some(100),
                 },
                 &mut recorder,
             )
@@ -739,7 +739,7 @@ fn postgres_chinook_migration_rolls_back_to_identical_dump() {
                         ("unit_price", "unit_price * 1.1"),
                         ("composer", "coalesce(composer, 'unknown')"),
                     ]),
-                    chunk_size: 500,
+                    chunk_size: Some(500),
                 },
                 &mut recorder,
             )
@@ -753,7 +753,7 @@ fn postgres_chinook_migration_rolls_back_to_identical_dump() {
                     source: InsertSource::Select(
                         "SELECT 'Genre: ' || name AS name FROM genre ORDER BY genre_id".into(),
                     ),
-                    chunk_size: 1000,
+                    chunk_size: Some(1000),
                 },
                 &mut recorder,
             )
@@ -769,7 +769,7 @@ fn postgres_chinook_migration_rolls_back_to_identical_dump() {
                          JOIN playlist p ON p.name = 'Genre: ' || g.name"
                             .into(),
                     ),
-                    chunk_size: 1000,
+                    chunk_size: Some(1000),
                 },
                 &mut recorder,
             )
@@ -781,7 +781,7 @@ fn postgres_chinook_migration_rolls_back_to_identical_dump() {
                     table: "invoice_line".into(),
                     key: None,
                     filter: Some("invoice_id IN (SELECT invoice_id FROM invoice WHERE billing_country = 'USA')".into()),
-                    chunk_size: 100,
+                    chunk_size: Some(100),
                 },
                 &mut recorder,
             )
@@ -793,7 +793,7 @@ fn postgres_chinook_migration_rolls_back_to_identical_dump() {
                     table: "invoice".into(),
                     key: None,
                     filter: Some("billing_country = 'USA'".into()),
-                    chunk_size: 100,
+                    chunk_size: Some(100),
                 },
                 &mut recorder,
             )
@@ -836,7 +836,7 @@ fn postgres_chunks_follow_key_order_not_text_order() {
                 table: "t".into(),
                 key: None,
                 filter: None,
-                chunk_size: 1000,
+                chunk_size: Some(1000),
             },
             &mut ledger.recorder(),
         )
@@ -864,7 +864,7 @@ fn postgres_insert_select_failing_mid_way_keeps_recorded_chunks() {
         table: "tags".into(),
         key: None,
         source: InsertSource::Select(select.into()),
-        chunk_size: 2,
+        chunk_size: Some(2),
     };
     let error = database
         .insert(
@@ -936,7 +936,7 @@ fn postgres_packed_images_equal_row_by_row_reads() {
                     key: None,
                     filter: None,
                     set: set(&[("t", "t")]),
-                    chunk_size: 2500,
+                    chunk_size: Some(2500),
                 },
                 &mut recorder,
             )
@@ -949,7 +949,7 @@ fn postgres_packed_images_equal_row_by_row_reads() {
                     table: "vals".into(),
                     key: None,
                     filter: Some("id % 2 = 1".into()),
-                    chunk_size: 1200,
+                    chunk_size: Some(1200),
                 },
                 &mut recorder,
             )
@@ -1003,7 +1003,7 @@ fn postgres_after_image_sees_what_a_trigger_changed() {
                 key: None,
                 filter: Some("id <= 2".into()),
                 set: set(&[("flag", "NOT flag")]),
-                chunk_size: 1000,
+                chunk_size: Some(1000),
             },
             &mut ledger.recorder(),
         )
@@ -1054,7 +1054,7 @@ fn postgres_a_trigger_that_changes_the_key_fails_the_step_with_nothing_changed()
                 key: None,
                 filter: None,
                 set: set(&[("v", "v + 10")]),
-                chunk_size: 1000,
+                chunk_size: Some(1000),
             },
             &mut ledger.recorder(),
         )
@@ -1091,7 +1091,7 @@ fn postgres_rollback_turns_triggers_off() {
                     key: None,
                     filter: Some("id <= 3".into()),
                     set: set(&[("flag", "NOT coalesce(flag, false)")]),
-                    chunk_size: 1000,
+                    chunk_size: Some(1000),
                 },
                 &mut ledger.recorder(),
             )
@@ -1223,7 +1223,7 @@ fn postgres_overlapped_chunks_meet_exactly_on_quoted_text_keys() {
                 table: "t".into(),
                 key: None,
                 filter: Some("a = 1".into()),
-                chunk_size: 3,
+                chunk_size: Some(3),
             },
             &mut ledger.recorder(),
         )
@@ -1510,7 +1510,7 @@ fn postgres_inherited_rows_are_refused_and_partitions_roll_back() {
                 table: "t".into(),
                 key: None,
                 filter: Some("a = 0".into()),
-                chunk_size: 100,
+                chunk_size: Some(100),
             },
             &mut ledger.recorder(),
         )
@@ -1534,7 +1534,7 @@ fn postgres_inherited_rows_are_refused_and_partitions_roll_back() {
                 table: "p".into(),
                 key: None,
                 filter: Some("id % 3 = 0".into()),
-                chunk_size: 4,
+                chunk_size: Some(4),
             },
             &mut ledger.recorder(),
         )

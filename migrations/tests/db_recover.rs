@@ -34,7 +34,7 @@ fn update() -> Update {
         // The row with n = 0 keeps its value: its images are equal, and
         // the other rows still tell which image the chunk is at.
         set: BTreeMap::from([("n".to_owned(), "n * 10".to_owned())]),
-        chunk_size: 100,
+        chunk_size: Some(100),
     }
 }
 
@@ -113,7 +113,7 @@ fn the_sqlite_sequence_of_an_insert_moves_only_with_its_commit() {
         table: "things".into(),
         key: None,
         source: InsertSource::Select("SELECT 4 AS n, 'd' AS same".into()),
-        chunk_size: 100,
+        chunk_size: Some(100),
     };
     for commit in [false, true] {
         let (_file, mut database) = things();

@@ -77,7 +77,7 @@ fn sqlite_round_trip_every_operation_restores_identical_dump() {
                         ("note", "upper(note)"),
                         ("anything", "'changed'"),
                     ]),
-                    chunk_size: 2,
+                    chunk_size: Some(2),
                 },
                 &mut recorder,
             )
@@ -100,7 +100,7 @@ fn sqlite_round_trip_every_operation_restores_identical_dump() {
                             ("data".to_owned(), SqlValue::Null),
                         ]),
                     ]),
-                    chunk_size: 1000,
+                    chunk_size: Some(1000),
                 },
                 &mut recorder,
             )
@@ -116,7 +116,7 @@ fn sqlite_round_trip_every_operation_restores_identical_dump() {
                         "SELECT name || '-tag' AS name, price AS weight FROM things WHERE qty > 0"
                             .into(),
                     ),
-                    chunk_size: 1,
+                    chunk_size: Some(1),
                 },
                 &mut recorder,
             )
@@ -130,7 +130,7 @@ fn sqlite_round_trip_every_operation_restores_identical_dump() {
                     table: "tags".into(),
                     key: None,
                     filter: Some("name IN ('red', 'blue')".into()),
-                    chunk_size: 1000,
+                    chunk_size: Some(1000),
                 },
                 &mut recorder,
             )
@@ -142,7 +142,7 @@ fn sqlite_round_trip_every_operation_restores_identical_dump() {
                     table: "things".into(),
                     key: None,
                     filter: Some("id IN (2, 4)".into()),
-                    chunk_size: 1,
+                    chunk_size: Some(1),
                 },
                 &mut recorder,
             )
@@ -155,7 +155,7 @@ fn sqlite_round_trip_every_operation_restores_identical_dump() {
                     key: None,
                     filter: Some("x = 'a'".into()),
                     set: set(&[("v", "'changed'")]),
-                    chunk_size: 1,
+                    chunk_size: Some(1),
                 },
                 &mut recorder,
             )
@@ -167,7 +167,7 @@ fn sqlite_round_trip_every_operation_restores_identical_dump() {
                     table: "pairs".into(),
                     key: None,
                     filter: Some("y = 1".into()),
-                    chunk_size: 1000,
+                    chunk_size: Some(1000),
                 },
                 &mut recorder,
             )
@@ -259,7 +259,7 @@ fn sqlite_drift_is_detected_and_left_alone() {
                 key: None,
                 filter: Some("id <= 3".into()),
                 set: set(&[("qty", "100")]),
-                chunk_size: 1000,
+                chunk_size: Some(1000),
             },
             &mut ledger.recorder(),
         )
@@ -321,7 +321,7 @@ fn sqlite_deleted_row_recreated_since_is_drift() {
                 table: "tags".into(),
                 key: None,
                 filter: None,
-                chunk_size: 1000,
+                chunk_size: Some(1000),
             },
             &mut ledger.recorder(),
         )
@@ -356,7 +356,7 @@ fn sqlite_bad_input_is_refused_with_nothing_changed() {
             key,
             filter: Some(filter.into()),
             set: set(set_pairs),
-            chunk_size: 1000,
+            chunk_size: Some(1000),
         };
     let error = database
         .update(&update("nope", None, "1=1", &[("a", "1")]), &mut recorder)
@@ -480,7 +480,7 @@ fn sqlite_bad_input_is_refused_with_nothing_changed() {
                 table: "parent".into(),
                 key: None,
                 filter: None,
-                chunk_size: 1000,
+                chunk_size: Some(1000),
             },
             &mut recorder,
         )
@@ -681,7 +681,7 @@ fn sqlite_chinook_migration_rolls_back_to_identical_dump() {
                     key: None,
                     filter: None,
                     set: set(&[("SortName", "lower(Name)")]),
-                    chunk_size: 100,
+                    chunk_size: Some(100),
                 },
                 &mut recorder,
             )
@@ -699,7 +699,7 @@ fn sqlite_chinook_migration_rolls_back_to_identical_dump() {
                         ("UnitPrice", "UnitPrice * 1.1"),
                         ("Composer", "coalesce(Composer, 'unknown')"),
                     ]),
-                    chunk_size: 500,
+                    chunk_size: Some(500),
                 },
                 &mut recorder,
             )
@@ -714,7 +714,7 @@ fn sqlite_chinook_migration_rolls_back_to_identical_dump() {
                         "SELECT 100 + GenreId AS PlaylistId, 'Genre: ' || Name AS Name FROM Genre"
                             .into(),
                     ),
-                    chunk_size: 1000,
+                    chunk_size: Some(1000),
                 },
                 &mut recorder,
             )
@@ -728,7 +728,7 @@ fn sqlite_chinook_migration_rolls_back_to_identical_dump() {
                     source: InsertSource::Select(
                         "SELECT 100 + GenreId AS PlaylistId, TrackId FROM Track".into(),
                     ),
-                    chunk_size: 1000,
+                    chunk_size: Some(1000),
                 },
                 &mut recorder,
             )
@@ -743,7 +743,7 @@ fn sqlite_chinook_migration_rolls_back_to_identical_dump() {
                         "InvoiceId IN (SELECT InvoiceId FROM Invoice WHERE BillingCountry = 'USA')"
                             .into(),
                     ),
-                    chunk_size: 100,
+                    chunk_size: Some(100),
                 },
                 &mut recorder,
             )
@@ -755,7 +755,7 @@ fn sqlite_chinook_migration_rolls_back_to_identical_dump() {
                     table: "Invoice".into(),
                     key: None,
                     filter: Some("BillingCountry = 'USA'".into()),
-                    chunk_size: 100,
+                    chunk_size: Some(100),
                 },
                 &mut recorder,
             )
@@ -767,7 +767,7 @@ fn sqlite_chinook_migration_rolls_back_to_identical_dump() {
                     table: "PlaylistTrack".into(),
                     key: None,
                     filter: Some("PlaylistId = 1 AND TrackId < 100".into()),
-                    chunk_size: 1000,
+                    chunk_size: Some(1000),
                 },
                 &mut recorder,
             )
@@ -816,7 +816,7 @@ fn sqlite_recorded_but_uncommitted_chunk_is_recognised() {
                     key: None,
                     filter: None,
                     set: set(&[("qty", "12345")]),
-                    chunk_size: 1000,
+                    chunk_size: Some(1000),
                 },
                 &mut record_then_die,
             )
@@ -855,7 +855,7 @@ fn sqlite_table_named_in_another_case() {
                     source: InsertSource::Select(
                         "SELECT 'copy ' || name AS name FROM things".into(),
                     ),
-                    chunk_size: 3,
+                    chunk_size: Some(3),
                 },
                 &mut recorder,
             )
@@ -868,7 +868,7 @@ fn sqlite_table_named_in_another_case() {
                     key: None,
                     filter: None,
                     set: set(&[("v", "x || y")]),
-                    chunk_size: 2,
+                    chunk_size: Some(2),
                 },
                 &mut recorder,
             )
@@ -1006,7 +1006,7 @@ fn sqlite_packed_images_equal_row_by_row_reads() {
                     key: None,
                     filter: None,
                     set: set(&[("t", "t")]),
-                    chunk_size: 2550,
+                    chunk_size: Some(2550),
                 },
                 &mut recorder,
             )
@@ -1020,7 +1020,7 @@ fn sqlite_packed_images_equal_row_by_row_reads() {
                     key: None,
                     filter: Some("id % 3 = 0".into()),
                     set: set(&[("r", "r"), ("x", "x"), ("b", "b")]),
-                    chunk_size: 800,
+                    chunk_size: Some(800),
                 },
                 &mut recorder,
             )
@@ -1033,7 +1033,7 @@ fn sqlite_packed_images_equal_row_by_row_reads() {
                     table: "vals".into(),
                     key: None,
                     filter: Some("id % 2 = 1".into()),
-                    chunk_size: 1200,
+                    chunk_size: Some(1200),
                 },
                 &mut recorder,
             )
@@ -1100,7 +1100,7 @@ fn sqlite_after_image_sees_what_a_trigger_changed() {
                 key: None,
                 filter: Some("id <= 2".into()),
                 set: set(&[("qty", "qty + 1")]),
-                chunk_size: 1000,
+                chunk_size: Some(1000),
             },
             &mut ledger.recorder(),
         )
@@ -1144,7 +1144,7 @@ fn sqlite_rollback_refuses_to_fire_triggers_unless_allowed() {
                 key: None,
                 filter: Some("id <= 3".into()),
                 set: set(&[("qty", "qty + 1")]),
-                chunk_size: 1000,
+                chunk_size: Some(1000),
             },
             &mut ledger.recorder(),
         )
@@ -1217,7 +1217,7 @@ fn sqlite_insert_chunk_is_recorded_as_events_of_at_most_1000_rows() {
                      SELECT 'tag ' || i AS name, i * 0.25 AS weight FROM n"
                         .into(),
                 ),
-                chunk_size: 2000,
+                chunk_size: Some(2000),
             },
             &mut ledger.recorder(),
         )
@@ -1234,6 +1234,56 @@ fn sqlite_insert_chunk_is_recorded_as_events_of_at_most_1000_rows() {
         &before,
         &database.dump_sqlite().unwrap(),
         "insert rolled back",
+    );
+}
+
+/// An update that leaves its chunk size to rewind runs on SQLite in chunks
+/// sized by time: the first of 10,000 rows, each next one from the pace of
+/// the last (the sizing itself is tested in `capture`). However its chunks
+/// come out, every row is changed, recorded once, and rolled back exactly.
+#[test]
+fn sqlite_an_update_in_chunks_sized_by_time_rolls_back_exactly() {
+    let file = SqliteFile::new();
+    let mut database = file.connect();
+    database
+        .execute_script(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER, s TEXT); \
+             WITH RECURSIVE i(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM i WHERE v < 45000) \
+             INSERT INTO t SELECT v, v * 3, 'row ' || v FROM i",
+        )
+        .unwrap();
+    let before = database.dump_sqlite().unwrap();
+    let mut ledger = TestLedger::new();
+    let update = Update {
+        chunk_size: None,
+        ..update_all("t", &[("n", "n + 1"), ("s", "s || '!'")], 1)
+    };
+    let report = database.update(&update, &mut ledger.recorder()).unwrap();
+    assert_eq!(report.rows, 45_000);
+    // 10,000 rows, then chunks of at least 2,500: at most 15 in all.
+    assert!((1..=15).contains(&report.chunks), "{report:?}");
+    let mut keys: Vec<i64> = Vec::new();
+    for (_, event) in ledger.events() {
+        for row in &event.rows_changed().unwrap().unwrap().rows {
+            keys.push(match row.key.as_slice() {
+                [SqlValue::Integer(id)] => *id,
+                other => panic!("key {other:?}"),
+            });
+        }
+    }
+    assert_eq!(keys, (1..=45_000).collect::<Vec<i64>>());
+    let changed = database
+        .query(
+            "SELECT count(*) FROM t WHERE n = id * 3 + 1 AND s = 'row ' || id || '!'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(changed, vec![vec![SqlValue::Integer(45_000)]]);
+    ledger.roll_back(&mut database, UndoOptions::default());
+    assert_same_dump(
+        &before,
+        &database.dump_sqlite().unwrap(),
+        "timed chunks rolled back",
     );
 }
 
@@ -1257,7 +1307,7 @@ fn sqlite_after_images_follow_the_picked_rows_whatever_order_the_update_returns(
                 key: Some(vec!["code".into()]),
                 filter: None,
                 set: set(&[("v", "v + id")]),
-                chunk_size: 100,
+                chunk_size: Some(100),
             },
             &mut ledger.recorder(),
         )
@@ -1301,7 +1351,7 @@ fn sqlite_an_update_that_replaces_another_row_fails_with_nothing_changed() {
                 key: None,
                 filter: Some("id = 2".into()),
                 set: set(&[("u", "'a'")]),
-                chunk_size: 1000,
+                chunk_size: Some(1000),
             },
             &mut ledger.recorder(),
         )
@@ -1415,7 +1465,7 @@ fn sqlite_rows_with_a_null_key_are_refused_before_anything_changes() {
         key: None,
         filter: filter.map(str::to_owned),
         set: set(&[("v", "v + 100")]),
-        chunk_size: 2,
+        chunk_size: Some(2),
     };
     for filter in [None, Some("v > 0")] {
         let error = database
@@ -1429,7 +1479,7 @@ fn sqlite_rows_with_a_null_key_are_refused_before_anything_changes() {
                     table: "nk".into(),
                     key: None,
                     filter: filter.map(str::to_owned),
-                    chunk_size: 2,
+                    chunk_size: Some(2),
                 },
                 &mut ledger.recorder(),
             )
@@ -1468,7 +1518,7 @@ fn sqlite_a_row_the_update_skips_fails_the_step() {
                         "v",
                         &format!("CASE WHEN id = {skipped} THEN NULL ELSE v + 100 END"),
                     )]),
-                    chunk_size,
+                    chunk_size: Some(chunk_size),
                 },
                 &mut ledger.recorder(),
             )
@@ -1514,7 +1564,7 @@ fn sqlite_a_constraint_broken_mid_step_fails_it_with_its_chunk_unrecorded() {
                     ("u", "CASE WHEN id >= 5 THEN 10 ELSE u + 1 END"),
                     ("v", "v || '!'"),
                 ]),
-                chunk_size: 2,
+                chunk_size: Some(2),
             },
             &mut ledger.recorder(),
         )
@@ -1579,7 +1629,7 @@ fn sqlite_a_trigger_that_replaces_a_row_of_its_own_still_runs() {
                 key: None,
                 filter: None,
                 set: set(&[("v", "v + 1")]),
-                chunk_size: 1000,
+                chunk_size: Some(1000),
             },
             &mut ledger.recorder(),
         )
@@ -1604,7 +1654,7 @@ fn update_delete_round_trip(script: &str, table: &str, sets: &[(&str, &str)]) {
                 key: None,
                 filter: None,
                 set: set(sets),
-                chunk_size: 2,
+                chunk_size: Some(2),
             },
             &mut ledger.recorder(),
         )
@@ -1616,7 +1666,7 @@ fn update_delete_round_trip(script: &str, table: &str, sets: &[(&str, &str)]) {
                 table: table.into(),
                 key: None,
                 filter: Some("1 = 1".into()),
-                chunk_size: 2,
+                chunk_size: Some(2),
             },
             &mut ledger.recorder(),
         )
@@ -1670,7 +1720,7 @@ fn update_all(table: &str, sets: &[(&str, &str)], chunk_size: usize) -> Update {
         key: None,
         filter: None,
         set: set(sets),
-        chunk_size,
+        chunk_size: Some(chunk_size),
     }
 }
 

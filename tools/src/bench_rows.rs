@@ -16,7 +16,8 @@
 //! the two tables' times differ by their size alone, not also by how many
 //! pages the same number of rows is spread over.
 //!
-//! `--chunk` defaults to the steps' default chunk size. Besides seconds and
+//! Without `--chunk` the steps size their chunks as a spec that sets no
+//! `chunk_size` does (on SQLite by time). Besides seconds and
 //! peak RSS, each case reports its process's CPU time (on PostgreSQL the
 //! server's is not in it), and the capture into the ledger reports the
 //! ledger's journal bytes per captured row. `--repeat N` runs the cases in N
@@ -57,7 +58,8 @@ struct Options {
     within: u64,
     engines: Vec<String>,
     pg: String,
-    chunk: usize,
+    /// `--chunk N`: rows per chunk; `None`, rewind's default.
+    chunk: Option<usize>,
     cases: Vec<String>,
     /// Rounds over the cases; each case reports its median round.
     repeat: usize,
@@ -91,7 +93,7 @@ fn parse() -> (Options, Option<(String, String, String)>) {
         engines: vec!["sqlite".into(), "postgres".into()],
         pg: std::env::var("REWIND_TEST_PG")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
-        chunk: DEFAULT_CHUNK_SIZE,
+        chunk: None,
         cases: CASES.iter().map(|case| (*case).to_owned()).collect(),
         repeat: 1,
     };
@@ -110,7 +112,7 @@ fn parse() -> (Options, Option<(String, String, String)>) {
             }
             "--changed" => options.changed = value.parse().expect("--changed N"),
             "--within" => options.within = value.parse().expect("--within N"),
-            "--chunk" => options.chunk = value.parse().expect("--chunk N"),
+            "--chunk" => options.chunk = Some(value.parse().expect("--chunk N")),
             "--engine" if value == "both" => {}
             "--engine" => options.engines = vec![value],
             "--pg" => options.pg = value,
@@ -188,7 +190,7 @@ fn capture_update(
     database: &mut Database,
     ledger: &mut Ledger,
     filter: Option<String>,
-    chunk: usize,
+    chunk: Option<usize>,
 ) -> u64 {
     let mut recorder = |events: Vec<Event>| {
         ledger
@@ -390,7 +392,10 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     println!(
         "chunk_size {}\n| engine | rows | case | seconds | CPU (s) | peak RSS (MB) |\n| --- | --- | --- | --- | --- | --- |",
-        options.chunk
+        options.chunk.map_or_else(
+            || format!("rewind's default ({DEFAULT_CHUNK_SIZE} rows; on SQLite timed)"),
+            |rows| rows.to_string()
+        )
     );
     let cases: Vec<&str> = CASES
         .iter()
@@ -549,11 +554,15 @@ fn run_child(
             &options.changed.to_string(),
             "--within",
             &options.within.to_string(),
-            "--chunk",
-            &options.chunk.to_string(),
             "--case",
             &format!("{engine}|{case}|{url}"),
         ])
+        .args(
+            options
+                .chunk
+                .iter()
+                .flat_map(|rows| ["--chunk".to_owned(), rows.to_string()]),
+        )
         .output()
         .expect("child");
     match admin.as_mut() {

@@ -36,9 +36,30 @@ use super::sqlite_raw::{Changes, Failed, Op, Row};
 /// recorded (in one durable batch) before it commits. Each commit costs
 /// the database a flush to disk, so chunks of 1000 rows spent most of a
 /// large update waiting for them (BENCHMARKS.md, Databases); 10,000 rows
-/// hold a SQLite write lock for tens of milliseconds and a few megabytes
-/// of images in memory.
+/// hold a write lock for tens of milliseconds and a few megabytes of
+/// images in memory. On SQLite it is the size of an update's or delete's
+/// first chunk only ([`SQLITE_CHUNK_TIME`]).
 pub const DEFAULT_CHUNK_SIZE: usize = 10_000;
+
+/// How long a SQLite chunk whose size the step leaves to rewind should
+/// take, from its `BEGIN` to its commit. SQLite has one writer at a time:
+/// a chunk keeps every other writer of the database waiting while it
+/// runs, whatever rows they write, so what bounds a chunk is its time, not
+/// its rows. Chunks of a fixed 10,000 rows spent more than a third of a
+/// 1M-row update on their 100 commits and the ledger's 100 durable
+/// batches (BENCHMARKS.md, run L); chunks of 0.1 s make about a dozen.
+pub const SQLITE_CHUNK_TIME: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The size of the next chunk after one of `size` rows took `took`: the
+/// rows that would take [`SQLITE_CHUNK_TIME`] at its pace, at most four
+/// times and at least a quarter of `size`, between 1000 and 1,000,000.
+fn next_chunk_size(size: usize, took: std::time::Duration) -> usize {
+    let pace = size as f64 / took.as_secs_f64().max(1e-6);
+    let wanted = (pace * SQLITE_CHUNK_TIME.as_secs_f64()) as usize;
+    wanted
+        .clamp(size / 4, size.saturating_mul(4))
+        .clamp(1000, 1_000_000)
+}
 
 /// The most rows one `RowsPacked` event holds; a larger chunk is recorded
 /// as several events, all in the batch made durable before its commit.
@@ -77,7 +98,9 @@ pub struct Update {
     pub filter: Option<String>,
     /// Column name to SQL expression.
     pub set: BTreeMap<String, String>,
-    pub chunk_size: usize,
+    /// Rows per chunk; `None` leaves it to rewind ([`DEFAULT_CHUNK_SIZE`],
+    /// or on SQLite chunks sized by time, [`SQLITE_CHUNK_TIME`]).
+    pub chunk_size: Option<usize>,
 }
 
 /// Where an `insert` step's rows come from.
@@ -96,7 +119,9 @@ pub struct Insert {
     pub table: String,
     pub key: Option<Vec<String>>,
     pub source: InsertSource,
-    pub chunk_size: usize,
+    /// Rows per chunk; `None` leaves it to rewind ([`DEFAULT_CHUNK_SIZE`],
+    /// or on SQLite chunks sized by time, [`SQLITE_CHUNK_TIME`]).
+    pub chunk_size: Option<usize>,
 }
 
 /// A `delete` step: `DELETE FROM table WHERE where`.
@@ -106,7 +131,9 @@ pub struct Delete {
     pub table: String,
     pub key: Option<Vec<String>>,
     pub filter: Option<String>,
-    pub chunk_size: usize,
+    /// Rows per chunk; `None` leaves it to rewind ([`DEFAULT_CHUNK_SIZE`],
+    /// or on SQLite chunks sized by time, [`SQLITE_CHUNK_TIME`]).
+    pub chunk_size: Option<usize>,
 }
 
 /// A `ddl` step, or a `sql` step (an opaque statement): `up` runs forward,
@@ -395,14 +422,30 @@ fn key_placeholders(engine: Engine, info: &TableInfo, first: usize) -> String {
         .join(", ")
 }
 
-fn check_chunk_size(step: u32, chunk_size: usize) -> Result<usize> {
-    if chunk_size == 0 {
-        return Err(DbError::InvalidStep {
+/// A step's chunks: `chunk_size` rows each where the step sets it;
+/// otherwise [`DEFAULT_CHUNK_SIZE`] rows each, or on SQLite the first
+/// chunk of that many and every other sized by time ([`next_chunk_size`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Chunking {
+    first: usize,
+    timed: bool,
+}
+
+fn check_chunk_size(step: u32, engine: Engine, chunk_size: Option<usize>) -> Result<Chunking> {
+    match chunk_size {
+        Some(0) => Err(DbError::InvalidStep {
             step,
             problem: "chunk_size must be at least 1".to_owned(),
-        });
+        }),
+        Some(rows) => Ok(Chunking {
+            first: rows,
+            timed: false,
+        }),
+        None => Ok(Chunking {
+            first: DEFAULT_CHUNK_SIZE,
+            timed: engine == Engine::Sqlite,
+        }),
     }
-    Ok(chunk_size)
 }
 
 /// A chunk's images as `RowsPacked` events of at most [`ROWS_PER_EVENT`]
@@ -486,7 +529,10 @@ struct RowsPlan<'a> {
     step: u32,
     info: &'a TableInfo,
     filter: Option<&'a str>,
-    chunk_size: usize,
+    /// Rows in the next chunk: the step's, or sized by time as the step
+    /// goes ([`Chunking`]).
+    chunk_size: std::cell::Cell<usize>,
+    timed: bool,
     /// `"k0", "k1"`: the key columns.
     keys: String,
     key_positions: Vec<usize>,
@@ -505,14 +551,15 @@ impl<'a> RowsPlan<'a> {
         step: u32,
         info: &'a TableInfo,
         filter: Option<&'a str>,
-        chunk_size: usize,
+        chunking: Chunking,
         triggers: bool,
     ) -> RowsPlan<'a> {
         RowsPlan {
             step,
             info,
             filter,
-            chunk_size,
+            chunk_size: std::cell::Cell::new(chunking.first),
+            timed: chunking.timed,
             keys: info.key_list(""),
             key_positions: info.key_positions(),
             triggers,
@@ -521,6 +568,10 @@ impl<'a> RowsPlan<'a> {
 
     fn table(&self) -> &str {
         &self.info.quoted
+    }
+
+    fn chunk_size(&self) -> usize {
+        self.chunk_size.get()
     }
 
     /// ` AND (keys) > ($1, …)` after the first chunk, with its binds.
@@ -606,7 +657,7 @@ impl<'a> RowsPlan<'a> {
         lower_sql: &str,
         lower_binds: &[Bind],
     ) -> Result<u64> {
-        let (table, keys, limit) = (self.table(), &self.keys, self.chunk_size);
+        let (table, keys, limit) = (self.table(), &self.keys, self.chunk_size());
         context
             .script(self.step, &format!("DELETE FROM {SQLITE_KEYS}"))
             .await?;
@@ -638,7 +689,7 @@ impl<'a> RowsPlan<'a> {
             self.table(),
             self.filter.unwrap_or("TRUE"),
             self.keys,
-            self.chunk_size
+            self.chunk_size()
         )
     }
 
@@ -752,7 +803,7 @@ pub(crate) async fn update(
     recorder: &mut dyn Recorder,
 ) -> Result<StepReport> {
     let step = operation.step;
-    let chunk_size = check_chunk_size(step, operation.chunk_size)?;
+    let chunking = check_chunk_size(step, context.executor.engine(), operation.chunk_size)?;
     let info = context
         .table(&operation.table, operation.key.as_deref())
         .await?;
@@ -805,13 +856,7 @@ pub(crate) async fn update(
         .iter()
         .map(|(column, expression)| (expression.clone(), info.sql_type(column).to_owned()))
         .collect();
-    let plan = RowsPlan::new(
-        step,
-        &info,
-        operation.filter.as_deref(),
-        chunk_size,
-        triggers,
-    );
+    let plan = RowsPlan::new(step, &info, operation.filter.as_deref(), chunking, triggers);
     let change = Change::Update {
         sets,
         values,
@@ -826,19 +871,13 @@ pub(crate) async fn delete(
     recorder: &mut dyn Recorder,
 ) -> Result<StepReport> {
     let step = operation.step;
-    let chunk_size = check_chunk_size(step, operation.chunk_size)?;
+    let chunking = check_chunk_size(step, context.executor.engine(), operation.chunk_size)?;
     let info = context
         .table(&operation.table, operation.key.as_deref())
         .await?;
     context.refuse_rows_elsewhere(step, &info, None).await?;
     let triggers = context.has_triggers(step, &info).await?;
-    let plan = RowsPlan::new(
-        step,
-        &info,
-        operation.filter.as_deref(),
-        chunk_size,
-        triggers,
-    );
+    let plan = RowsPlan::new(step, &info, operation.filter.as_deref(), chunking, triggers);
     change_rows(context, &plan, &Change::Delete, recorder).await
 }
 
@@ -918,6 +957,8 @@ async fn change_rows(
     let mut lower: Option<Vec<SqlValue>> = None;
     let mut overlap_asked = false;
     let result = loop {
+        let size = plan.chunk_size();
+        let started = std::time::Instant::now();
         if let Err(error) = context.begin(plan.step).await {
             break Err(error);
         }
@@ -960,7 +1001,7 @@ async fn change_rows(
                 // A full chunk: there may be more, which a second connection
                 // can overlap (asked once per step, so that a step of one
                 // chunk never connects again).
-                if images.len() == plan.chunk_size && !overlap_asked {
+                if images.len() == plan.chunk_size() && !overlap_asked {
                     overlap_asked = true;
                     let sibling = match overlap_sibling(context, plan, change).await {
                         Ok(sibling) => sibling,
@@ -1009,8 +1050,12 @@ async fn change_rows(
         }
         report.rows += count as u64;
         report.chunks += 1;
-        if count < plan.chunk_size {
+        if count < size {
             break Ok(report);
+        }
+        if plan.timed {
+            plan.chunk_size
+                .set(next_chunk_size(size, started.elapsed()));
         }
     };
     if sqlite_keys {
@@ -1113,7 +1158,7 @@ async fn sqlite_chunk(
     let step = plan.step;
     let table = plan.table();
     let keys = &plan.keys;
-    let limit = plan.chunk_size;
+    let limit = plan.chunk_size();
     let (lower_sql, lower_binds) = plan.lower(Engine::Sqlite, lower);
     let all = plan.sqlite_select(0..plan.info.columns.len());
     // Where the chunk's rows are read again, in key order, and the
@@ -1274,7 +1319,7 @@ async fn sqlite_hooked_chunk(
     let step = plan.step;
     let table = plan.table();
     let keys = &plan.keys;
-    let limit = plan.chunk_size;
+    let limit = plan.chunk_size();
     let (lower_sql, lower_binds) = plan.lower(Engine::Sqlite, lower);
     let key_columns = key_slots(plan.info.key.len());
     let picked = match plan.filter {
@@ -1792,7 +1837,7 @@ async fn pg_overlapped<'c>(
             .last()
             .map(|image| image.key.clone())
             .unwrap_or_default();
-        let next = (count == plan.chunk_size)
+        let next = (count == plan.chunk_size())
             .then(|| pg_lower_literal(plan.info, &lower))
             .flatten()
             .map(|lower_sql| {
@@ -1814,7 +1859,7 @@ async fn pg_overlapped<'c>(
                 .await?;
             report.rows += count as u64;
             report.chunks += 1;
-            if count < plan.chunk_size {
+            if count < plan.chunk_size() {
                 return Ok(report);
             }
             this.begin(step).await?;
@@ -1875,11 +1920,12 @@ pub(crate) async fn insert(
     recorder: &mut dyn Recorder,
 ) -> Result<StepReport> {
     let step = operation.step;
-    let chunk_size = check_chunk_size(step, operation.chunk_size)?;
+    let engine = context.executor.engine();
+    // An insert's chunks are never timed: their rows are split up front.
+    let chunk_size = check_chunk_size(step, engine, operation.chunk_size)?.first;
     let info = context
         .table(&operation.table, operation.key.as_deref())
         .await?;
-    let engine = context.executor.engine();
     let table = &info.quoted;
     let column_count = info.columns.len();
     let key_positions = info.key_positions();
@@ -2248,4 +2294,55 @@ pub(crate) async fn verify(
         source,
     })?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_timed_chunk_is_as_large_as_its_time_allows_within_its_bounds() {
+        let ms = Duration::from_millis;
+        // 10,000 rows in 50 ms: 20,000 rows take the 100 ms a chunk may.
+        assert_eq!(next_chunk_size(10_000, ms(50)), 20_000);
+        assert_eq!(next_chunk_size(10_000, ms(100)), 10_000);
+        // At most four times, at least a quarter of the last chunk.
+        assert_eq!(next_chunk_size(10_000, ms(1)), 40_000);
+        assert_eq!(next_chunk_size(10_000, Duration::ZERO), 40_000);
+        assert_eq!(next_chunk_size(10_000, ms(5_000)), 2_500);
+        // Never fewer than 1000 rows, nor more than a million.
+        assert_eq!(next_chunk_size(2_000, ms(1_000)), 1_000);
+        assert_eq!(next_chunk_size(900_000, ms(10)), 1_000_000);
+    }
+
+    #[test]
+    fn only_a_sqlite_step_without_chunk_size_is_timed() {
+        let chunking = |engine, size| check_chunk_size(1, engine, size).unwrap();
+        assert_eq!(
+            chunking(Engine::Sqlite, None),
+            Chunking {
+                first: DEFAULT_CHUNK_SIZE,
+                timed: true
+            }
+        );
+        for engine in [Engine::Sqlite, Engine::Postgres] {
+            assert_eq!(
+                chunking(engine, Some(7)),
+                Chunking {
+                    first: 7,
+                    timed: false
+                }
+            );
+        }
+        assert_eq!(
+            chunking(Engine::Postgres, None),
+            Chunking {
+                first: DEFAULT_CHUNK_SIZE,
+                timed: false
+            }
+        );
+        assert!(check_chunk_size(1, Engine::Sqlite, Some(0)).is_err());
+    }
 }

@@ -91,7 +91,7 @@ impl Insert {
             table: self.table.clone(),
             key: self.key.clone(),
             source,
-            chunk_size: self.chunk_size.unwrap_or(db::DEFAULT_CHUNK_SIZE),
+            chunk_size: self.chunk_size,
         }
     }
 
