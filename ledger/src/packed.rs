@@ -484,6 +484,14 @@ fn layout<'b>(event: &RowsPacked, bytes: &'b [u8]) -> Result<(&'b [u8], Vec<usiz
                 .ok_or_else(|| format!("key column {name} is not among the columns"))
         })
         .collect::<Result<Vec<_>, String>>()?;
+    if let Some(twice) = (1..key_positions.len())
+        .find(|&index| key_positions[..index].contains(&key_positions[index]))
+    {
+        return Err(format!(
+            "key column {} is named twice",
+            event.key_columns[twice]
+        ));
+    }
     if let Some((row, bad)) = flags
         .iter()
         .enumerate()
@@ -497,7 +505,7 @@ fn layout<'b>(event: &RowsPacked, bytes: &'b [u8]) -> Result<(&'b [u8], Vec<usiz
 /// The keys of a packed event's rows, in order, read without building
 /// their images.
 pub fn keys(event: &RowsPacked) -> Result<Vec<Vec<SqlValue>>, String> {
-    let mut keys = Vec::with_capacity(event.rows as usize);
+    let mut keys = Vec::new();
     for_each_key(event, |key| keys.push(key.to_vec()))?;
     Ok(keys)
 }
@@ -543,7 +551,7 @@ pub fn for_each_key(event: &RowsPacked, mut each: impl FnMut(&[SqlValue])) -> Re
     let mut reader = Reader::new(&bytes[flags.len()..]);
     // Every before image's key, one after the other (the after images
     // follow all of them).
-    let mut befores = Vec::with_capacity(flags.len() * key_width);
+    let mut befores = Vec::new();
     for &flag in flags {
         if flag & BEFORE != 0 {
             read_key(&mut reader, None, &mut befores)?;
@@ -891,6 +899,13 @@ mod tests {
             with([&[1u8, 9][..]].concat(), 1),
             with([&[1u8, 3, 1, 0, 0, 0, 0xff][..]].concat(), 1),
             with([&[2u8, 6][..]].concat(), 1),
+            // More rows than any memory holds: refused, not allocated.
+            with(bytes.clone(), u32::MAX),
+            // A key column named twice.
+            RowsPacked {
+                key_columns: [good.key_columns.clone(), good.key_columns.clone()].concat(),
+                ..good.clone()
+            },
         ];
         for packed in problems {
             assert!(packed.unpack().is_err(), "{:?} unpacked", packed.images);

@@ -4,6 +4,7 @@
 mod db_common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use db_common::{SqliteFile, TestLedger, assert_same_dump, chinook_dir, skip_drift};
 use rewind_ledger::{Bytes, Event, SqlValue};
@@ -1237,48 +1238,105 @@ fn sqlite_insert_chunk_is_recorded_as_events_of_at_most_1000_rows() {
     );
 }
 
-/// An update that leaves its chunk size to rewind runs on SQLite in chunks
+/// A step that leaves its chunk size to rewind runs on SQLite in chunks
 /// sized by time: the first of 10,000 rows, each next one from the pace of
-/// the last (the sizing itself is tested in `capture`). However its chunks
-/// come out, every row is changed, recorded once, and rolled back exactly.
+/// the last, within a quarter and four times of it (never fewer than 1000
+/// rows). A chunk time of zero makes every next chunk a quarter of the
+/// last, an hour four times the last: the chunks come out the same on any
+/// machine. Whichever way a chunk is captured (the preupdate hook, keys a
+/// filter picked, rows read before and after the statement for a table
+/// with a generated column, a delete), every row is changed once, recorded
+/// once, and rolled back exactly.
 #[test]
-fn sqlite_an_update_in_chunks_sized_by_time_rolls_back_exactly() {
+fn sqlite_steps_in_chunks_sized_by_time_roll_back_exactly() {
     let file = SqliteFile::new();
     let mut database = file.connect();
     database
         .execute_script(
             "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER, s TEXT); \
+             CREATE TABLE g (id INTEGER PRIMARY KEY, n INTEGER, \
+               d INTEGER GENERATED ALWAYS AS (n * 2)); \
              WITH RECURSIVE i(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM i WHERE v < 45000) \
-             INSERT INTO t SELECT v, v * 3, 'row ' || v FROM i",
+             INSERT INTO t SELECT v, v * 3, 'row ' || v FROM i; \
+             INSERT INTO g (id, n) SELECT id, n FROM t WHERE id <= 15000",
         )
         .unwrap();
     let before = database.dump_sqlite().unwrap();
     let mut ledger = TestLedger::new();
-    let update = Update {
+    let (quarter, four) = (Duration::ZERO, Duration::from_secs(3600));
+    let timed = |step, table, sets: &[(&str, &str)], filter: Option<&str>| Update {
+        step,
         chunk_size: None,
-        ..update_all("t", &[("n", "n + 1"), ("s", "s || '!'")], 1)
+        filter: filter.map(str::to_owned),
+        ..update_all(table, sets, 1)
     };
-    let report = database.update(&update, &mut ledger.recorder()).unwrap();
-    assert_eq!(report.rows, 45_000);
-    // 10,000 rows, then chunks of at least 2,500: at most 15 in all.
-    assert!((1..=15).contains(&report.chunks), "{report:?}");
+    // 45,000 rows: 10,000, 2,500, then 32 chunks of 1000 and one of 500.
+    database.set_chunk_time(quarter);
+    let all = database
+        .update(
+            &timed(1, "t", &[("n", "n + 1"), ("s", "s || '!'")], None),
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!((all.rows, all.chunks), (45_000, 35));
+    // 22,500 picked rows: 10,000, then the 12,500 left of the 40,000 the
+    // next chunk may hold.
+    database.set_chunk_time(four);
+    let picked = database
+        .update(
+            &timed(2, "t", &[("n", "n * 2")], Some("id % 2 = 1")),
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!((picked.rows, picked.chunks), (22_500, 2));
+    // Read before and after the statement: 10,000, 2,500, 1000, 1000, 500.
+    database.set_chunk_time(quarter);
+    let generated = database
+        .update(
+            &timed(3, "g", &[("n", "n - 1")], None),
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!((generated.rows, generated.chunks), (15_000, 5));
+    // 22,500 deleted rows: 10,000, 2,500 and ten of 1000, the last of
+    // which leaves nothing for a next one.
+    let deleted = database
+        .delete(
+            &Delete {
+                step: 4,
+                table: "t".into(),
+                key: None,
+                filter: Some("id % 2 = 0".into()),
+                chunk_size: None,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap();
+    assert_eq!((deleted.rows, deleted.chunks), (22_500, 12));
+    // The first step's rows, each recorded once, in key order.
     let mut keys: Vec<i64> = Vec::new();
     for (_, event) in ledger.events() {
-        for row in &event.rows_changed().unwrap().unwrap().rows {
-            keys.push(match row.key.as_slice() {
+        let rows = event.rows_changed().unwrap().unwrap();
+        if rows.step == 1 {
+            keys.extend(rows.rows.iter().map(|row| match row.key.as_slice() {
                 [SqlValue::Integer(id)] => *id,
                 other => panic!("key {other:?}"),
-            });
+            }));
         }
     }
     assert_eq!(keys, (1..=45_000).collect::<Vec<i64>>());
-    let changed = database
+    // Left: the odd rows, each updated by the first two steps.
+    let left = database
         .query(
-            "SELECT count(*) FROM t WHERE n = id * 3 + 1 AND s = 'row ' || id || '!'",
+            "SELECT count(*), sum(id % 2 = 1 AND n = (id * 3 + 1) * 2 AND s = 'row ' || id || '!') \
+             FROM t",
             &[],
         )
         .unwrap();
-    assert_eq!(changed, vec![vec![SqlValue::Integer(45_000)]]);
+    assert_eq!(
+        left,
+        vec![vec![SqlValue::Integer(22_500), SqlValue::Integer(22_500)]]
+    );
     ledger.roll_back(&mut database, UndoOptions::default());
     assert_same_dump(
         &before,

@@ -38,27 +38,43 @@ use super::sqlite_raw::{Changes, Failed, Op, Row};
 /// large update waiting for them (BENCHMARKS.md, Databases); 10,000 rows
 /// hold a write lock for tens of milliseconds and a few megabytes of
 /// images in memory. On SQLite it is the size of an update's or delete's
-/// first chunk only ([`SQLITE_CHUNK_TIME`]).
+/// first chunk only: the others are sized by time, and by the bytes of
+/// their images ([`SQLITE_CHUNK_TIME`], [`SQLITE_CHUNK_BYTES`]).
 pub const DEFAULT_CHUNK_SIZE: usize = 10_000;
 
 /// How long a SQLite chunk whose size the step leaves to rewind should
-/// take, from its `BEGIN` to its commit. SQLite has one writer at a time:
-/// a chunk keeps every other writer of the database waiting while it
-/// runs, whatever rows they write, so what bounds a chunk is its time, not
-/// its rows. Chunks of a fixed 10,000 rows spent more than a third of a
-/// 1M-row update on their 100 commits and the ledger's 100 durable
-/// batches (BENCHMARKS.md, run L); chunks of 0.1 s make about a dozen.
+/// take, from the moment its `BEGIN` has the write lock to its commit
+/// ([`Database::set_chunk_time`](super::Database::set_chunk_time) changes
+/// it). SQLite has one writer at a time: a chunk keeps every other writer
+/// of the database waiting while it runs, whatever rows they write, so
+/// what bounds a chunk is its time, not its rows. Chunks of a fixed 10,000
+/// rows spent more than a third of a 1M-row update on their 100 commits
+/// and the ledger's 100 durable batches (BENCHMARKS.md, run L); chunks of
+/// 0.1 s make about a dozen.
 pub const SQLITE_CHUNK_TIME: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// The size of the next chunk after one of `size` rows took `took`: the
-/// rows that would take [`SQLITE_CHUNK_TIME`] at its pace, at most four
-/// times and at least a quarter of `size`, between 1000 and 1,000,000.
-fn next_chunk_size(size: usize, took: std::time::Duration) -> usize {
-    let pace = size as f64 / took.as_secs_f64().max(1e-6);
-    let wanted = (pace * SQLITE_CHUNK_TIME.as_secs_f64()) as usize;
-    wanted
+/// The most bytes of images a SQLite chunk sized by time is made to hold:
+/// its images stay in memory until they are recorded, and a chunk of wide
+/// rows can be fast.
+pub const SQLITE_CHUNK_BYTES: usize = 64 << 20;
+
+/// The size of the next chunk after one of `size` rows, whose images took
+/// `bytes`, took `took`: the rows that would take `time` at its pace, at
+/// most four times and at least a quarter of `size`, and 1000 to 1,000,000
+/// rows; then no more than would make [`SQLITE_CHUNK_BYTES`] of images,
+/// and at least one.
+fn next_chunk_size(
+    size: usize,
+    took: std::time::Duration,
+    time: std::time::Duration,
+    bytes: usize,
+) -> usize {
+    let by_time = (size as f64 * time.as_secs_f64() / took.as_secs_f64().max(1e-6)) as usize;
+    let by_bytes = (size as u128 * SQLITE_CHUNK_BYTES as u128 / bytes.max(1) as u128) as usize;
+    by_time
         .clamp(size / 4, size.saturating_mul(4))
         .clamp(1000, 1_000_000)
+        .min(by_bytes.max(1))
 }
 
 /// The most rows one `RowsPacked` event holds; a larger chunk is recorded
@@ -119,8 +135,8 @@ pub struct Insert {
     pub table: String,
     pub key: Option<Vec<String>>,
     pub source: InsertSource,
-    /// Rows per chunk; `None` leaves it to rewind ([`DEFAULT_CHUNK_SIZE`],
-    /// or on SQLite chunks sized by time, [`SQLITE_CHUNK_TIME`]).
+    /// Rows per chunk; `None`: [`DEFAULT_CHUNK_SIZE`] (an insert's rows
+    /// are split into chunks before the first one runs, never by time).
     pub chunk_size: Option<usize>,
 }
 
@@ -223,6 +239,8 @@ pub fn recorded_values<'a>(
 pub(crate) struct Context<'a> {
     pub executor: &'a mut dyn Executor,
     pub database: &'a str,
+    /// [`SQLITE_CHUNK_TIME`], or what the [`super::Database`] was set to.
+    pub chunk_time: std::time::Duration,
 }
 
 impl Context<'_> {
@@ -263,6 +281,11 @@ impl Context<'_> {
             Ok(()) => Ok(()),
             Err(error) => Err(self.statement_error(step, sql, error)),
         }
+    }
+
+    /// The chunks of a step on this connection ([`check_chunk_size`]).
+    fn chunking(&self, step: u32, chunk_size: Option<usize>) -> Result<Chunking> {
+        check_chunk_size(step, self.executor.engine(), chunk_size, self.chunk_time)
     }
 
     pub async fn begin(&mut self, step: u32) -> Result<()> {
@@ -424,14 +447,20 @@ fn key_placeholders(engine: Engine, info: &TableInfo, first: usize) -> String {
 
 /// A step's chunks: `chunk_size` rows each where the step sets it;
 /// otherwise [`DEFAULT_CHUNK_SIZE`] rows each, or on SQLite the first
-/// chunk of that many and every other sized by time ([`next_chunk_size`]).
+/// chunk of that many and every other sized to take `time`
+/// ([`next_chunk_size`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Chunking {
     first: usize,
-    timed: bool,
+    time: Option<std::time::Duration>,
 }
 
-fn check_chunk_size(step: u32, engine: Engine, chunk_size: Option<usize>) -> Result<Chunking> {
+fn check_chunk_size(
+    step: u32,
+    engine: Engine,
+    chunk_size: Option<usize>,
+    time: std::time::Duration,
+) -> Result<Chunking> {
     match chunk_size {
         Some(0) => Err(DbError::InvalidStep {
             step,
@@ -439,11 +468,11 @@ fn check_chunk_size(step: u32, engine: Engine, chunk_size: Option<usize>) -> Res
         }),
         Some(rows) => Ok(Chunking {
             first: rows,
-            timed: false,
+            time: None,
         }),
         None => Ok(Chunking {
             first: DEFAULT_CHUNK_SIZE,
-            timed: engine == Engine::Sqlite,
+            time: (engine == Engine::Sqlite).then_some(time),
         }),
     }
 }
@@ -532,7 +561,7 @@ struct RowsPlan<'a> {
     /// Rows in the next chunk: the step's, or sized by time as the step
     /// goes ([`Chunking`]).
     chunk_size: std::cell::Cell<usize>,
-    timed: bool,
+    chunk_time: Option<std::time::Duration>,
     /// `"k0", "k1"`: the key columns.
     keys: String,
     key_positions: Vec<usize>,
@@ -559,7 +588,7 @@ impl<'a> RowsPlan<'a> {
             info,
             filter,
             chunk_size: std::cell::Cell::new(chunking.first),
-            timed: chunking.timed,
+            chunk_time: chunking.time,
             keys: info.key_list(""),
             key_positions: info.key_positions(),
             triggers,
@@ -803,7 +832,7 @@ pub(crate) async fn update(
     recorder: &mut dyn Recorder,
 ) -> Result<StepReport> {
     let step = operation.step;
-    let chunking = check_chunk_size(step, context.executor.engine(), operation.chunk_size)?;
+    let chunking = context.chunking(step, operation.chunk_size)?;
     let info = context
         .table(&operation.table, operation.key.as_deref())
         .await?;
@@ -871,7 +900,7 @@ pub(crate) async fn delete(
     recorder: &mut dyn Recorder,
 ) -> Result<StepReport> {
     let step = operation.step;
-    let chunking = check_chunk_size(step, context.executor.engine(), operation.chunk_size)?;
+    let chunking = context.chunking(step, operation.chunk_size)?;
     let info = context
         .table(&operation.table, operation.key.as_deref())
         .await?;
@@ -958,10 +987,12 @@ async fn change_rows(
     let mut overlap_asked = false;
     let result = loop {
         let size = plan.chunk_size();
-        let started = std::time::Instant::now();
         if let Err(error) = context.begin(plan.step).await {
             break Err(error);
         }
+        // From the moment the chunk holds the write lock: a wait for
+        // another writer inside `BEGIN` is not this chunk's pace.
+        let started = std::time::Instant::now();
         let chunk = match engine {
             Engine::Sqlite if hooked => {
                 sqlite_hooked_chunk(context, plan, change, lower.as_deref())
@@ -986,8 +1017,14 @@ async fn change_rows(
                 break Err(error);
             }
         };
+        let mut bytes = 0;
         let (count, last, events) = match chunk {
             Chunk::Packed(chunk) => {
+                bytes = chunk
+                    .images
+                    .iter()
+                    .map(|(_, images)| images.as_slice().len())
+                    .sum();
                 let events = packed_events(
                     context.database,
                     plan.info,
@@ -1012,13 +1049,16 @@ async fn change_rows(
                     };
                     if let Some(mut sibling) = sibling {
                         let database = context.database;
+                        let chunk_time = context.chunk_time;
                         let first = Context {
                             executor: &mut *context.executor,
                             database,
+                            chunk_time,
                         };
                         let second = Context {
                             executor: &mut *sibling,
                             database,
+                            chunk_time,
                         };
                         return pg_overlapped(
                             first, second, plan, change, recorder, report, images,
@@ -1053,9 +1093,9 @@ async fn change_rows(
         if count < size {
             break Ok(report);
         }
-        if plan.timed {
+        if let Some(time) = plan.chunk_time {
             plan.chunk_size
-                .set(next_chunk_size(size, started.elapsed()));
+                .set(next_chunk_size(size, started.elapsed(), time, bytes));
         }
     };
     if sqlite_keys {
@@ -1821,6 +1861,11 @@ async fn pg_overlapped<'c>(
     mut images: Vec<RowImage>,
 ) -> Result<StepReport> {
     let step = plan.step;
+    // Both connections' statements are made for one chunk size.
+    debug_assert!(
+        plan.chunk_time.is_none(),
+        "PostgreSQL chunks are never timed"
+    );
     report.overlapped = true;
     let mut contexts = [&mut first, &mut second];
     // Which connection holds the open transaction of `images`.
@@ -1922,7 +1967,8 @@ pub(crate) async fn insert(
     let step = operation.step;
     let engine = context.executor.engine();
     // An insert's chunks are never timed: their rows are split up front.
-    let chunk_size = check_chunk_size(step, engine, operation.chunk_size)?.first;
+    let chunk_size =
+        check_chunk_size(step, engine, operation.chunk_size, context.chunk_time)?.first;
     let info = context
         .table(&operation.table, operation.key.as_deref())
         .await?;
@@ -2305,26 +2351,39 @@ mod tests {
     #[test]
     fn a_timed_chunk_is_as_large_as_its_time_allows_within_its_bounds() {
         let ms = Duration::from_millis;
+        let next = |size, took, bytes| next_chunk_size(size, took, SQLITE_CHUNK_TIME, bytes);
         // 10,000 rows in 50 ms: 20,000 rows take the 100 ms a chunk may.
-        assert_eq!(next_chunk_size(10_000, ms(50)), 20_000);
-        assert_eq!(next_chunk_size(10_000, ms(100)), 10_000);
+        assert_eq!(next(10_000, ms(50), 1 << 20), 20_000);
+        assert_eq!(next(10_000, ms(100), 1 << 20), 10_000);
         // At most four times, at least a quarter of the last chunk.
-        assert_eq!(next_chunk_size(10_000, ms(1)), 40_000);
-        assert_eq!(next_chunk_size(10_000, Duration::ZERO), 40_000);
-        assert_eq!(next_chunk_size(10_000, ms(5_000)), 2_500);
+        assert_eq!(next(10_000, ms(1), 1 << 20), 40_000);
+        assert_eq!(next(10_000, Duration::ZERO, 1 << 20), 40_000);
+        assert_eq!(next(10_000, ms(5_000), 1 << 20), 2_500);
         // Never fewer than 1000 rows, nor more than a million.
-        assert_eq!(next_chunk_size(2_000, ms(1_000)), 1_000);
-        assert_eq!(next_chunk_size(900_000, ms(10)), 1_000_000);
+        assert_eq!(next(2_000, ms(1_000), 1 << 10), 1_000);
+        assert_eq!(next(900_000, ms(10), 1 << 20), 1_000_000);
+        // Nor more than would make SQLITE_CHUNK_BYTES of images: rows of
+        // 1 MiB each, fast as they may be, come 64 a chunk, and at least one.
+        assert_eq!(next(1_000, ms(1), 1_000 << 20), 64);
+        assert_eq!(next(10, ms(1), 10 << 30), 1);
+        // A time of zero makes every chunk as small as it may be, a long
+        // one as large.
+        assert_eq!(next_chunk_size(10_000, ms(1), Duration::ZERO, 1), 2_500);
+        assert_eq!(
+            next_chunk_size(10_000, ms(900), Duration::from_secs(3600), 1),
+            40_000
+        );
     }
 
     #[test]
     fn only_a_sqlite_step_without_chunk_size_is_timed() {
-        let chunking = |engine, size| check_chunk_size(1, engine, size).unwrap();
+        let time = Duration::from_millis(7);
+        let chunking = |engine, size| check_chunk_size(1, engine, size, time).unwrap();
         assert_eq!(
             chunking(Engine::Sqlite, None),
             Chunking {
                 first: DEFAULT_CHUNK_SIZE,
-                timed: true
+                time: Some(time)
             }
         );
         for engine in [Engine::Sqlite, Engine::Postgres] {
@@ -2332,7 +2391,7 @@ mod tests {
                 chunking(engine, Some(7)),
                 Chunking {
                     first: 7,
-                    timed: false
+                    time: None
                 }
             );
         }
@@ -2340,9 +2399,9 @@ mod tests {
             chunking(Engine::Postgres, None),
             Chunking {
                 first: DEFAULT_CHUNK_SIZE,
-                timed: false
+                time: None
             }
         );
-        assert!(check_chunk_size(1, Engine::Sqlite, Some(0)).is_err());
+        assert!(check_chunk_size(1, Engine::Sqlite, Some(0), time).is_err());
     }
 }

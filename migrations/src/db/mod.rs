@@ -45,7 +45,8 @@ use rewind_ledger::{Event, RowsChanged, SqlValue};
 
 pub use capture::{
     Check, DEFAULT_CHUNK_SIZE, Delete, Expectation, Insert, InsertSource, RECORD_PREFIX,
-    ROWS_PER_EVENT, Recorder, Schema, StepReport, Update, Verify, VerifyReport, recorded_values,
+    ROWS_PER_EVENT, Recorder, SQLITE_CHUNK_BYTES, SQLITE_CHUNK_TIME, Schema, StepReport, Update,
+    Verify, VerifyReport, recorded_values,
 };
 pub use error::{DbError, Result};
 pub use executor::{Bind, BoxFuture, Engine, Executor, quote_ident, quote_table, redact_url};
@@ -63,6 +64,8 @@ pub struct Database {
     runtime: tokio::runtime::Runtime,
     executor: Box<dyn Executor>,
     url: String,
+    /// How long a SQLite chunk sized by rewind should take.
+    chunk_time: std::time::Duration,
 }
 
 impl std::fmt::Debug for Database {
@@ -136,7 +139,16 @@ impl Database {
             runtime,
             executor,
             url: redacted,
+            chunk_time: SQLITE_CHUNK_TIME,
         })
+    }
+
+    /// How long a SQLite chunk whose size the step leaves to rewind should
+    /// take ([`SQLITE_CHUNK_TIME`] unless set). Zero makes each chunk after
+    /// the first as small as the sizing allows, a long time as large: so
+    /// that tests can tell chunk sizes apart whatever the machine's speed.
+    pub fn set_chunk_time(&mut self, time: std::time::Duration) {
+        self.chunk_time = time;
     }
 
     /// The engine behind the connection.
@@ -153,6 +165,7 @@ impl Database {
         let mut context = Context {
             executor: &mut *self.executor,
             database: &self.url,
+            chunk_time: self.chunk_time,
         };
         self.runtime.block_on(work(&mut context))
     }
@@ -207,6 +220,7 @@ impl Database {
         let mut context = Context {
             executor: &mut *self.executor,
             database: &self.url,
+            chunk_time: self.chunk_time,
         };
         self.runtime
             .block_on(preflight::preflight(&mut context, operations))
@@ -240,6 +254,7 @@ impl Database {
         let mut context = Context {
             executor: &mut *self.executor,
             database: &self.url,
+            chunk_time: self.chunk_time,
         };
         self.runtime
             .block_on(undo::undo_rows_group(&mut context, &group, options))
