@@ -48,14 +48,14 @@ pub const DEFAULT_CHUNK_SIZE: usize = 10_000;
 /// it). SQLite has one writer at a time: a chunk keeps every other writer
 /// of the database waiting while it runs, whatever rows they write, so
 /// what bounds a chunk is its time, not its rows. Chunks of a fixed 10,000
-/// rows spent more than a third of a 1M-row update on their 100 commits
+/// rows spent about a third of a 1M-row update on their 100 commits
 /// and the ledger's 100 durable batches (BENCHMARKS.md, run L); chunks of
 /// 0.1 s make about a dozen.
 pub const SQLITE_CHUNK_TIME: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// The most bytes of images a SQLite chunk sized by time is made to hold:
-/// its images stay in memory until they are recorded, and a chunk of wide
-/// rows can be fast.
+/// The most bytes of images, as read and before they are sealed, a SQLite
+/// chunk sized by time is made to hold: a chunk's images stay in memory
+/// until they are recorded, and a chunk of wide rows can be fast.
 pub const SQLITE_CHUNK_BYTES: usize = 64 << 20;
 
 /// The size of the next chunk after one of `size` rows, whose images took
@@ -70,7 +70,9 @@ fn next_chunk_size(
     bytes: usize,
 ) -> usize {
     let by_time = (size as f64 * time.as_secs_f64() / took.as_secs_f64().max(1e-6)) as usize;
-    let by_bytes = (size as u128 * SQLITE_CHUNK_BYTES as u128 / bytes.max(1) as u128) as usize;
+    let by_bytes =
+        usize::try_from(size as u128 * SQLITE_CHUNK_BYTES as u128 / bytes.max(1) as u128)
+            .unwrap_or(usize::MAX);
     by_time
         .clamp(size / 4, size.saturating_mul(4))
         .clamp(1000, 1_000_000)
@@ -1020,11 +1022,7 @@ async fn change_rows(
         let mut bytes = 0;
         let (count, last, events) = match chunk {
             Chunk::Packed(chunk) => {
-                bytes = chunk
-                    .images
-                    .iter()
-                    .map(|(_, images)| images.as_slice().len())
-                    .sum();
+                bytes = chunk.plain;
                 let events = packed_events(
                     context.database,
                     plan.info,
@@ -1124,16 +1122,26 @@ struct SqliteChunk {
     last: Vec<SqlValue>,
     /// Each event's row count and sealed images.
     images: Vec<(usize, Bytes)>,
+    /// The bytes of its images before they were sealed: what the chunk
+    /// held in memory while it was read.
+    plain: usize,
 }
 
 /// Each event's row count and images, sealed one by one as `packers`
-/// gives them.
-fn sealed(packers: impl IntoIterator<Item = Packer>) -> Vec<(usize, Bytes)> {
+/// gives them, and the bytes of all of them before.
+fn sealed(packers: impl IntoIterator<Item = Packer>) -> (Vec<(usize, Bytes)>, usize) {
     let mut sealer = Sealer::new();
-    packers
+    let mut plain = 0;
+    let images = packers
         .into_iter()
-        .map(|packer| (packer.rows(), sealer.seal(packer.finish())))
-        .collect()
+        .map(|packer| {
+            let rows = packer.rows();
+            let images = packer.finish();
+            plain += images.as_slice().len();
+            (rows, sealer.seal(images))
+        })
+        .collect();
+    (images, plain)
 }
 
 /// Writes a SQLite chunk's after images from rows of its key and changed
@@ -1298,10 +1306,12 @@ async fn sqlite_chunk(
                 ));
             }
             let Change::Update { changed, .. } = change else {
+                let (images, plain) = sealed(packers);
                 return Ok(Some(SqliteChunk {
                     rows,
                     last,
-                    images: sealed(packers),
+                    images,
+                    plain,
                 }));
             };
             let mut afters = Afters {
@@ -1334,10 +1344,12 @@ async fn sqlite_chunk(
                     ),
                 ));
             }
+            let (images, plain) = sealed(packers);
             Ok(Some(SqliteChunk {
                 rows,
                 last,
-                images: sealed(packers),
+                images,
+                plain,
             }))
         })
         .await
@@ -1508,7 +1520,13 @@ async fn sqlite_hooked_chunk(
             if count == 0 {
                 return Ok(None);
             }
-            Ok(Some(SqliteChunk { rows, last, images }))
+            let (images, plain) = images;
+            Ok(Some(SqliteChunk {
+                rows,
+                last,
+                images,
+                plain,
+            }))
         })
         .await
         .map_err(|error| context_error(&database, step, error))?
@@ -2365,13 +2383,36 @@ mod tests {
         // Nor more than would make SQLITE_CHUNK_BYTES of images: rows of
         // 1 MiB each, fast as they may be, come 64 a chunk, and at least one.
         assert_eq!(next(1_000, ms(1), 1_000 << 20), 64);
-        assert_eq!(next(10, ms(1), 10 << 30), 1);
+        assert_eq!(next(10, ms(1), 1 << 30), 1);
         // A time of zero makes every chunk as small as it may be, a long
         // one as large.
         assert_eq!(next_chunk_size(10_000, ms(1), Duration::ZERO, 1), 2_500);
         assert_eq!(
             next_chunk_size(10_000, ms(900), Duration::from_secs(3600), 1),
             40_000
+        );
+    }
+
+    #[test]
+    fn a_chunk_counts_its_images_as_read_not_as_sealed() {
+        // Two events of rows that seal to far less than they hold.
+        let packers = (0..2).map(|_| {
+            let mut packer = Packer::new();
+            for _ in 0..1000 {
+                packer.row(BEFORE);
+                packer.before().text(&[b'x'; 100]);
+            }
+            packer
+        });
+        let (images, plain) = sealed(packers);
+        let rows: Vec<usize> = images.iter().map(|(rows, _)| *rows).collect();
+        assert_eq!(rows, [1000, 1000]);
+        let sealed_bytes: usize = images.iter().map(|(_, bytes)| bytes.as_slice().len()).sum();
+        // A flag and a tagged, sized text of 100 bytes a row.
+        assert!(plain > 2 * 1000 * 100, "{plain}");
+        assert!(
+            sealed_bytes * 10 < plain,
+            "{sealed_bytes} sealed of {plain}"
         );
     }
 
