@@ -550,10 +550,9 @@ pub fn for_each_key(event: &RowsPacked, mut each: impl FnMut(&[SqlValue])) -> Re
         };
     let mut reader = Reader::new(&bytes[flags.len()..]);
     // Every before image's key, one after the other (the after images
-    // follow all of them).
-    // Room for them all, but never for more keys than the images have
-    // room for before images (each of `width` values of a byte at least):
-    // the counts come from the record, which may be damaged.
+    // follow all of them): room for them all, but never for more than the
+    // bytes can hold before images (of `width` values of a byte at least),
+    // as the counts come from the record, which may be damaged.
     let before_images = flags.iter().filter(|&&flag| flag & BEFORE != 0).count();
     let mut befores = Vec::with_capacity(
         before_images.min((bytes.len() - flags.len()) / width.max(1)) * key_width,

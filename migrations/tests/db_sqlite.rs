@@ -1610,22 +1610,17 @@ fn sqlite_a_constraint_broken_mid_step_fails_it_with_its_chunk_unrecorded() {
              (5, 50, 'e'), (6, 60, 'f')",
     );
     let mut ledger = TestLedger::new();
+    // Row 5 takes row 1's old value: unique, until row 6 does too.
+    let update = update_all(
+        "c",
+        &[
+            ("u", "CASE WHEN id >= 5 THEN 10 ELSE u + 1 END"),
+            ("v", "v || '!'"),
+        ],
+        2,
+    );
     let error = database
-        .update(
-            &Update {
-                step: 1,
-                table: "c".into(),
-                key: None,
-                filter: None,
-                // Row 5 takes row 1's old value: unique, until row 6 does too.
-                set: set(&[
-                    ("u", "CASE WHEN id >= 5 THEN 10 ELSE u + 1 END"),
-                    ("v", "v || '!'"),
-                ]),
-                chunk_size: Some(2),
-            },
-            &mut ledger.recorder(),
-        )
+        .update(&update, &mut ledger.recorder())
         .unwrap_err();
     assert!(
         error.to_string().contains("UNIQUE constraint failed: c.u"),
@@ -1681,14 +1676,7 @@ fn sqlite_a_trigger_that_replaces_a_row_of_its_own_still_runs() {
     let mut ledger = TestLedger::new();
     let report = database
         .update(
-            &Update {
-                step: 1,
-                table: "t".into(),
-                key: None,
-                filter: None,
-                set: set(&[("v", "v + 1")]),
-                chunk_size: Some(1000),
-            },
+            &update_all("t", &[("v", "v + 1")], 1000),
             &mut ledger.recorder(),
         )
         .unwrap();

@@ -203,22 +203,25 @@ fn capture_update(
             .map(|_| ())
     };
     let report = database
-        .update(
-            &Update {
-                step: 1,
-                table: "t".into(),
-                key: None,
-                filter,
-                set: BTreeMap::from([
-                    ("a".to_owned(), "a + 1".to_owned()),
-                    ("b".to_owned(), "b || 'x'".to_owned()),
-                ]),
-                chunk_size: chunk,
-            },
-            &mut recorder,
-        )
+        .update(&the_update(filter, chunk), &mut recorder)
         .expect("update");
     report.rows
+}
+
+/// The update every capture case runs: `a = a + 1, b = b || 'x'` on the
+/// rows `filter` picks (all without one).
+fn the_update(filter: Option<String>, chunk: Option<usize>) -> Update {
+    Update {
+        step: 1,
+        table: "t".into(),
+        key: None,
+        filter,
+        set: BTreeMap::from([
+            ("a".to_owned(), "a + 1".to_owned()),
+            ("b".to_owned(), "b || 'x'".to_owned()),
+        ]),
+        chunk_size: chunk,
+    }
 }
 
 /// Before a case's clock starts: on PostgreSQL, a checkpoint, so that no
@@ -265,20 +268,11 @@ fn run_case(case: &str, url: &str, options: &Options) {
             quiesce(&mut database, url);
             let start = Instant::now();
             let report = database
-                .update(
-                    &Update {
-                        step: 1,
-                        table: "t".into(),
-                        key: None,
-                        filter: None,
-                        set: BTreeMap::from([
-                            ("a".to_owned(), "a + 1".to_owned()),
-                            ("b".to_owned(), "b || 'x'".to_owned()),
-                        ]),
-                        chunk_size: options.chunk,
-                    },
-                    &mut |_events: Vec<Event>| Ok::<(), std::io::Error>(()),
-                )
+                .update(&the_update(None, options.chunk), &mut |_events: Vec<
+                    Event,
+                >| {
+                    Ok::<(), std::io::Error>(())
+                })
                 .expect("update");
             assert_eq!(report.rows, options.rows);
             start.elapsed().as_secs_f64()

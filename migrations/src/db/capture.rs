@@ -1983,13 +1983,12 @@ pub(crate) async fn insert(
     recorder: &mut dyn Recorder,
 ) -> Result<StepReport> {
     let step = operation.step;
-    let engine = context.executor.engine();
     // An insert's chunks are never timed: their rows are split up front.
-    let chunk_size =
-        check_chunk_size(step, engine, operation.chunk_size, context.chunk_time)?.first;
+    let chunk_size = context.chunking(step, operation.chunk_size)?.first;
     let info = context
         .table(&operation.table, operation.key.as_deref())
         .await?;
+    let engine = context.executor.engine();
     let table = &info.quoted;
     let column_count = info.columns.len();
     let key_positions = info.key_positions();

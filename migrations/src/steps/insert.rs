@@ -14,8 +14,7 @@ use super::{KindInfo, Planned, StepContext, StepOutcome};
 use crate::databases::Literal;
 use crate::db;
 use crate::error::{Location, MigrateError, SpecError};
-use crate::plan::Sim;
-use crate::plan::one_line;
+use crate::plan::{Sim, one_line};
 
 pub const INFO: KindInfo = KindInfo {
     name: "insert",

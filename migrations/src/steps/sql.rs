@@ -12,8 +12,7 @@ use super::update::shown;
 use super::{KindInfo, Planned, StepContext, StepOutcome};
 use crate::db;
 use crate::error::{Location, MigrateError, SpecError};
-use crate::plan::Sim;
-use crate::plan::one_line;
+use crate::plan::{Sim, one_line};
 
 pub const INFO: KindInfo = KindInfo {
     name: "sql",
