@@ -47,11 +47,12 @@ pub const DEFAULT_CHUNK_SIZE: usize = 10_000;
 /// ([`Database::set_chunk_time`](super::Database::set_chunk_time) changes
 /// it). SQLite has one writer at a time: a chunk keeps every other writer
 /// of the database waiting while it runs, whatever rows they write, so
-/// what bounds a chunk is its time, not its rows. Chunks of a fixed 10,000
-/// rows spent about a third of a 1M-row update on their 100 commits
-/// and the ledger's 100 durable batches (BENCHMARKS.md, run L); chunks of
-/// 0.1 s make about a dozen.
-pub const SQLITE_CHUNK_TIME: std::time::Duration = std::time::Duration::from_millis(100);
+/// what bounds a chunk is its time, not its rows. And each commit costs
+/// SQLite its flushes to disk however few rows it holds (four fsyncs with
+/// a rollback journal, about 15 ms a commit on the benchmark's machine,
+/// BENCHMARKS.md, run M): chunks of 0.1 s spent a quarter of a 1M-row
+/// update committing, chunks of 0.25 s a fifth, in about ten commits.
+pub const SQLITE_CHUNK_TIME: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The most bytes of images, as read and before they are sealed, a SQLite
 /// chunk sized by time is made to hold: a chunk's images stay in memory
@@ -2368,7 +2369,7 @@ mod tests {
     #[test]
     fn a_timed_chunk_is_as_large_as_its_time_allows_within_its_bounds() {
         let ms = Duration::from_millis;
-        let next = |size, took, bytes| next_chunk_size(size, took, SQLITE_CHUNK_TIME, bytes);
+        let next = |size, took, bytes| next_chunk_size(size, took, ms(100), bytes);
         // 10,000 rows in 50 ms: 20,000 rows take the 100 ms a chunk may.
         assert_eq!(next(10_000, ms(50), 1 << 20), 20_000);
         assert_eq!(next(10_000, ms(100), 1 << 20), 10_000);

@@ -15,7 +15,7 @@ use crate::plan::Sim;
 
 pub const INFO: KindInfo = KindInfo {
     name: "delete",
-    docs: "Deletes the rows of `table` matching `where` (required; `where = \"TRUE\"` for all), `chunk_size` rows per transaction (by default 10000 on PostgreSQL; on SQLite, first 10000 and then as many as take about 0.1 s, so that other writers wait no longer, but at least 1000 and no more than hold 64 MiB of images), recorded as events of at most 1000 rows. `key` names the key columns (default: the primary key). Every deleted row is recorded whole.",
+    docs: "Deletes the rows of `table` matching `where` (required; `where = \"TRUE\"` for all), `chunk_size` rows per transaction (by default 10000 on PostgreSQL; on SQLite, first 10000 and then as many as take about 0.25 s, so that other writers wait no longer, but at least 1000 and no more than hold 64 MiB of images), recorded as events of at most 1000 rows. `key` names the key columns (default: the primary key). Every deleted row is recorded whole.",
     inverse: Some("re-inserts each deleted row when its key is still absent"),
     fixture: "table = \"t\"\nwhere = \"n < 0\"\ndatabase = \"sqlite://{root}/fixture.db\"",
 };

@@ -21,7 +21,7 @@ use crate::plan::Sim;
 
 pub const INFO: KindInfo = KindInfo {
     name: "update",
-    docs: "Updates rows of `table`: `set = { column = \"SQL expression\" }` on the rows matching `where` (all rows when absent), `chunk_size` rows per transaction (by default 10000 on PostgreSQL; on SQLite, first 10000 and then as many as take about 0.1 s, so that other writers wait no longer, but at least 1000 and no more than hold 64 MiB of images), recorded as events of at most 1000 rows. `key` names the key columns (default: the primary key). Every changed row's before and after image is recorded.",
+    docs: "Updates rows of `table`: `set = { column = \"SQL expression\" }` on the rows matching `where` (all rows when absent), `chunk_size` rows per transaction (by default 10000 on PostgreSQL; on SQLite, first 10000 and then as many as take about 0.25 s, so that other writers wait no longer, but at least 1000 and no more than hold 64 MiB of images), recorded as events of at most 1000 rows. `key` names the key columns (default: the primary key). Every changed row's before and after image is recorded.",
     inverse: Some(
         "restores each row's before image when the row still equals its after image; drifted rows are reported with the columns that differ",
     ),
