@@ -488,6 +488,13 @@ fn bad_input_is_refused_before_anything_runs() {
             Some("{db}"),
         ),
         (
+            "key_not_unique",
+            format!(
+                "{UPDATE_LICENCES}[[step]]\nkind = \"update\"\ntable = \"team_members\"\nkey = [\"team_id\"]\nset = {{ is_owner = \"NOT is_owner\" }}\n"
+            ),
+            Some("{db}"),
+        ),
+        (
             "sql_without_down",
             format!(
                 "{UPDATE_LICENCES}[[step]]\nkind = \"sql\"\nup = \"UPDATE teams SET name = upper(name)\"\n"

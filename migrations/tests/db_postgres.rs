@@ -2003,3 +2003,43 @@ fn postgres_a_failing_recorder_rolls_back_the_chunk_in_flight_too() {
     );
     assert_eq!(idle, vec![SqlValue::Integer(0)], "no transaction left open");
 }
+
+/// A key a step names must be one no two rows share, as on SQLite: the
+/// key's duplicates are refused before anything runs; a key that covers a
+/// unique index (its key columns, not those it only includes) or the
+/// primary key is taken, and so is one no two rows share now.
+#[test]
+fn postgres_a_key_two_rows_share_is_refused_before_anything_changes() {
+    let Some((scratch, mut database)) = scratch_with(
+        "rw_key_unique",
+        "CREATE TABLE t (id int PRIMARY KEY, n int, m int, g int, v int NOT NULL); \
+         CREATE UNIQUE INDEX t_m ON t (m) INCLUDE (n); \
+         CREATE UNIQUE INDEX t_n_over_one ON t (n) WHERE n > 1; \
+         INSERT INTO t VALUES (1, 1, 10, 100, 0), (2, 1, 20, 200, 0), (3, 3, 30, 300, 0)",
+    ) else {
+        return;
+    };
+    let before = scratch.dump(true);
+    let mut ledger = TestLedger::new();
+    let update = |key: &[&str]| Update {
+        key: Some(key.iter().map(|column| (*column).to_owned()).collect()),
+        ..update_every_row(&[("v", "v + 1")], 100)
+    };
+    let error = database
+        .update(&update(&["n"]), &mut ledger.recorder())
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::KeyNotUnique { key, value, .. } if key == "n" && value == "1"),
+        "{error}"
+    );
+    assert_eq!(scratch.dump(true), before, "refused");
+    assert!(ledger.events().is_empty());
+    for key in [&["m"][..], &["n", "id"], &["g"]] {
+        let report = database
+            .update(&update(key), &mut ledger.recorder())
+            .unwrap();
+        assert_eq!(report.rows, 3, "{key:?}");
+    }
+    ledger.roll_back(&mut database, UndoOptions::default());
+    assert_eq!(scratch.dump(true), before, "rolled back");
+}

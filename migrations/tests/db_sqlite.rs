@@ -1553,6 +1553,79 @@ fn sqlite_rows_with_a_null_key_are_refused_before_anything_changes() {
     assert_eq!(report.rows, 4);
 }
 
+/// A key a step names must be one no two rows share: rollback finds each
+/// row again by its key, and would restore or delete every row holding
+/// it. A key that covers the primary key or a unique index is taken as it
+/// is; any other, only while no two rows of the table share it (a partial
+/// unique index does not count). Each refusal comes before anything runs.
+#[test]
+fn sqlite_a_key_two_rows_share_is_refused_before_anything_changes() {
+    let (_file, mut database, before) = scratch(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER, code TEXT UNIQUE, g INTEGER, v INTEGER); \
+             CREATE UNIQUE INDEX t_n_over_one ON t (n) WHERE n > 1; \
+             INSERT INTO t VALUES (1, 1, 'a', 10, 0), (2, 1, 'b', 20, 0), (3, 3, 'c', 30, 0)",
+    );
+    let mut ledger = TestLedger::new();
+    let update = |key: &[&str]| Update {
+        key: Some(key.iter().map(|column| (*column).to_owned()).collect()),
+        ..update_all("t", &[("v", "v + 1")], 100)
+    };
+    let refused = |error: DbError| {
+        assert!(
+            matches!(&error, DbError::KeyNotUnique { key, value, .. } if key == "n" && value == "1"),
+            "{error}"
+        );
+        assert!(error.hint().unwrap().contains("unique index"));
+    };
+    refused(
+        database
+            .update(&update(&["n"]), &mut ledger.recorder())
+            .unwrap_err(),
+    );
+    refused(
+        database
+            .delete(
+                &Delete {
+                    step: 2,
+                    table: "t".into(),
+                    key: Some(vec!["n".into()]),
+                    filter: Some("id = 3".into()),
+                    chunk_size: None,
+                },
+                &mut ledger.recorder(),
+            )
+            .unwrap_err(),
+    );
+    refused(
+        database
+            .insert(
+                &Insert {
+                    step: 3,
+                    table: "t".into(),
+                    key: Some(vec!["n".into()]),
+                    source: InsertSource::Rows(vec![BTreeMap::from([
+                        ("id".to_owned(), SqlValue::Integer(4)),
+                        ("n".to_owned(), SqlValue::Integer(4)),
+                    ])]),
+                    chunk_size: None,
+                },
+                &mut ledger.recorder(),
+            )
+            .unwrap_err(),
+    );
+    assert_same_dump(&before, &database.dump_sqlite().unwrap(), "refused");
+    assert!(ledger.events().is_empty());
+    // Keys that cover the primary key or a unique index, and one that no
+    // two rows share though nothing declares it unique.
+    for key in [&["n", "id"][..], &["code"], &["g"]] {
+        let report = database
+            .update(&update(key), &mut ledger.recorder())
+            .unwrap();
+        assert_eq!(report.rows, 3, "{key:?}");
+    }
+    assert_rolls_back(&ledger, &mut database, &before, "unique keys");
+}
+
 /// A row that an `ON CONFLICT IGNORE` clause makes the statement skip
 /// leaves its chunk short: the step fails, its chunk rolled back, instead
 /// of ending early as if the table were done; the chunks before it are

@@ -32,6 +32,7 @@ fn db_exit_code(error: &DbError) -> u8 {
         | DbError::UnknownTable { .. }
         | DbError::UnknownColumn { .. }
         | DbError::NoKey { .. }
+        | DbError::KeyNotUnique { .. }
         | DbError::KeyColumnTwice { .. }
         | DbError::NullKey { .. }
         | DbError::SetsKeyColumn { .. }

@@ -184,9 +184,10 @@ pub(crate) async fn table_info(
             table: table.to_owned(),
         });
     }
+    let given = key.is_some_and(|key| !key.is_empty());
     let key: Vec<String> = match key {
         Some(key) if !key.is_empty() => key.to_vec(),
-        _ => primary_key,
+        _ => primary_key.clone(),
     };
     if key.is_empty() {
         return Err(DbError::NoKey {
@@ -207,6 +208,14 @@ pub(crate) async fn table_info(
             });
         }
     }
+    if given {
+        refuse_key_not_unique(executor, &quoted, table, &key, &primary_key)
+            .await
+            .map_err(|error| match error {
+                KeyCheck::Failed(error) => unreachable(error),
+                KeyCheck::Refused(error) => error,
+            })?;
+    }
     if !rowid_alias {
         columns.insert(
             0,
@@ -223,6 +232,106 @@ pub(crate) async fn table_info(
         key,
         conflict_clauses,
     })
+}
+
+/// Why a key given by a step could not be taken.
+enum KeyCheck {
+    Failed(sqlx::Error),
+    Refused(DbError),
+}
+
+impl From<sqlx::Error> for KeyCheck {
+    fn from(error: sqlx::Error) -> KeyCheck {
+        KeyCheck::Failed(error)
+    }
+}
+
+/// Refuses a key a step names that two rows may share: rollback finds each
+/// row again by its key, and a key two rows share would restore, or delete,
+/// both. A key is unique when it holds every column of the primary key or
+/// of a unique index (not partial, not on expressions); otherwise, when no
+/// two rows of the table hold the same key now.
+async fn refuse_key_not_unique(
+    executor: &mut dyn Executor,
+    quoted: &str,
+    table: &str,
+    key: &[String],
+    primary_key: &[String],
+) -> std::result::Result<(), KeyCheck> {
+    let covers = |columns: &[String]| {
+        !columns.is_empty() && columns.iter().all(|column| key.contains(column))
+    };
+    if covers(primary_key) {
+        return Ok(());
+    }
+    // Each unique index's key columns, as rows of (index, column name),
+    // an index's rows together; an expression's column has no name.
+    let rows = match executor.engine() {
+        Engine::Sqlite => {
+            executor
+                .fetch(
+                    "SELECT il.name, ii.name FROM pragma_index_list(?1) AS il \
+                     JOIN pragma_index_info(il.name) AS ii \
+                     WHERE il.\"unique\" AND NOT il.partial ORDER BY il.seq, ii.seqno",
+                    &[Bind::Value(SqlValue::Text(table.to_owned()))],
+                )
+                .await?
+        }
+        Engine::Postgres => {
+            executor
+                .fetch(
+                    "SELECT i.indexrelid::text, a.attname::text FROM pg_index i \
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                     WHERE i.indrelid = to_regclass($1) AND i.indisunique \
+                     AND i.indpred IS NULL AND i.indexprs IS NULL \
+                     AND array_position(i.indkey::int2[], a.attnum) < i.indnkeyatts \
+                     ORDER BY i.indexrelid",
+                    &[Bind::Value(SqlValue::Text(quoted.to_owned()))],
+                )
+                .await?
+        }
+    };
+    let mut indexes: Vec<(String, Vec<String>)> = Vec::new();
+    for row in &rows {
+        let index = text(&row[0]);
+        let column = match &row[1] {
+            SqlValue::Null => String::new(),
+            other => text(other),
+        };
+        match indexes.last_mut() {
+            Some((last, columns)) if *last == index => columns.push(column),
+            _ => indexes.push((index, vec![column])),
+        }
+    }
+    if indexes.iter().any(|(_, columns)| covers(columns)) {
+        return Ok(());
+    }
+    let keys = key
+        .iter()
+        .map(|name| quote_ident(name))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let present = key
+        .iter()
+        .map(|name| format!("{} IS NOT NULL", quote_ident(name)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let shared = executor
+        .fetch(
+            &format!(
+                "SELECT {keys} FROM {quoted} WHERE {present} GROUP BY {keys} HAVING count(*) > 1 LIMIT 1"
+            ),
+            &[],
+        )
+        .await?;
+    match shared.first() {
+        None => Ok(()),
+        Some(values) => Err(KeyCheck::Refused(DbError::KeyNotUnique {
+            table: table.to_owned(),
+            key: key.join(", "),
+            value: rewind_ledger::event::render_key(values),
+        })),
+    }
 }
 
 /// The state of a sequence: its value and whether `nextval` was called.

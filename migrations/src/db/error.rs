@@ -39,6 +39,13 @@ pub enum DbError {
     #[error("table {table} has no usable key: no primary key and no key columns given")]
     NoKey { table: String },
 
+    #[error("the key ({key}) of table {table} is not unique: more than one row holds {value}")]
+    KeyNotUnique {
+        table: String,
+        key: String,
+        value: String,
+    },
+
     #[error("step {step}: set changes key column {column} of table {table}")]
     SetsKeyColumn {
         step: u32,
@@ -148,6 +155,9 @@ impl DbError {
             DbError::KeyColumnTwice { .. } => Some("name each key column once in the step's key"),
             DbError::NullKey { .. } => Some(
                 "rows are found again by their key, and NULL equals nothing: give the step `key = [\"column\", …]` naming columns without NULLs, or leave those rows out with `where`",
+            ),
+            DbError::KeyNotUnique { .. } => Some(
+                "rows are found again by their key: name columns that the primary key or a unique index covers, or columns no two rows share",
             ),
             DbError::NoKey { .. } => {
                 Some("give the step `key = [\"column\", …]` naming unique, non-null columns")

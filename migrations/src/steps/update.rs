@@ -3,7 +3,8 @@
 //! and after images before its transaction commits ([`crate::db`]).
 //!
 //! Keys: `key = ["id"]`, or discovered from the primary key; a table
-//! without a usable key is refused before anything runs. SQL text (`set`
+//! without a usable key, or a `key` two rows share, is refused before
+//! anything runs. SQL text (`set`
 //! expressions, `where`) is taken literally; only `database` takes
 //! `{var}`s.
 //!
