@@ -218,3 +218,28 @@ fn unknown_key_in_a_step() {
         false
     ));
 }
+
+/// A field unknown to, or missing from, a later step is reported at that
+/// step, with its number and kind, not at the first step's.
+#[test]
+fn unknown_or_missing_key_in_a_later_step() {
+    let spec = format!(
+        "{HEAD}[[step]]\nkind = \"mkdir\"\npath = \"{{root}}/web\"\n\n\
+         [[step]]\nkind = \"chmod\"\npath = \"{{root}}/web\"\nmod = \"0755\"\n\n\
+         [[step]]\nkind = \"move\"\nfrom = \"{{root}}/var/log\"\n"
+    );
+    assert_snapshot!(case(
+        &spec,
+        &["apply", "SPEC", "--target", "TARGET", "--yes"],
+        false
+    ));
+    let spec = format!(
+        "{HEAD}[[step]]\nkind = \"mkdir\"\npath = \"{{root}}/web\"\n\n\
+         [[step]]\nkind = \"move\"\nfrom = \"{{root}}/var/log\"\n"
+    );
+    assert_snapshot!(case(
+        &spec,
+        &["apply", "SPEC", "--target", "TARGET", "--yes"],
+        false
+    ));
+}

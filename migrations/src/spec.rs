@@ -505,17 +505,34 @@ fn locate_parse_error(file: &str, text: &str, error: &toml::de::Error) -> SpecEr
         step: None,
         kind: None,
     };
-    let message = error.message().trim().to_owned();
+    let mut message = error.message().trim().to_owned();
     // Find the step the error is in: the last one starting at or before it
     // (a step's span may cover only its `[[step]]` header).
     if let Ok(lenient) = toml::from_str::<LenientSpec>(text)
-        && let Some((index, step)) = lenient
+        && let Some((mut index, mut step)) = lenient
             .step
             .iter()
             .enumerate()
             .filter(|(_, step)| step.span().start <= offset)
             .max_by_key(|(_, step)| step.span().start)
     {
+        // A field missing from, or unknown to, a step is reported at the
+        // start of the steps, whichever step it is in: the first step that
+        // does not parse alone is the one, when it is not the one found.
+        if let Some((alone, failed, error)) =
+            lenient.step.iter().enumerate().find_map(|(alone, step)| {
+                step.get_ref()
+                    .clone()
+                    .try_into::<StepSpec>()
+                    .err()
+                    .map(|error| (alone, step, error))
+            })
+            && alone != index
+        {
+            (index, step) = (alone, failed);
+            (at.line, at.column) = line_column(text, step.span().start);
+            message = error.message().trim().to_owned();
+        }
         let kind = step
             .get_ref()
             .get("kind")
