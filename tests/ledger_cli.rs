@@ -1020,3 +1020,26 @@ fn history_tells_apart_keys_whose_values_hold_commas() {
     assert_eq!(seqs(r"Smith,Jo\, Ann"), vec![2]);
     assert_eq!(seqs("Smith, Jo,Ann"), Vec::<u64>::new());
 }
+
+/// `rewind history | head -1`: once the reader of its output is gone, a
+/// listing stops as a tool that SIGPIPE ended, with no error.
+#[test]
+fn a_listing_whose_reader_went_away_stops_quietly() {
+    let env = populated();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rewind-child"))
+        .envs(rewind_tests::PINNED)
+        .arg("--ledger")
+        .arg(&env.ledger)
+        .arg("history")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes before the child has written anything.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(141), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("error"), "{stderr}");
+}

@@ -12,16 +12,58 @@ const HINT: Style = AnsiColor::Cyan.on_default().bold();
 const NOTE: Style = AnsiColor::Blue.on_default().bold();
 
 pub struct Printer {
-    out: Box<dyn Write>,
+    out: Watched,
     err: Box<dyn Write>,
     pub json: bool,
+}
+
+/// Standard output, and whether its reader went away (`rewind history |
+/// head`): a write then fails with a broken pipe.
+struct Watched {
+    inner: Box<dyn Write>,
+    closed: bool,
+}
+
+impl Watched {
+    fn watch<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
+        if let Err(error) = &result
+            && error.kind() == io::ErrorKind::BrokenPipe
+        {
+            self.closed = true;
+        }
+        result
+    }
+}
+
+impl Write for Watched {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let result = self.inner.write(bytes);
+        self.watch(result)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let result = self.inner.flush();
+        self.watch(result)
+    }
 }
 
 impl Printer {
     /// A printer over two writers; anstream writers decide colour, plain
     /// ones get none.
     pub fn new(json: bool, out: Box<dyn Write>, err: Box<dyn Write>) -> Printer {
-        Printer { out, err, json }
+        Printer {
+            out: Watched {
+                inner: out,
+                closed: false,
+            },
+            err,
+            json,
+        }
+    }
+
+    /// Whether a write to standard output found its reader gone.
+    pub fn out_closed(&self) -> bool {
+        self.out.closed
     }
 
     /// Data: a rendered block of text, to stdout.
@@ -32,7 +74,7 @@ impl Printer {
 
     /// The data stream itself, for long streamed output (exports).
     pub fn out(&mut self) -> &mut dyn Write {
-        &mut *self.out
+        &mut self.out
     }
 
     /// Data as pretty JSON, to stdout.
