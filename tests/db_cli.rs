@@ -531,6 +531,19 @@ fn rollback_past_an_irreversible_step_is_refused_unless_allowed() {
         "db_irreversible_refused",
         db.env.snapshot(&["rollback", "r1", "--yes"])
     );
+    // The dry run shows the plan, then refuses as the rollback would.
+    let dry = db.env.run(&["rollback", "r1", "--dry-run"]);
+    assert_eq!(dry.code, 1, "{dry:?}");
+    assert!(dry.stdout.contains("rollback plan of run r1"), "{dry:?}");
+    assert!(
+        dry.stderr
+            .contains("the rollback would pass irreversible step(s): seq"),
+        "{dry:?}"
+    );
+    let dry = db
+        .env
+        .run(&["rollback", "r1", "--dry-run", "--allow-irreversible"]);
+    assert_eq!(dry.code, 0, "{dry:?}");
     assert_eq!(applied, db.dump());
     assert_eq!(head, db.head());
     let allowed = db

@@ -312,6 +312,10 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
             ctx.printer.data(&text)?;
             ctx.printer.note("dry run: nothing was changed");
         }
+        // As the rollback itself would refuse, before it met any drift.
+        if !args.allow_irreversible && !plan.irreversible.is_empty() {
+            return Err(irreversible_error(&plan.irreversible));
+        }
         if drifted > 0 {
             return Err(CliError::new(
                 exit::DRIFT,
