@@ -1626,6 +1626,60 @@ fn sqlite_a_key_two_rows_share_is_refused_before_anything_changes() {
     assert_rolls_back(&ledger, &mut database, &before, "unique keys");
 }
 
+/// TEXT that is not UTF-8 (SQLite keeps whatever bytes it is given) cannot
+/// be held by an image: the step fails naming the table and column, not
+/// as a change made under it, and nothing of its chunk stays.
+#[test]
+fn sqlite_text_that_is_not_utf8_fails_the_step_naming_its_column() {
+    let file = SqliteFile::new();
+    let mut database = file.connect();
+    database
+        .execute_script(
+            "CREATE TABLE w (id INTEGER PRIMARY KEY, v TEXT, n INTEGER); \
+             INSERT INTO w VALUES (1, 'fine', 1), (2, CAST(x'fffe41' AS TEXT), 2)",
+        )
+        .unwrap();
+    // Read as hex: the text cannot be decoded as a string.
+    let rows = |database: &mut Database| {
+        database
+            .query("SELECT id, typeof(v), hex(v), n FROM w ORDER BY id", &[])
+            .unwrap()
+    };
+    let before = rows(&mut database);
+    let mut ledger = TestLedger::new();
+    let refused = |error: DbError| {
+        assert!(
+            matches!(&error, DbError::NotUtf8 { table, column, .. } if table == "w" && column == "v"),
+            "{error}"
+        );
+        assert!(error.hint().unwrap().contains("CAST(column AS BLOB)"));
+    };
+    refused(
+        database
+            .update(
+                &update_all("w", &[("n", "n + 1")], 100),
+                &mut ledger.recorder(),
+            )
+            .unwrap_err(),
+    );
+    refused(
+        database
+            .delete(
+                &Delete {
+                    step: 2,
+                    table: "w".into(),
+                    key: None,
+                    filter: Some("TRUE".into()),
+                    chunk_size: None,
+                },
+                &mut ledger.recorder(),
+            )
+            .unwrap_err(),
+    );
+    assert_eq!(rows(&mut database), before);
+    assert!(ledger.events().is_empty());
+}
+
 /// A row that an `ON CONFLICT IGNORE` clause makes the statement skip
 /// leaves its chunk short: the step fails, its chunk rolled back, instead
 /// of ending early as if the table were done; the chunks before it are

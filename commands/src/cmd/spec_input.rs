@@ -45,6 +45,7 @@ fn db_exit_code(error: &DbError) -> u8 {
         | DbError::AuthenticationFailed { .. }
         | DbError::Record { .. }
         | DbError::Concurrent { .. }
+        | DbError::NotUtf8 { .. }
         | DbError::Irreversible { .. }
         | DbError::TriggersWouldFire { .. }
         | DbError::NoInverse { .. }

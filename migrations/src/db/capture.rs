@@ -30,7 +30,7 @@ use super::catalog::{SequenceState, TableInfo, cascades, has_triggers, sequences
 use super::error::{DbError, Result};
 use super::executor::{Bind, Engine, Executor, key_slots, quote_ident};
 use super::images::{parse_pg, pg_record};
-use super::sqlite_raw::{Changes, Failed, Op, Row};
+use super::sqlite_raw::{Changes, Failed, Op, Problem, Row};
 
 /// The default number of rows per chunk: one transaction, whose images are
 /// recorded (in one durable batch) before it commits. Each commit costs
@@ -1498,8 +1498,18 @@ async fn sqlite_hooked_chunk(
                 Ok::<_, DbError>((count, rows, problem, images))
             })?;
             let count = count.map_err(failed)?;
-            if let Some(problem) = problem {
-                return Err(concurrent(plan.info, step, problem));
+            match problem {
+                Some(Problem::Changed(problem)) => {
+                    return Err(concurrent(plan.info, step, problem));
+                }
+                Some(Problem::NotUtf8 { column }) => {
+                    return Err(DbError::NotUtf8 {
+                        step,
+                        table: plan.info.name.clone(),
+                        column: plan.info.columns[column].name.clone(),
+                    });
+                }
+                None => {}
             }
             if count != rows as u64 {
                 return Err(concurrent(

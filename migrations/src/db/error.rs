@@ -104,6 +104,15 @@ pub enum DbError {
         problem: String,
     },
 
+    #[error(
+        "step {step}: column {column} of table {table} holds text that is not UTF-8 in a row the step changes, which rewind cannot record"
+    )]
+    NotUtf8 {
+        step: u32,
+        table: String,
+        column: String,
+    },
+
     #[error("step {step}: refusing to roll back irreversible statement {statement}")]
     Irreversible { step: u32, statement: String },
 
@@ -183,6 +192,9 @@ impl DbError {
             }
             DbError::Concurrent { .. } => Some(
                 "nothing of the failing chunk stays; if another writer changed the table, stop it and apply again; if the statement itself did more than change its chunk's rows (a REPLACE or IGNORE conflict clause, another table), change the step",
+            ),
+            DbError::NotUtf8 { .. } => Some(
+                "SQLite keeps a TEXT value's bytes as given, and rewind records text as UTF-8: convert the value (a BLOB keeps its bytes: CAST(column AS BLOB)) or leave the row out with `where`; nothing of the failing chunk stays",
             ),
             DbError::BadImages { .. } => Some(
                 "run `rewind verify`: if the chain holds, the event was recorded this way and its rows cannot be restored from it",

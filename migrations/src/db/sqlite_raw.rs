@@ -340,14 +340,25 @@ pub(crate) struct Changes<'a> {
     pub full: std::sync::mpsc::Sender<Packer>,
     pub rows: usize,
     /// The first thing that keeps these images from being the statement's
-    /// whole effect (another table changed, a row deleted by an update).
-    pub problem: Option<String>,
+    /// whole effect (another table changed, a row deleted by an update),
+    /// or from being recorded.
+    pub problem: Option<Problem>,
+}
+
+/// Why the images a hook collected cannot be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Problem {
+    /// The statement did more than change the chunk's rows.
+    Changed(String),
+    /// A value is TEXT that is not UTF-8, which an image cannot hold:
+    /// the column's position among the table's.
+    NotUtf8 { column: usize },
 }
 
 impl Changes<'_> {
     /// Hands over the last event's images, and ends the hand-over: the
     /// rows captured, and the problem met, if any.
-    pub(crate) fn finish(mut self) -> (usize, Option<String>) {
+    pub(crate) fn finish(mut self) -> (usize, Option<Problem>) {
         if self.packer.rows() > 0 {
             // A sealer that is gone: as in `take`.
             let _ = self.full.send(std::mem::take(&mut self.packer));
@@ -371,10 +382,10 @@ impl Changes<'_> {
             return;
         }
         if !table.to_bytes().eq_ignore_ascii_case(self.table.as_bytes()) {
-            self.problem = Some(format!(
+            self.problem = Some(Problem::Changed(format!(
                 "the statement also changed rows of table {}",
                 table.to_string_lossy()
-            ));
+            )));
             return;
         }
         let expected = match self.op {
@@ -382,28 +393,28 @@ impl Changes<'_> {
             Op::Delete => ffi::SQLITE_DELETE,
         };
         if op != expected {
-            self.problem = Some(format!(
+            self.problem = Some(Problem::Changed(format!(
                 "the statement also {} rows of the table (a REPLACE conflict clause?)",
                 if op == ffi::SQLITE_DELETE {
                     "deleted"
                 } else {
                     "inserted"
                 }
-            ));
+            )));
             return;
         }
         // SAFETY: called from the preupdate hook of `db`, for this change.
         let count = unsafe { ffi::sqlite3_preupdate_count(db) } as usize;
         let first = usize::from(self.rowid_first);
         if count + first != self.width {
-            self.problem = Some(format!(
+            self.problem = Some(Problem::Changed(format!(
                 "the table's rows have {count} values, {} columns were expected",
                 self.width - first
-            ));
+            )));
             return;
         }
         if self.op == Op::Update && rowids.0 != rowids.1 {
-            self.problem = Some("the statement changed a rowid".to_owned());
+            self.problem = Some(Problem::Changed("the statement changed a rowid".to_owned()));
             return;
         }
         if self.rows > 0 && self.rows.is_multiple_of(ROWS_PER_EVENT) {
@@ -418,13 +429,15 @@ impl Changes<'_> {
             Op::Update => BEFORE | AFTER,
             Op::Delete => BEFORE,
         });
+        let not_utf8 = |column| Problem::NotUtf8 { column };
         let result = (|| {
             let mut before = packer.before();
             if self.rowid_first {
                 before.integer(rowids.0);
             }
             for column in first..self.width {
-                write_value(preupdate(db, column - first, false)?, column, &mut before)?;
+                write_value(preupdate(db, column - first, false)?, &mut before)
+                    .map_err(|()| not_utf8(column))?;
             }
             if self.op == Op::Update {
                 let mut after = packer.after();
@@ -432,13 +445,14 @@ impl Changes<'_> {
                 for column in 0..self.width {
                     match changed.next_if_eq(&&column) {
                         Some(_) if column >= first => {
-                            write_value(preupdate(db, column - first, true)?, column, &mut after)?;
+                            write_value(preupdate(db, column - first, true)?, &mut after)
+                                .map_err(|()| not_utf8(column))?;
                         }
                         Some(_) | None => after.same(),
                     }
                 }
             }
-            Ok::<(), String>(())
+            Ok::<(), Problem>(())
         })();
         if let Err(problem) = result {
             self.problem = Some(problem);
@@ -451,7 +465,7 @@ fn preupdate(
     db: *mut ffi::sqlite3,
     column: usize,
     new: bool,
-) -> Result<*mut ffi::sqlite3_value, String> {
+) -> Result<*mut ffi::sqlite3_value, Problem> {
     let mut value = ptr::null_mut();
     // SAFETY: called inside the preupdate hook of `db`; the value SQLite
     // returns lives until the hook returns.
@@ -464,16 +478,15 @@ fn preupdate(
     };
     match code {
         ffi::SQLITE_OK if !value.is_null() => Ok(value),
-        _ => Err(format!("SQLite gave no value for column {}", column + 1)),
+        _ => Err(Problem::Changed(format!(
+            "SQLite gave no value for column {}",
+            column + 1
+        ))),
     }
 }
 
 /// Writes a value by its storage class; TEXT that is not UTF-8 is refused.
-fn write_value(
-    value: *mut ffi::sqlite3_value,
-    column: usize,
-    out: &mut ImageWriter<'_>,
-) -> Result<(), String> {
+fn write_value(value: *mut ffi::sqlite3_value, out: &mut ImageWriter<'_>) -> Result<(), ()> {
     // SAFETY: `value` is a live value SQLite handed over; the bytes it
     // points to are read before anything else touches it, length after
     // pointer as SQLite's documentation prescribes.
@@ -492,10 +505,7 @@ fn write_value(
                 };
                 let bytes = slice(data, ffi::sqlite3_value_bytes(value));
                 if std::str::from_utf8(bytes).is_err() {
-                    return Err(format!(
-                        "column {} holds text that is not UTF-8",
-                        column + 1
-                    ));
+                    return Err(());
                 }
                 out.text(bytes);
             }
@@ -546,7 +556,7 @@ unsafe extern "C" fn on_preupdate(
     if outcome.is_err() {
         // SAFETY: as above.
         let changes = unsafe { &mut *context.cast::<Changes<'_>>() };
-        changes.problem = Some("capturing a row panicked".to_owned());
+        changes.problem = Some(Problem::Changed("capturing a row panicked".to_owned()));
     }
 }
 
