@@ -1571,11 +1571,11 @@ fn sqlite_a_key_two_rows_share_is_refused_before_anything_changes() {
         ..update_all("t", &[("v", "v + 1")], 100)
     };
     let refused = |error: DbError| {
-        assert!(
+        assert_refused(
+            &error,
             matches!(&error, DbError::KeyNotUnique { key, value, .. } if key == "n" && value == "1"),
-            "{error}"
+            "unique index",
         );
-        assert!(error.hint().unwrap().contains("unique index"));
     };
     refused(
         database
@@ -1648,11 +1648,11 @@ fn sqlite_text_that_is_not_utf8_fails_the_step_naming_its_column() {
     let before = rows(&mut database);
     let mut ledger = TestLedger::new();
     let refused = |error: DbError| {
-        assert!(
+        assert_refused(
+            &error,
             matches!(&error, DbError::NotUtf8 { table, column, .. } if table == "w" && column == "v"),
-            "{error}"
+            "CAST(column AS BLOB)",
         );
-        assert!(error.hint().unwrap().contains("CAST(column AS BLOB)"));
     };
     refused(
         database
@@ -1883,6 +1883,13 @@ fn scratch(script: &str) -> (SqliteFile, Database, String) {
     database.execute_script(script).unwrap();
     let before = database.dump_sqlite().unwrap();
     (file, database, before)
+}
+
+/// `error` is the refusal expected (`expected`), with a hint that says `hint`.
+fn assert_refused(error: &DbError, expected: bool, hint: &str) {
+    assert!(expected, "{error}");
+    let said = error.hint().unwrap_or_default();
+    assert!(said.contains(hint), "{said}");
 }
 
 /// An update of every row of `table`, as step 1.
