@@ -218,6 +218,11 @@ fn drift_on_a_row_stops_the_rollback_and_names_table_key_and_columns() {
         .env
         .snapshot(&["rollback", "r1", "--yes", "--on-drift", "skip"]);
     assert!(skipped.starts_with("exit: 3"), "{skipped}");
+    // The event of the drifted row had its other rows restored, and says so.
+    assert!(
+        skipped.contains(" 1 in part (their rows restored but the drifted ones), 1 drifted"),
+        "{skipped}"
+    );
     let now = db.dump();
     assert!(
         now.contains("renamed"),

@@ -455,6 +455,10 @@ pub enum RollbackProgress {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RollbackReport {
     pub compensated: u64,
+    /// Database events whose rows were restored but for those that
+    /// drifted (`--on-drift skip`): left uncompensated, so that a later
+    /// rollback finishes them.
+    pub in_part: u64,
     pub drifted: Vec<Drift>,
     pub outcome: Outcome,
     /// Set when an inverse failed outright (not drift).
@@ -537,6 +541,7 @@ pub fn rollback(
     )?;
     let mut report = RollbackReport {
         compensated: 0,
+        in_part: 0,
         drifted: Vec::new(),
         outcome: Outcome::Succeeded,
         error: None,
@@ -619,7 +624,12 @@ pub fn rollback(
                         // The rows that did not drift were restored; the item
                         // stays uncompensated so that a later rollback, after
                         // the drift is dealt with, finishes it.
-                        OnDrift::Skip => continue,
+                        OnDrift::Skip => {
+                            if undone.restored > 0 {
+                                report.in_part += 1;
+                            }
+                            continue;
+                        }
                     }
                 }
                 pending.push(Draft::new(

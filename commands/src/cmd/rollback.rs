@@ -383,6 +383,7 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
         ctx.printer.json(&serde_json::json!({
             "target": target_text,
             "compensated": report.compensated,
+            "in_part": report.in_part,
             "outcome": report.outcome.to_string(),
             "drift": report.drifted.iter().map(|d| serde_json::json!({
                 "seq": d.seq, "path": d.path, "differs": d.what, "expected": d.expected, "found": d.actual,
@@ -394,8 +395,16 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
         }))?;
     } else {
         let mut text = format!(
-            "rolled back {target_text}: {} inverse(s) applied, {} drifted, outcome {}\n",
+            "rolled back {target_text}: {} inverse(s) applied, {}{} drifted, outcome {}\n",
             report.compensated,
+            if report.in_part > 0 {
+                format!(
+                    "{} in part (their rows restored but the drifted ones), ",
+                    report.in_part
+                )
+            } else {
+                String::new()
+            },
             report.drifted.len(),
             report.outcome
         );
