@@ -223,6 +223,16 @@ fn drift_on_a_row_stops_the_rollback_and_names_table_key_and_columns() {
         skipped.contains(" 1 in part (their rows restored but the drifted ones), 1 drifted"),
         "{skipped}"
     );
+    // The run's status counts the drift the rollbacks left, each time.
+    let status = db.env.run(&["status", "r1"]);
+    assert!(
+        status
+            .stdout
+            .contains("2 row(s) or path(s) found changed since and left alone by a rollback"),
+        "{status:?}"
+    );
+    let status = db.env.run(&["--json", "status", "r1"]);
+    assert!(status.stdout.contains("\"drift_found\": 2"), "{status:?}");
     let now = db.dump();
     assert!(
         now.contains("renamed"),

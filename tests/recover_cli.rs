@@ -129,6 +129,7 @@ fn recover_records_effects_that_never_happened_and_drift() {
     ----- stdout -----
     run r1 of modes on -: interrupted
     started 2026-01-02T03:04:05.000000Z by tester@testhost, seqs 1–9, 2 effect(s), 0 undone (1 recorded effect(s) found never to have happened)
+    1 row(s) or path(s) found changed since and left alone by a rollback or recovery (`rewind history --kind DriftFound --run r1`)
     error: step 1 (chmod) interrupted: the process died during the step (chmod 0600 srv/*); recovery found 1 recorded effect(s) done and 1 never done, and 1 drifted
     STEP  KIND   STATE        UNDONE  DETAIL
     1     chmod  interrupted  0/2     interrupted: the process died during the step (chmod 0600 srv/*); recovery found 1 recorded effect(s) done and 1 never done, and 1 drifted

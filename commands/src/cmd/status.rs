@@ -37,6 +37,8 @@ struct JsonRun<'a> {
     effects: u64,
     compensated: u64,
     never_happened: u64,
+    /// Drift that rollbacks or recovery found and left alone (`DriftFound`).
+    drift_found: u64,
     steps: Vec<JsonStep<'a>>,
 }
 
@@ -53,6 +55,7 @@ fn json_run(run: &RunStatus) -> JsonRun<'_> {
         effects: run.effects,
         compensated: run.compensated,
         never_happened: run.never_happened,
+        drift_found: run.drift_found,
         steps: run
             .steps
             .iter()
@@ -127,6 +130,12 @@ pub fn render_run(run: &RunStatus) -> String {
             String::new()
         }
     ));
+    if run.drift_found > 0 {
+        text.push_str(&format!(
+            "{} row(s) or path(s) found changed since and left alone by a rollback or recovery (`rewind history --kind DriftFound --run {}`)\n",
+            run.drift_found, run.run
+        ));
+    }
     if let Some(error) = &run.error {
         text.push_str(&format!("error: {error}\n"));
     }
