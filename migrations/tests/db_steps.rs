@@ -134,14 +134,25 @@ fn specs_that_cannot_work_name_the_step_and_field() {
         "{error}"
     );
 
-    let error = spec_error(
-        "[[step]]\nkind = \"update\"\ntable = \"t\"\nset = { a = \"1\" }\nchunk_size = 0\n",
-        true,
-    );
-    assert!(
-        matches!(&error, SpecError::BadValue { field, .. } if field == "chunk_size"),
-        "{error}"
-    );
+    for (kind, size) in [("update", "0"), ("delete", "-1"), ("insert", "-5")] {
+        let fields = match kind {
+            "update" => "set = { a = \"1\" }",
+            "delete" => "where = \"TRUE\"",
+            _ => "rows = [{ a = 1 }]",
+        };
+        let error = spec_error(
+            &format!("[[step]]\nkind = \"{kind}\"\ntable = \"t\"\n{fields}\nchunk_size = {size}\n"),
+            true,
+        );
+        assert!(
+            matches!(&error, SpecError::BadValue { field, value, .. } if field == "chunk_size" && value == size),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("a chunk has at least 1 row"),
+            "{error}"
+        );
+    }
 
     let error = spec_error(
         "[[step]]\nkind = \"delete\"\ntable = \"t\"\nwhere = \"TRUE\"\ndatabase = \"mysql://x\"\n",

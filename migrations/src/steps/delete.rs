@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use super::update::{shown, validate_rows_step};
+use super::update::{chunk_rows, shown, validate_rows_step};
 use super::{KindInfo, Planned, StepContext, StepOutcome};
 use crate::db;
 use crate::error::{Location, MigrateError, SpecError};
@@ -28,8 +28,10 @@ pub struct Delete {
     pub key: Option<Vec<String>>,
     #[serde(rename = "where")]
     pub filter: String,
+    /// Signed, so that a negative size is refused by
+    /// [`validate_rows_step`](super::update::validate_rows_step) in words.
     #[serde(default)]
-    pub chunk_size: Option<usize>,
+    pub chunk_size: Option<i64>,
     #[serde(default)]
     pub database: Option<String>,
 }
@@ -69,7 +71,7 @@ impl Delete {
             table: self.table.clone(),
             key: self.key.clone(),
             filter: Some(self.filter.clone()),
-            chunk_size: self.chunk_size,
+            chunk_size: chunk_rows(self.chunk_size),
         }
     }
 

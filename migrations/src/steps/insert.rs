@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::update::{shown, validate_rows_step};
+use super::update::{chunk_rows, shown, validate_rows_step};
 use super::{KindInfo, Planned, StepContext, StepOutcome};
 use crate::databases::Literal;
 use crate::db;
@@ -35,8 +35,10 @@ pub struct Insert {
     pub select: Option<String>,
     #[serde(default)]
     pub rows: Option<Vec<BTreeMap<String, Literal>>>,
+    /// Signed, so that a negative size is refused by
+    /// [`validate_rows_step`](super::update::validate_rows_step) in words.
     #[serde(default)]
-    pub chunk_size: Option<usize>,
+    pub chunk_size: Option<i64>,
     #[serde(default)]
     pub database: Option<String>,
 }
@@ -90,7 +92,7 @@ impl Insert {
             table: self.table.clone(),
             key: self.key.clone(),
             source,
-            chunk_size: self.chunk_size,
+            chunk_size: chunk_rows(self.chunk_size),
         }
     }
 

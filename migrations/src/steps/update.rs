@@ -38,8 +38,10 @@ pub struct Update {
     #[serde(default, rename = "where")]
     pub filter: Option<String>,
     pub set: BTreeMap<String, String>,
+    /// Signed, so that a negative size is refused by
+    /// [`validate_rows_step`](super::update::validate_rows_step) in words.
     #[serde(default)]
-    pub chunk_size: Option<usize>,
+    pub chunk_size: Option<i64>,
     #[serde(default)]
     pub database: Option<String>,
 }
@@ -49,7 +51,7 @@ pub(crate) fn validate_rows_step(
     at: &Location,
     table: &str,
     key: Option<&[String]>,
-    chunk_size: Option<usize>,
+    chunk_size: Option<i64>,
 ) -> Result<(), SpecError> {
     let bad = |field: &str, value: String, reason: &str| SpecError::BadValue {
         at: at.clone(),
@@ -67,10 +69,19 @@ pub(crate) fn validate_rows_step(
             "name one or more key columns, or leave `key` out to use the primary key",
         ));
     }
-    if chunk_size == Some(0) {
-        return Err(bad("chunk_size", "0".into(), "a chunk has at least 1 row"));
+    if let Some(size) = chunk_size.filter(|&size| size < 1) {
+        return Err(bad(
+            "chunk_size",
+            size.to_string(),
+            "a chunk has at least 1 row",
+        ));
     }
     Ok(())
+}
+
+/// A `chunk_size` that [`validate_rows_step`] took, as rows.
+pub(crate) fn chunk_rows(chunk_size: Option<i64>) -> Option<usize> {
+    chunk_size.and_then(|size| usize::try_from(size).ok())
 }
 
 /// `database` for plans and events: without its password.
@@ -114,7 +125,7 @@ impl Update {
             key: self.key.clone(),
             filter: self.filter.clone(),
             set: self.set.clone(),
-            chunk_size: self.chunk_size,
+            chunk_size: chunk_rows(self.chunk_size),
         }
     }
 
