@@ -2006,19 +2006,26 @@ fn postgres_a_failing_recorder_rolls_back_the_chunk_in_flight_too() {
 
 /// A key a step names must be one no two rows share, as on SQLite: the
 /// key's duplicates are refused before anything runs; a key that covers a
-/// unique index (its key columns, not those it only includes) or the
+/// valid unique index (its key columns, not those it only includes) or the
 /// primary key is taken, and so is one no two rows share now.
 #[test]
 fn postgres_a_key_two_rows_share_is_refused_before_anything_changes() {
     let Some((scratch, mut database)) = scratch_with(
         "rw_key_unique",
-        "CREATE TABLE t (id int PRIMARY KEY, n int, m int, g int, v int NOT NULL); \
+        "CREATE TABLE t (id int PRIMARY KEY, n int, m int, g int, v int NOT NULL, j json); \
          CREATE UNIQUE INDEX t_m ON t (m) INCLUDE (n); \
          CREATE UNIQUE INDEX t_n_over_one ON t (n) WHERE n > 1; \
          INSERT INTO t VALUES (1, 1, 10, 100, 0), (2, 1, 20, 200, 0), (3, 3, 30, 300, 0)",
     ) else {
         return;
     };
+    // A unique index whose build failed on the duplicates stays behind,
+    // not valid: it keeps nothing unique.
+    assert!(
+        database
+            .execute_script("CREATE UNIQUE INDEX CONCURRENTLY t_n_failed ON t (n)")
+            .is_err()
+    );
     let before = scratch.dump(true);
     let mut ledger = TestLedger::new();
     let update = |key: &[&str]| Update {
@@ -2030,6 +2037,14 @@ fn postgres_a_key_two_rows_share_is_refused_before_anything_changes() {
         .unwrap_err();
     assert!(
         matches!(&error, DbError::KeyNotUnique { key, value, .. } if key == "n" && value == "1"),
+        "{error}"
+    );
+    // A key of a json column cannot be compared: its own refusal.
+    let error = database
+        .update(&update(&["j"]), &mut ledger.recorder())
+        .unwrap_err();
+    assert!(
+        matches!(&error, DbError::KeyUncheckable { key, .. } if key == "j"),
         "{error}"
     );
     assert_eq!(scratch.dump(true), before, "refused");

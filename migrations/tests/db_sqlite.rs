@@ -1557,12 +1557,14 @@ fn sqlite_rows_with_a_null_key_are_refused_before_anything_changes() {
 /// row again by its key, and would restore or delete every row holding
 /// it. A key that covers the primary key or a unique index is taken as it
 /// is; any other, only while no two rows of the table share it (a partial
-/// unique index does not count). Each refusal comes before anything runs.
+/// unique index does not count, nor one on more columns than the key), and
+/// never by an insert. Each refusal comes before anything runs.
 #[test]
 fn sqlite_a_key_two_rows_share_is_refused_before_anything_changes() {
     let (_file, mut database, before) = scratch(
         "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER, code TEXT UNIQUE, g INTEGER, v INTEGER); \
              CREATE UNIQUE INDEX t_n_over_one ON t (n) WHERE n > 1; \
+             CREATE UNIQUE INDEX t_n_code ON t (n, code); \
              INSERT INTO t VALUES (1, 1, 'a', 10, 0), (2, 1, 'b', 20, 0), (3, 3, 'c', 30, 0)",
     );
     let mut ledger = TestLedger::new();
@@ -1612,6 +1614,28 @@ fn sqlite_a_key_two_rows_share_is_refused_before_anything_changes() {
                 &mut ledger.recorder(),
             )
             .unwrap_err(),
+    );
+    // An insert needs a key the database keeps unique: one the rows hold
+    // once each now may not be so once it has added its own.
+    let error = database
+        .insert(
+            &Insert {
+                step: 4,
+                table: "t".into(),
+                key: Some(vec!["g".into()]),
+                source: InsertSource::Rows(vec![BTreeMap::from([
+                    ("id".to_owned(), SqlValue::Integer(5)),
+                    ("g".to_owned(), SqlValue::Integer(10)),
+                ])]),
+                chunk_size: None,
+            },
+            &mut ledger.recorder(),
+        )
+        .unwrap_err();
+    assert_refused(
+        &error,
+        matches!(&error, DbError::InsertKeyNotIndexed { key, .. } if key == "g"),
+        "unique index",
     );
     assert_same_dump(&before, &database.dump_sqlite().unwrap(), "refused");
     assert!(ledger.events().is_empty());

@@ -33,6 +33,8 @@ fn db_exit_code(error: &DbError) -> u8 {
         | DbError::UnknownColumn { .. }
         | DbError::NoKey { .. }
         | DbError::KeyNotUnique { .. }
+        | DbError::KeyUncheckable { .. }
+        | DbError::InsertKeyNotIndexed { .. }
         | DbError::KeyColumnTwice { .. }
         | DbError::NullKey { .. }
         | DbError::SetsKeyColumn { .. }

@@ -26,7 +26,9 @@ use rewind_ledger::{
     Bytes, CheckRecorded, Event, RowImage, RowsPacked, SchemaChanged, SequenceMoved, SqlValue,
 };
 
-use super::catalog::{SequenceState, TableInfo, cascades, has_triggers, sequences, table_info};
+use super::catalog::{
+    KeyRows, SequenceState, TableInfo, cascades, has_triggers, sequences, table_info,
+};
 use super::error::{DbError, Result};
 use super::executor::{Bind, Engine, Executor, key_slots, quote_ident};
 use super::images::{parse_pg, pg_record};
@@ -309,8 +311,43 @@ impl Context<'_> {
         let _ = self.executor.script("ROLLBACK").await;
     }
 
+    /// A table about to be changed under `key` (the primary key when
+    /// `None`), which no two rows may share.
     pub async fn table(&mut self, table: &str, key: Option<&[String]>) -> Result<TableInfo> {
-        table_info(self.executor, self.database, table, key).await
+        table_info(self.executor, self.database, table, key, KeyRows::Check).await
+    }
+
+    /// A table whose recorded rows are being restored by their key, which
+    /// the step that recorded them checked.
+    pub async fn recorded_table(&mut self, table: &str, key: &[String]) -> Result<TableInfo> {
+        table_info(
+            self.executor,
+            self.database,
+            table,
+            Some(key),
+            KeyRows::Recorded,
+        )
+        .await
+    }
+
+    /// A table an insert adds rows to under `key`: the database itself
+    /// must keep the key unique, since the rows read now say nothing of
+    /// the rows the insert adds.
+    pub async fn insert_table(
+        &mut self,
+        step: u32,
+        table: &str,
+        key: Option<&[String]>,
+    ) -> Result<TableInfo> {
+        let info = self.table(table, key).await?;
+        if !info.key_by_index {
+            return Err(DbError::InsertKeyNotIndexed {
+                step,
+                table: info.name,
+                key: info.key.join(", "),
+            });
+        }
+        Ok(info)
     }
 
     /// Refuses a change that would reach rows of other tables, which its
@@ -1997,7 +2034,7 @@ pub(crate) async fn insert(
     // An insert's chunks are never timed: their rows are split up front.
     let chunk_size = context.chunking(step, operation.chunk_size)?.first;
     let info = context
-        .table(&operation.table, operation.key.as_deref())
+        .insert_table(step, &operation.table, operation.key.as_deref())
         .await?;
     let engine = context.executor.engine();
     let table = &info.quoted;

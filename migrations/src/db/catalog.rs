@@ -24,6 +24,10 @@ pub(crate) struct TableInfo {
     /// `ON CONFLICT REPLACE`, `IGNORE`, …), which a statement's `OR …`
     /// would override.
     pub conflict_clauses: bool,
+    /// The key holds every column of the primary key or of a unique index,
+    /// so the database itself keeps it unique; otherwise it was found
+    /// unique in the rows when read, which an insert could change.
+    pub key_by_index: bool,
 }
 
 impl TableInfo {
@@ -70,6 +74,7 @@ pub(crate) async fn table_info(
     database: &str,
     table: &str,
     key: Option<&[String]>,
+    rows: KeyRows,
 ) -> Result<TableInfo> {
     let engine = executor.engine();
     let quoted = quote_table(engine, table);
@@ -208,14 +213,13 @@ pub(crate) async fn table_info(
             });
         }
     }
-    if given {
-        refuse_key_not_unique(executor, &quoted, table, &key, &primary_key)
+    let key_by_index = !given
+        || refuse_key_not_unique(executor, &quoted, table, &key, &primary_key, rows)
             .await
             .map_err(|error| match error {
                 KeyCheck::Failed(error) => unreachable(error),
                 KeyCheck::Refused(error) => error,
             })?;
-    }
     if !rowid_alias {
         columns.insert(
             0,
@@ -231,7 +235,17 @@ pub(crate) async fn table_info(
         columns,
         key,
         conflict_clauses,
+        key_by_index,
     })
+}
+
+/// Whether a key that no index keeps unique is checked against the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyRows {
+    /// A step about to change rows: no two may share the key.
+    Check,
+    /// Rows recorded under the key, being restored: the step checked it.
+    Recorded,
 }
 
 /// Why a key given by a step could not be taken.
@@ -249,20 +263,22 @@ impl From<sqlx::Error> for KeyCheck {
 /// Refuses a key a step names that two rows may share: rollback finds each
 /// row again by its key, and a key two rows share would restore, or delete,
 /// both. A key is unique when it holds every column of the primary key or
-/// of a unique index (not partial, not on expressions); otherwise, when no
-/// two rows of the table hold the same key now.
+/// of a valid unique index (not partial, not on expressions): then `true`;
+/// otherwise, with [`KeyRows::Check`], when no two rows of the table hold
+/// the same key now: then `false`.
 async fn refuse_key_not_unique(
     executor: &mut dyn Executor,
     quoted: &str,
     table: &str,
     key: &[String],
     primary_key: &[String],
-) -> std::result::Result<(), KeyCheck> {
+    check: KeyRows,
+) -> std::result::Result<bool, KeyCheck> {
     let covers = |columns: &[String]| {
         !columns.is_empty() && columns.iter().all(|column| key.contains(column))
     };
     if covers(primary_key) {
-        return Ok(());
+        return Ok(true);
     }
     // Each unique index's key columns, as rows of (index, column name),
     // an index's rows together; an expression's column has no name.
@@ -283,6 +299,7 @@ async fn refuse_key_not_unique(
                     "SELECT i.indexrelid::text, a.attname::text FROM pg_index i \
                      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
                      WHERE i.indrelid = to_regclass($1) AND i.indisunique \
+                     AND i.indisvalid AND i.indisready AND i.indislive \
                      AND i.indpred IS NULL AND i.indexprs IS NULL \
                      AND array_position(i.indkey::int2[], a.attnum) < i.indnkeyatts \
                      ORDER BY i.indexrelid",
@@ -304,7 +321,10 @@ async fn refuse_key_not_unique(
         }
     }
     if indexes.iter().any(|(_, columns)| covers(columns)) {
-        return Ok(());
+        return Ok(true);
+    }
+    if check == KeyRows::Recorded {
+        return Ok(false);
     }
     let keys = key
         .iter()
@@ -323,9 +343,16 @@ async fn refuse_key_not_unique(
             ),
             &[],
         )
-        .await?;
+        .await
+        .map_err(|error| {
+            KeyCheck::Refused(DbError::KeyUncheckable {
+                table: table.to_owned(),
+                key: key.join(", "),
+                message: error.to_string(),
+            })
+        })?;
     match shared.first() {
-        None => Ok(()),
+        None => Ok(false),
         Some(values) => Err(KeyCheck::Refused(DbError::KeyNotUnique {
             table: table.to_owned(),
             key: key.join(", "),

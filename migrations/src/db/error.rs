@@ -36,6 +36,22 @@ pub enum DbError {
     #[error("the key of table {table} names column {column} twice")]
     KeyColumnTwice { table: String, column: String },
 
+    #[error("the key ({key}) of table {table} cannot be checked for rows that share it: {message}")]
+    KeyUncheckable {
+        table: String,
+        key: String,
+        message: String,
+    },
+
+    #[error(
+        "step {step}: an insert into table {table} needs a key that the primary key or a unique index keeps unique, and ({key}) is not: the rows it adds could share it"
+    )]
+    InsertKeyNotIndexed {
+        step: u32,
+        table: String,
+        key: String,
+    },
+
     #[error("table {table} has no usable key: no primary key and no key columns given")]
     NoKey { table: String },
 
@@ -167,6 +183,12 @@ impl DbError {
             ),
             DbError::KeyNotUnique { .. } => Some(
                 "rows are found again by their key: name columns that the primary key or a unique index covers, or columns no two rows share",
+            ),
+            DbError::KeyUncheckable { .. } => Some(
+                "name key columns whose values the database can compare for equality (a json column cannot be)",
+            ),
+            DbError::InsertKeyNotIndexed { .. } => Some(
+                "create a unique index on the key columns, or name a key that the primary key or a unique index covers",
             ),
             DbError::NoKey { .. } => {
                 Some("give the step `key = [\"column\", …]` naming unique, non-null columns")

@@ -99,7 +99,9 @@ async fn check_one(context: &mut Context<'_>, operation: &Operation) -> Result<(
             prepare(context, step, &sql).await?;
         }
         Operation::Insert(insert) => {
-            let info = context.table(&insert.table, insert.key.as_deref()).await?;
+            let info = context
+                .insert_table(step, &insert.table, insert.key.as_deref())
+                .await?;
             match &insert.source {
                 InsertSource::Select(select) => {
                     let select = select.trim().trim_end_matches(';');

@@ -252,7 +252,9 @@ async fn prepare_rows(
 ) -> Result<Prepared> {
     let step = rows.step;
     let engine = context.executor.engine();
-    let info = context.table(&rows.table, Some(&rows.key_columns)).await?;
+    let info = context
+        .recorded_table(&rows.table, &rows.key_columns)
+        .await?;
     check_columns(&info, rows)?;
     let triggers = match triggers(context.executor, &info).await {
         Ok(triggers) => triggers,
