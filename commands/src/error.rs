@@ -10,9 +10,6 @@ pub mod exit {
     #[allow(dead_code, reason = "rollback reports drift with it")]
     pub const DRIFT: u8 = 3;
     pub const VERIFY: u8 = 4;
-    /// Standard output was closed under the command, as a shell reports a
-    /// process that SIGPIPE ended.
-    pub const OUTPUT_CLOSED: u8 = 141;
 }
 
 #[derive(Debug)]

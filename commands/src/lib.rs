@@ -81,18 +81,6 @@ pub fn run_cli(
     };
     match result {
         Ok(()) => 0,
-        // Standard output's reader went away: stop as a tool killed by
-        // SIGPIPE does, without a message (128 + 13).
-        Err(error)
-            if printer.out_closed()
-                && error.error.chain().any(|cause| {
-                    cause
-                        .downcast_ref::<std::io::Error>()
-                        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-                }) =>
-        {
-            error::exit::OUTPUT_CLOSED
-        }
         Err(error) => {
             let causes: Vec<String> = error
                 .error

@@ -17,33 +17,40 @@ pub struct Printer {
     pub json: bool,
 }
 
-/// Standard output, and whether its reader went away (`rewind history |
-/// head`): a write then fails with a broken pipe.
+/// Standard output, whose reader may go away (`rewind history | head`):
+/// from the first write that finds the pipe broken on, what is written is
+/// dropped, so that the command still ends as it would have, with its own
+/// outcome and exit code, and its messages still reach standard error.
 struct Watched {
     inner: Box<dyn Write>,
     closed: bool,
 }
 
-impl Watched {
-    fn watch<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
-        if let Err(error) = &result
-            && error.kind() == io::ErrorKind::BrokenPipe
-        {
-            self.closed = true;
-        }
-        result
-    }
-}
-
 impl Write for Watched {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        let result = self.inner.write(bytes);
-        self.watch(result)
+        if self.closed {
+            return Ok(bytes.len());
+        }
+        match self.inner.write(bytes) {
+            Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(bytes.len())
+            }
+            result => result,
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let result = self.inner.flush();
-        self.watch(result)
+        if self.closed {
+            return Ok(());
+        }
+        match self.inner.flush() {
+            Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            result => result,
+        }
     }
 }
 
@@ -59,11 +66,6 @@ impl Printer {
             err,
             json,
         }
-    }
-
-    /// Whether a write to standard output found its reader gone.
-    pub fn out_closed(&self) -> bool {
-        self.out.closed
     }
 
     /// Data: a rendered block of text, to stdout.
