@@ -551,6 +551,22 @@ fn rollback_past_an_irreversible_step_is_refused_unless_allowed() {
     assert_eq!(dry.code, 1, "{dry:?}");
     assert!(dry.stdout.contains("rollback plan of run r1"), "{dry:?}");
     assert!(
+        dry.stdout.contains("none: irreversible")
+            && dry.stdout.contains("refused without --allow-irreversible"),
+        "{dry:?}"
+    );
+    let json = db.env.run(&["--json", "rollback", "r1", "--dry-run"]);
+    assert_eq!(json.code, 1, "{json:?}");
+    let listed: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|item| item["precondition"] == "refused without --allow-irreversible"),
+        "{listed}"
+    );
+    assert!(
         dry.stderr
             .contains("the rollback would pass irreversible step(s): seq"),
         "{dry:?}"

@@ -189,7 +189,8 @@ struct DryItem {
     event: &'static str,
     inverse: String,
     dependent: bool,
-    /// `ok`, `drift: …`, or `checked when reached`.
+    /// `ok`, `drift: …`, `checked when reached`, or what becomes of an
+    /// irreversible step.
     precondition: String,
 }
 
@@ -266,6 +267,22 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
                 },
             })
             .collect();
+        // The irreversible steps among them, which nothing undoes.
+        let mut rows = rows;
+        rows.extend(plan.irreversible.iter().map(|item| DryItem {
+            seq: item.seq,
+            run: item.run.clone(),
+            step: item.step,
+            event: item.event.kind(),
+            inverse: "none: irreversible".into(),
+            dependent: item.dependent,
+            precondition: if args.allow_irreversible {
+                "left in place (--allow-irreversible)".into()
+            } else {
+                "refused without --allow-irreversible".into()
+            },
+        }));
+        rows.sort_by_key(|row| std::cmp::Reverse(row.seq));
         if ctx.printer.json {
             ctx.printer.json(&rows)?;
         } else {
