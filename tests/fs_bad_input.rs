@@ -242,4 +242,16 @@ fn unknown_or_missing_key_in_a_later_step() {
         &["apply", "SPEC", "--target", "TARGET", "--yes"],
         false
     ));
+    // A table after the steps is no step's.
+    let spec = "[migration]\nid = \"t\"\n\n[[step]]\nkind = \"mkdir\"\npath = \"{root}/web\"\n\n\
+                [vars]\nroot = { required = true, idx = 1 }\n";
+    let out = case(
+        spec,
+        &["apply", "SPEC", "--target", "TARGET", "--yes"],
+        false,
+    );
+    assert!(
+        out.contains("case.toml:9:27: unknown field `idx`") && !out.contains("step 1"),
+        "{out}"
+    );
 }

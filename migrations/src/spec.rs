@@ -506,52 +506,58 @@ fn locate_parse_error(file: &str, text: &str, error: &toml::de::Error) -> SpecEr
         kind: None,
     };
     let mut message = error.message().trim().to_owned();
-    // Find the step the error is in: the last one starting at or before it
-    // (a step's span may cover only its `[[step]]` header).
-    if let Ok(lenient) = toml::from_str::<LenientSpec>(text)
-        && let Some((mut index, mut step)) = lenient
+    if let Ok(lenient) = toml::from_str::<LenientSpec>(text) {
+        // The first step that does not parse alone, if any: toml reports a
+        // field missing from or unknown to a step, or a value of the wrong
+        // type, at the start of the steps, whichever step it is in.
+        let failing = lenient.step.iter().enumerate().find_map(|(alone, step)| {
+            step.get_ref()
+                .clone()
+                .try_into::<StepSpec>()
+                .err()
+                .map(|error| (alone, step, error))
+        });
+        // The step the error's place falls in: the last one starting at or
+        // before it (a step's span may cover only its `[[step]]` header).
+        let placed = lenient
             .step
             .iter()
             .enumerate()
             .filter(|(_, step)| step.span().start <= offset)
-            .max_by_key(|(_, step)| step.span().start)
-    {
-        // A field missing from, or unknown to, a step is reported at the
-        // start of the steps, whichever step it is in: the first step that
-        // does not parse alone is the one, when it is not the one found.
-        if let Some((alone, failed, error)) =
-            lenient.step.iter().enumerate().find_map(|(alone, step)| {
-                step.get_ref()
-                    .clone()
-                    .try_into::<StepSpec>()
-                    .err()
-                    .map(|error| (alone, step, error))
-            })
-            && alone != index
-        {
-            (index, step) = (alone, failed);
-            (at.line, at.column) = line_column(text, step.span().start);
-            message = error.message().trim().to_owned();
-        }
-        let kind = step
-            .get_ref()
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .map(str::to_owned);
-        at.step = u32::try_from(index + 1).ok();
-        at.kind = kind.clone();
-        if let Some(kind) = kind
-            && !steps::REGISTRY.iter().any(|info| info.name == kind)
-        {
-            return SpecError::UnknownKind {
-                at,
-                kind,
-                known: steps::REGISTRY
-                    .iter()
-                    .map(|info| info.name)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            };
+            .max_by_key(|(_, step)| step.span().start);
+        let found = match (placed, failing) {
+            // The error's own place is in the failing step.
+            (Some((index, step)), Some((alone, _, _))) if alone == index => Some((index, step)),
+            (_, Some((alone, failed, error))) => {
+                (at.line, at.column) = line_column(text, failed.span().start);
+                message = error.message().trim().to_owned();
+                Some((alone, failed))
+            }
+            // Every step parses alone: the error is outside them (a
+            // `[vars]` table after the steps).
+            (_, None) => None,
+        };
+        if let Some((index, step)) = found {
+            let kind = step
+                .get_ref()
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .map(str::to_owned);
+            at.step = u32::try_from(index + 1).ok();
+            at.kind = kind.clone();
+            if let Some(kind) = kind
+                && !steps::REGISTRY.iter().any(|info| info.name == kind)
+            {
+                return SpecError::UnknownKind {
+                    at,
+                    kind,
+                    known: steps::REGISTRY
+                        .iter()
+                        .map(|info| info.name)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                };
+            }
         }
     }
     SpecError::Parse { at, message }

@@ -214,7 +214,7 @@ pub(crate) async fn table_info(
         }
     }
     let key_by_index = !given
-        || refuse_key_not_unique(executor, &quoted, table, &key, &primary_key, rows)
+        || refuse_key_not_unique(executor, &quoted, &canonical, &key, &primary_key, rows)
             .await
             .map_err(|error| match error {
                 KeyCheck::Failed(error) => unreachable(error),
