@@ -1539,6 +1539,14 @@ async fn sqlite_hooked_chunk(
                 Some(Problem::Changed(problem)) => {
                     return Err(concurrent(plan.info, step, problem));
                 }
+                Some(Problem::Failed(problem)) => {
+                    return Err(DbError::Runtime {
+                        message: format!(
+                            "capturing the rows of {} in step {step}: {problem}",
+                            plan.info.name
+                        ),
+                    });
+                }
                 Some(Problem::NotUtf8 { column }) => {
                     return Err(DbError::NotUtf8 {
                         step,

@@ -353,6 +353,8 @@ pub(crate) enum Problem {
     /// A value is TEXT that is not UTF-8, which an image cannot hold:
     /// the column's position among the table's.
     NotUtf8 { column: usize },
+    /// The capture itself failed (SQLite gave no value, the hook panicked).
+    Failed(String),
 }
 
 impl Changes<'_> {
@@ -478,7 +480,7 @@ fn preupdate(
     };
     match code {
         ffi::SQLITE_OK if !value.is_null() => Ok(value),
-        _ => Err(Problem::Changed(format!(
+        _ => Err(Problem::Failed(format!(
             "SQLite gave no value for column {}",
             column + 1
         ))),
@@ -556,7 +558,7 @@ unsafe extern "C" fn on_preupdate(
     if outcome.is_err() {
         // SAFETY: as above.
         let changes = unsafe { &mut *context.cast::<Changes<'_>>() };
-        changes.problem = Some(Problem::Changed("capturing a row panicked".to_owned()));
+        changes.problem = Some(Problem::Failed("capturing a row panicked".to_owned()));
     }
 }
 
