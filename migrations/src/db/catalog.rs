@@ -25,8 +25,9 @@ pub(crate) struct TableInfo {
     /// would override.
     pub conflict_clauses: bool,
     /// The key holds every column of the primary key or of a unique index,
-    /// so the database itself keeps it unique; otherwise it was found
-    /// unique in the rows when read, which an insert could change.
+    /// so the database itself keeps it unique; otherwise only the rows do
+    /// (a step checks them when it reads the table), which an insert could
+    /// change.
     pub key_by_index: bool,
 }
 
