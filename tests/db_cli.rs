@@ -737,3 +737,28 @@ fn drift_inside_a_chunk_keeps_the_newer_events_of_the_chunk_undone() {
     db.sql("UPDATE counters SET n = 0 WHERE id = 1500");
     assert_eq!(db.dump(), before);
 }
+
+/// `rollback --json --on-drift skip`: an event whose other rows were
+/// restored around a drifted one is counted in part, not as applied.
+#[test]
+fn a_rollback_that_skips_drift_counts_the_events_it_restored_in_part() {
+    let spec = format!(
+        "[migration]\nid = \"in-part\"\ndatabase = \"{{db}}\"\n[vars]\ndb = {{ required = true }}\n\n{UPDATE_LICENCES}"
+    );
+    let db = DbEnv::with_spec(&spec);
+    assert!(db.apply().starts_with("exit: 0"));
+    db.sql("UPDATE licences SET seats = 100 WHERE id = 1");
+    let out = db
+        .env
+        .run(&["--json", "rollback", "r1", "--yes", "--on-drift", "skip"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["compensated"], 0, "{report}");
+    assert_eq!(report["in_part"], 1, "{report}");
+    assert_eq!(report["drift"].as_array().unwrap().len(), 1, "{report}");
+    assert!(
+        db.dump().contains("'panel',100)"),
+        "the drifted row is left"
+    );
+    assert!(db.dump().contains("'panel',7)"), "the others are restored");
+}
