@@ -301,13 +301,27 @@ fn db_error(event: &Event, error: db::DbError) -> MigrateError {
 /// their expected (after image) and found values.
 pub fn row_drift(seq: u64, drift: &RowDrift) -> Drift {
     let names = &drift.image_columns;
-    let render = |image: &Option<Vec<rewind_ledger::SqlValue>>| match image {
+    // A value written as the other side's is told apart by its storage
+    // class: the integer 20 and the text '20', NULL and the text 'NULL'.
+    let render = |image: &Option<Vec<SqlValue>>, other: &Option<Vec<SqlValue>>| match image {
         None => "absent".to_owned(),
         Some(values) => names
             .iter()
             .zip(values)
-            .filter(|(name, _)| drift.columns.contains(name))
-            .map(|(name, value)| format!("{name}={value}"))
+            .enumerate()
+            .filter(|(_, (name, _))| drift.columns.contains(name))
+            .map(|(index, (name, value))| {
+                let text = value.to_string();
+                let alike = other
+                    .as_ref()
+                    .and_then(|other| other.get(index))
+                    .is_some_and(|other| other != value && other.to_string() == text);
+                if alike {
+                    format!("{name}={text} ({})", storage_class(value))
+                } else {
+                    format!("{name}={text}")
+                }
+            })
             .collect::<Vec<_>>()
             .join(", "),
     };
@@ -319,8 +333,19 @@ pub fn row_drift(seq: u64, drift: &RowDrift) -> Drift {
             rewind_ledger::render_key(&drift.key)
         ),
         what: format!("columns {}", drift.columns.join(", ")),
-        expected: render(&drift.expected),
-        actual: render(&drift.actual),
+        expected: render(&drift.expected, &drift.actual),
+        actual: render(&drift.actual, &drift.expected),
+    }
+}
+
+/// A value's storage class, as SQLite's `typeof` names it.
+fn storage_class(value: &SqlValue) -> &'static str {
+    match value {
+        SqlValue::Null => "null",
+        SqlValue::Integer(_) => "integer",
+        SqlValue::Real(_) => "real",
+        SqlValue::Text(_) | SqlValue::Typed(_) => "text",
+        SqlValue::Blob(_) => "blob",
     }
 }
 
@@ -859,4 +884,35 @@ pub fn dry_run(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_tells_values_written_alike_apart_by_their_storage_class() {
+        let names = ["id", "n", "s", "v"].map(str::to_owned).to_vec();
+        let drift = RowDrift {
+            table: "t".into(),
+            key: vec![SqlValue::Integer(1)],
+            columns: names[1..].to_vec(),
+            image_columns: names,
+            expected: Some(vec![
+                SqlValue::Integer(1),
+                SqlValue::Integer(20),
+                SqlValue::Null,
+                SqlValue::Integer(3),
+            ]),
+            actual: Some(vec![
+                SqlValue::Integer(1),
+                SqlValue::Text("20".into()),
+                SqlValue::Text("NULL".into()),
+                SqlValue::Integer(4),
+            ]),
+        };
+        let drift = row_drift(7, &drift);
+        assert_eq!(drift.expected, "n=20 (integer), s=NULL (null), v=3");
+        assert_eq!(drift.actual, "n=20 (text), s=NULL (text), v=4");
+    }
 }
