@@ -260,6 +260,33 @@ pub enum SqlValue {
     Typed(String),
 }
 
+impl SqlValue {
+    /// Its storage class, as SQLite's `typeof` names it (a PostgreSQL
+    /// value's text is `text`): what tells apart two values that are
+    /// written alike, the integer 20 and the text '20', NULL and 'NULL'.
+    pub fn storage_class(&self) -> &'static str {
+        match self {
+            SqlValue::Null => "null",
+            SqlValue::Integer(_) => "integer",
+            SqlValue::Real(_) => "real",
+            SqlValue::Text(_) | SqlValue::Typed(_) => "text",
+            SqlValue::Blob(_) => "blob",
+        }
+    }
+
+    /// As displayed, with its storage class when `other` is another value
+    /// displayed alike.
+    pub fn shown_beside(&self, other: Option<&SqlValue>) -> String {
+        let text = self.to_string();
+        match other {
+            Some(other) if other != self && other.to_string() == text => {
+                format!("{text} ({})", self.storage_class())
+            }
+            _ => text,
+        }
+    }
+}
+
 impl fmt::Display for SqlValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

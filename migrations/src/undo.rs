@@ -311,16 +311,8 @@ pub fn row_drift(seq: u64, drift: &RowDrift) -> Drift {
             .enumerate()
             .filter(|(_, (name, _))| drift.columns.contains(name))
             .map(|(index, (name, value))| {
-                let text = value.to_string();
-                let alike = other
-                    .as_ref()
-                    .and_then(|other| other.get(index))
-                    .is_some_and(|other| other != value && other.to_string() == text);
-                if alike {
-                    format!("{name}={text} ({})", storage_class(value))
-                } else {
-                    format!("{name}={text}")
-                }
+                let other = other.as_ref().and_then(|other| other.get(index));
+                format!("{name}={}", value.shown_beside(other))
             })
             .collect::<Vec<_>>()
             .join(", "),
@@ -335,17 +327,6 @@ pub fn row_drift(seq: u64, drift: &RowDrift) -> Drift {
         what: format!("columns {}", drift.columns.join(", ")),
         expected: render(&drift.expected, &drift.actual),
         actual: render(&drift.actual, &drift.expected),
-    }
-}
-
-/// A value's storage class, as SQLite's `typeof` names it.
-fn storage_class(value: &SqlValue) -> &'static str {
-    match value {
-        SqlValue::Null => "null",
-        SqlValue::Integer(_) => "integer",
-        SqlValue::Real(_) => "real",
-        SqlValue::Text(_) | SqlValue::Typed(_) => "text",
-        SqlValue::Blob(_) => "blob",
     }
 }
 

@@ -286,24 +286,28 @@ pub fn row_changes(event: &Event, table: &str, key: &str) -> Vec<ColumnChange> {
     let Some(row) = rows.rows.iter().find(|row| render_key(&row.key) == key) else {
         return Vec::new();
     };
-    let value = |image: &Option<Vec<SqlValue>>, index: usize| {
-        image.as_ref().map(|values| {
-            values
-                .get(index)
-                .map(ToString::to_string)
+    fn value(image: &Option<Vec<SqlValue>>, index: usize) -> Option<Option<&SqlValue>> {
+        image.as_ref().map(|values| values.get(index))
+    }
+    // Compared as values, shown as text: a NULL that became the text
+    // 'NULL' is a change, shown with the storage classes.
+    let shown = |value: Option<Option<&SqlValue>>, other: Option<Option<&SqlValue>>| {
+        value.map(|value| {
+            value
+                .map(|value| value.shown_beside(other.flatten()))
                 .unwrap_or_default()
         })
     };
     rows.columns
         .iter()
         .enumerate()
-        .map(|(index, column)| ColumnChange {
-            column: column.name.clone(),
-            before: value(&row.before, index),
-            after: value(&row.after, index),
-        })
-        .filter(|change| {
-            change.before != change.after || change.before.is_none() || change.after.is_none()
+        .filter_map(|(index, column)| {
+            let (before, after) = (value(&row.before, index), value(&row.after, index));
+            (before != after || before.is_none() || after.is_none()).then(|| ColumnChange {
+                column: column.name.clone(),
+                before: shown(before, after),
+                after: shown(after, before),
+            })
         })
         .collect()
 }
@@ -448,5 +452,50 @@ mod tests {
         ];
         assert_eq!(seqs(&found, &later, Some("2")), vec![2, 5]);
         assert_eq!(seqs(&found, &later, Some("4")), vec![2, 4]);
+    }
+
+    /// A change between values written alike is a change, shown with the
+    /// storage classes; a column that kept its value is left out.
+    #[test]
+    fn a_row_change_between_values_written_alike_shows_their_storage_classes() {
+        use rewind_ledger::{Column, RowImage};
+        let column = |name: &str| Column {
+            name: name.into(),
+            sql_type: String::new(),
+        };
+        let event = Event::RowsChanged(RowsChanged {
+            columns: vec![column("id"), column("n"), column("s"), column("v")],
+            rows: vec![RowImage {
+                key: vec![SqlValue::Integer(1)],
+                before: Some(vec![
+                    SqlValue::Integer(1),
+                    SqlValue::Integer(20),
+                    SqlValue::Null,
+                    SqlValue::Integer(3),
+                ]),
+                after: Some(vec![
+                    SqlValue::Integer(1),
+                    SqlValue::Text("20".into()),
+                    SqlValue::Text("NULL".into()),
+                    SqlValue::Integer(3),
+                ]),
+            }],
+            ..match rows_event() {
+                Event::RowsChanged(rows) => rows,
+                _ => unreachable!(),
+            }
+        });
+        let shown: Vec<(String, Option<String>, Option<String>)> = row_changes(&event, "t", "1")
+            .into_iter()
+            .map(|change| (change.column, change.before, change.after))
+            .collect();
+        let some = |text: &str| Some(text.to_owned());
+        assert_eq!(
+            shown,
+            [
+                ("n".to_owned(), some("20 (integer)"), some("20 (text)")),
+                ("s".to_owned(), some("NULL (null)"), some("NULL (text)")),
+            ]
+        );
     }
 }
