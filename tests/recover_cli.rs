@@ -217,7 +217,7 @@ fn apply_recovers_a_dead_run_first_and_says_so() {
     exit: 0
     ----- stdout -----
     RUN  SPEC   TARGET                    STATE        STEPS  UNDONE  STARTED
-    r1   modes  -                         interrupted  1/1    0/2     2026-01-02 03:04:05
+    r1   modes  -                         interrupted  0/1    0/2     2026-01-02 03:04:05
     r10  made   root=[TEMP]/srv  migrated     1/1    0/1     2026-01-02 03:04:05
     ----- stderr -----
     ");

@@ -77,10 +77,18 @@ pub fn render_runs(runs: &[RunStatus]) -> String {
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {
+            // Steps that finished, rolled back since or not, as apply
+            // counts them: a failed or interrupted step is not done.
             let done = r
                 .steps
                 .iter()
-                .filter(|s| s.state != rewind_projections::status::StepState::Started)
+                .filter(|s| {
+                    matches!(
+                        s.state,
+                        rewind_projections::status::StepState::Finished
+                            | rewind_projections::status::StepState::RolledBack
+                    )
+                })
                 .count();
             vec![
                 r.run.clone(),
