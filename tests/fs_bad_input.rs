@@ -254,4 +254,16 @@ fn unknown_or_missing_key_in_a_later_step() {
         out.contains("case.toml:9:27: unknown field `idx`") && !out.contains("step 1"),
         "{out}"
     );
+    // An error of the header stays the header's, a bad step after it or not.
+    let spec =
+        "[migration]\nidd = \"t\"\n\n[[step]]\nkind = \"chmod\"\npath = \"/x\"\nmod = \"1\"\n";
+    let out = case(
+        spec,
+        &["apply", "SPEC", "--target", "TARGET", "--yes"],
+        false,
+    );
+    assert!(
+        out.contains("case.toml:2:1: unknown field `idd`") && !out.contains("step 1"),
+        "{out}"
+    );
 }

@@ -505,7 +505,7 @@ fn locate_parse_error(file: &str, text: &str, error: &toml::de::Error) -> SpecEr
         step: None,
         kind: None,
     };
-    let mut message = error.message().trim().to_owned();
+    let message = error.message().trim().to_owned();
     if let Ok(lenient) = toml::from_str::<LenientSpec>(text) {
         // The first step that does not parse alone, if any: toml reports a
         // field missing from or unknown to a step, or a value of the wrong
@@ -528,11 +528,13 @@ fn locate_parse_error(file: &str, text: &str, error: &toml::de::Error) -> SpecEr
         let found = match (placed, failing) {
             // The error's own place is in the failing step.
             (Some((index, step)), Some((alone, _, _))) if alone == index => Some((index, step)),
-            (_, Some((alone, failed, error))) => {
+            // The failing step's own error, which toml placed elsewhere.
+            (_, Some((alone, failed, error))) if error.message().trim() == message => {
                 (at.line, at.column) = line_column(text, failed.span().start);
-                message = error.message().trim().to_owned();
                 Some((alone, failed))
             }
+            // Another error: in the step its place falls in, if any.
+            (placed, Some(_)) => placed,
             // Every step parses alone: the error is outside them (a
             // `[vars]` table after the steps).
             (_, None) => None,
