@@ -242,28 +242,23 @@ fn unknown_or_missing_key_in_a_later_step() {
         &["apply", "SPEC", "--target", "TARGET", "--yes"],
         false
     ));
-    // A table after the steps is no step's.
-    let spec = "[migration]\nid = \"t\"\n\n[[step]]\nkind = \"mkdir\"\npath = \"{root}/web\"\n\n\
-                [vars]\nroot = { required = true, idx = 1 }\n";
-    let out = case(
-        spec,
-        &["apply", "SPEC", "--target", "TARGET", "--yes"],
-        false,
+    // An error outside the steps names no step: a table after them, or the
+    // header, a bad step after it or not.
+    let outside = |spec: &str, said: &str| {
+        let out = case(
+            spec,
+            &["apply", "SPEC", "--target", "TARGET", "--yes"],
+            false,
+        );
+        assert!(out.contains(said) && !out.contains("step 1"), "{out}");
+    };
+    outside(
+        "[migration]\nid = \"t\"\n\n[[step]]\nkind = \"mkdir\"\npath = \"{root}/web\"\n\n\
+         [vars]\nroot = { required = true, idx = 1 }\n",
+        "case.toml:9:27: unknown field `idx`",
     );
-    assert!(
-        out.contains("case.toml:9:27: unknown field `idx`") && !out.contains("step 1"),
-        "{out}"
-    );
-    // An error of the header stays the header's, a bad step after it or not.
-    let spec =
-        "[migration]\nidd = \"t\"\n\n[[step]]\nkind = \"chmod\"\npath = \"/x\"\nmod = \"1\"\n";
-    let out = case(
-        spec,
-        &["apply", "SPEC", "--target", "TARGET", "--yes"],
-        false,
-    );
-    assert!(
-        out.contains("case.toml:2:1: unknown field `idd`") && !out.contains("step 1"),
-        "{out}"
+    outside(
+        "[migration]\nidd = \"t\"\n\n[[step]]\nkind = \"chmod\"\npath = \"/x\"\nmod = \"1\"\n",
+        "case.toml:2:1: unknown field `idd`",
     );
 }
