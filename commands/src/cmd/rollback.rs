@@ -237,7 +237,7 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
             &items(&plan, &resolutions),
         )?;
         let mut drifted = 0;
-        let rows: Vec<DryItem> = plan
+        let mut rows: Vec<DryItem> = plan
             .items
             .iter()
             .zip(checks)
@@ -268,7 +268,6 @@ pub fn run(ctx: &mut Ctx, args: RollbackArgs) -> CliResult {
             })
             .collect();
         // The irreversible steps among them, which nothing undoes.
-        let mut rows = rows;
         rows.extend(plan.irreversible.iter().map(|item| DryItem {
             seq: item.seq,
             run: item.run.clone(),
