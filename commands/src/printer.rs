@@ -26,31 +26,34 @@ struct Watched {
     closed: bool,
 }
 
+impl Watched {
+    /// `result` of a write to the reader, or `dropped` once it is gone.
+    fn unless_gone<T>(&mut self, result: io::Result<T>, dropped: T) -> io::Result<T> {
+        match result {
+            Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(dropped)
+            }
+            result => result,
+        }
+    }
+}
+
 impl Write for Watched {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         if self.closed {
             return Ok(bytes.len());
         }
-        match self.inner.write(bytes) {
-            Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {
-                self.closed = true;
-                Ok(bytes.len())
-            }
-            result => result,
-        }
+        let result = self.inner.write(bytes);
+        self.unless_gone(result, bytes.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         if self.closed {
             return Ok(());
         }
-        match self.inner.flush() {
-            Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {
-                self.closed = true;
-                Ok(())
-            }
-            result => result,
-        }
+        let result = self.inner.flush();
+        self.unless_gone(result, ())
     }
 }
 

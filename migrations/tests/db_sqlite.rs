@@ -1598,39 +1598,26 @@ fn sqlite_a_key_two_rows_share_is_refused_before_anything_changes() {
             )
             .unwrap_err(),
     );
+    // An insert of one row `id`, with `value` in the key column `key`.
+    let insert = |key: &str, id: i64, value: i64| Insert {
+        step: 3,
+        table: "t".into(),
+        key: Some(vec![key.to_owned()]),
+        source: InsertSource::Rows(vec![BTreeMap::from([
+            ("id".to_owned(), SqlValue::Integer(id)),
+            (key.to_owned(), SqlValue::Integer(value)),
+        ])]),
+        chunk_size: None,
+    };
     refused(
         database
-            .insert(
-                &Insert {
-                    step: 3,
-                    table: "t".into(),
-                    key: Some(vec!["n".into()]),
-                    source: InsertSource::Rows(vec![BTreeMap::from([
-                        ("id".to_owned(), SqlValue::Integer(4)),
-                        ("n".to_owned(), SqlValue::Integer(4)),
-                    ])]),
-                    chunk_size: None,
-                },
-                &mut ledger.recorder(),
-            )
+            .insert(&insert("n", 4, 4), &mut ledger.recorder())
             .unwrap_err(),
     );
     // An insert needs a key the database keeps unique: one the rows hold
     // once each now may not be so once it has added its own.
     let error = database
-        .insert(
-            &Insert {
-                step: 4,
-                table: "t".into(),
-                key: Some(vec!["g".into()]),
-                source: InsertSource::Rows(vec![BTreeMap::from([
-                    ("id".to_owned(), SqlValue::Integer(5)),
-                    ("g".to_owned(), SqlValue::Integer(10)),
-                ])]),
-                chunk_size: None,
-            },
-            &mut ledger.recorder(),
-        )
+        .insert(&insert("g", 5, 10), &mut ledger.recorder())
         .unwrap_err();
     assert_refused(
         &error,
